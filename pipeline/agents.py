@@ -1,0 +1,107 @@
+"""The Faust app: the intake service, and the agent that aggregates matches into findings.
+
+This is the only module that uses Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from typing import Any
+
+import faust
+from mode import Service
+
+from pipeline import metrics
+from pipeline.aggregate import Aggregator
+from pipeline.emit import build_risk_events
+from pipeline.engine import Detector
+from pipeline.intake import Intake
+from pipeline.match import RuleMatch
+from pipeline.rules.loader import load_rules
+from pipeline.settings import Settings
+from pipeline.topics import Topics, load_topics
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Return Faust credentials matching the librdkafka security settings."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=settings.ssl_ca_location)
+    if settings.ssl_certificate_location:
+        context.load_cert_chain(settings.ssl_certificate_location, settings.ssl_key_location)
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(
+        username=settings.sasl_username, password=password, mechanism=settings.sasl_mechanism,
+        ssl_context=context if settings.security_protocol == "SASL_SSL" else None,
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app: load rules and topics, declare topics, table, agent and intake."""
+    rules = load_rules(settings.rules_dir)
+    topics = load_topics(settings.topics_dir, settings.topic_prefix)
+    detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
+    metrics.rules_loaded.set(len(rules))
+    matches_spec = topics.spec("wmiwatch.matches")
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        topic_partitions=matches_spec.partitions,
+        topic_replication_factor=matches_spec.replication_factor,
+        consumer_auto_offset_reset="earliest",
+    )
+    matches_topic = app.topic(topics.matches, value_serializer="json", internal=False)
+    findings_topic = app.topic(topics.findings, value_serializer="json", internal=False)
+    risk_topic = app.topic(topics.risk, value_serializer="json", internal=False)
+    dest_to_rule_stats = app.Table(
+        "dest_to_rule_stats", default=dict, partitions=matches_spec.partitions,
+        value_serializer="json",
+    )
+    aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_seconds)
+
+    @app.agent(matches_topic)
+    async def aggregate(stream: faust.StreamT[dict[str, Any]]) -> None:
+        """Count each match into its dest's table entry and send findings that become due."""
+        async for record in stream:
+            for finding in aggregator.add(RuleMatch.from_record(record)):
+                await findings_topic.send(key=finding["dest"], value=finding)
+                rule = detector.rules[finding["rule_id"]]
+                risk_events = build_risk_events(rule, finding)
+                for risk in risk_events:
+                    await risk_topic.send(key=risk["risk_object"], value=risk)
+                metrics.findings_emitted_total.labels(rule.id).inc()
+                metrics.risk_events_emitted_total.labels(rule.id).inc(len(risk_events))
+                metrics.finding_latency_seconds.observe(time.time() - record["ingested_at"])
+
+    app.service(_intake_service(settings, topics, detector))
+    return app
+
+
+def _intake_service(settings: Settings, topics: Topics, detector: Detector) -> type[Service]:
+    class IntakeService(Service):
+        """Run the batched intake loop in a thread for the worker's lifetime."""
+
+        stop = threading.Event()
+        thread: threading.Thread | None = None
+
+        async def on_start(self) -> None:
+            intake = Intake(settings, topics, detector)
+            self.thread = threading.Thread(target=intake.run, args=(self.stop,),
+                                           name="wmiwatch-intake", daemon=True)
+            self.thread.start()
+
+        async def on_stop(self) -> None:
+            self.stop.set()
+            if self.thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
+
+    return IntakeService

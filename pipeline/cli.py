@@ -1,0 +1,257 @@
+"""The ``wmiwatch`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from pipeline import PROJECT_ROOT
+from pipeline.broker import free_port, running_broker
+from pipeline.rules.errors import RuleErrors
+from pipeline.settings import Settings
+
+app = typer.Typer(help="Splunk-style WMI detections over Kafka streams of Windows events.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
+rules_app = typer.Typer(help="Rule files.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(rules_app, name="rules")
+console = Console(stderr=True)
+
+Bootstrap = Annotated[str | None, typer.Option(
+    "--bootstrap", help="Kafka bootstrap servers [env WMIWATCH_BOOTSTRAP_SERVERS, 127.0.0.1:9092]")]
+RulesDir = Annotated[Path | None, typer.Option("--rules", help="Rules directory [env WMIWATCH_RULES_DIR]")]
+DEMO_SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "demo"
+
+
+def load_settings(bootstrap: str | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment, with command-line overrides; exit on errors."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if bootstrap:
+        values["bootstrap_servers"] = bootstrap
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as error:
+        console.print(f"[red]invalid settings[/red]:\n{error}")
+        raise typer.Exit(2) from None
+
+
+def load_rules_or_exit(folder: Path) -> tuple:  # type: ignore[type-arg]
+    """Load the rules, or print every problem and exit with status 2."""
+    from pipeline.rules.loader import load_rules
+
+    try:
+        return load_rules(folder)
+    except RuleErrors as errors:
+        console.print(f"[red]{errors}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092,
+           data_dir: Annotated[Path, typer.Option(help="Where the broker keeps data")] = Path(
+               ".wmiwatch/broker")) -> None:
+    """Run a local Kafka-protocol broker in the foreground until SIGTERM/SIGINT."""
+    with running_broker(port, data_dir) as address:
+        console.print(f"broker listening on {address} (data in {data_dir}); Ctrl-C stops it")
+        _wait_for_signal()
+
+
+def _wait_for_signal() -> None:
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    while not received:
+        time.sleep(0.2)
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: Bootstrap = None) -> None:
+    """Create every topic defined in topics/ (idempotent)."""
+    from pipeline.kafka import create_topics
+    from pipeline.topics import load_topics
+
+    settings = load_settings(bootstrap)
+    status = create_topics(settings, load_topics(settings.topics_dir, settings.topic_prefix))
+    for name, state in sorted(status.items()):
+        console.print(f"{state:8} {name}")
+
+
+@app.command()
+def replay(paths: list[Path], bootstrap: Bootstrap = None) -> None:
+    """Produce the events in PATHS (XML, JSON lines, EVTX, zip/tar.gz) to their raw topics."""
+    from pipeline.replay import replay_files
+    from pipeline.topics import load_topics
+
+    settings = load_settings(bootstrap)
+    topics = load_topics(settings.topics_dir, settings.topic_prefix)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=None)
+        counts = replay_files(paths, settings, topics, lambda: progress.advance(task))
+    for topic, count in sorted(counts.items()):
+        console.print(f"{count:8d}  {topic}")
+
+
+@app.command()
+def worker(bootstrap: Bootstrap = None, rules: RulesDir = None,
+           metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics here")] = None,
+           loglevel: str = "warning") -> None:
+    """Run a detection worker (Faust) with Prometheus metrics."""
+    import faust
+    from prometheus_client import start_http_server
+
+    from pipeline.agents import create_app
+
+    settings = load_settings(bootstrap, rules_dir=rules, metrics_port=metrics_port)
+    load_rules_or_exit(settings.rules_dir)
+    start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104
+    console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+    faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def detect(paths: list[Path], rules: RulesDir = None,
+           format: Annotated[str, typer.Option(help="jsonl or table")] = "table") -> None:
+    """Run every rule over files with no broker and print the findings."""
+    from pipeline.offline import detect_files
+
+    settings = load_settings(None, rules_dir=rules)
+    report = detect_files(paths, load_rules_or_exit(settings.rules_dir), settings.window_seconds,
+                          settings.max_event_bytes)
+    if format == "jsonl":
+        for finding in report.findings:
+            sys.stdout.buffer.write(orjson.dumps(finding) + b"\n")
+    else:
+        _print_findings(report.findings)
+    rejected = ", ".join(f"{r}={n}" for r, n in sorted(report.rejected.items())) or "none"
+    console.print(f"{report.events} events, {len(report.findings)} findings, rejected: {rejected}")
+
+
+def _print_findings(findings: list[dict[str, object]]) -> None:
+    table = Table("first_time", "rule", "dest", "count", "title", show_lines=False)
+    for finding in findings:
+        table.add_row(str(finding["first_time"]), str(finding["rule_name"]),
+                      str(finding["dest"]), str(finding["count"]), str(finding["title"]))
+    Console().print(table)
+
+
+@rules_app.command("list")
+def rules_list(rules: RulesDir = None) -> None:
+    """Print the rules with their data sources and MITRE ids."""
+    settings = load_settings(None, rules_dir=rules)
+    table = Table("name", "type", "data sources", "MITRE", "score")
+    for rule in load_rules_or_exit(settings.rules_dir):
+        spec = rule.spec
+        table.add_row(spec.name, spec.type, ", ".join(spec.data_source),
+                      ", ".join(spec.mitre_attack_id), str(spec.finding.entity.score))
+    Console().print(table)
+
+
+@app.command("test-rules")
+def test_rules(rules: RulesDir = None) -> None:
+    """Run every rule's tests section against its fixtures; exit 1 on any failure."""
+    from pipeline.rules.selftest import run_rule_tests
+
+    settings = load_settings(None, rules_dir=rules)
+    results = run_rule_tests(load_rules_or_exit(settings.rules_dir), settings.window_seconds)
+    table = Table("result", "rule", "test", "expected", "actual")
+    for result in results:
+        verdict = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
+        table.add_row(verdict, result.rule, result.test, str(result.expected), str(result.actual))
+    Console().print(table)
+    failed = sum(not r.passed for r in results)
+    console.print(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(port: Annotated[int, typer.Option(help="Broker port (0: any free port)")] = 0,
+         metrics_port: int = 9108,
+         stop_after: Annotated[int, typer.Option(help="Exit after N findings (0: run until Ctrl-C)")] = 0,
+         ) -> None:
+    """Start a local broker and a worker, replay the bundled samples, print findings live."""
+    from pipeline.kafka import create_topics
+    from pipeline.replay import replay_files
+    from pipeline.topics import load_topics
+
+    port = port or free_port()
+    data_dir = Path(".wmiwatch") / f"demo-{port}"
+    with running_broker(port, data_dir / "broker") as address:
+        settings = load_settings(address, data_dir=data_dir / "worker", metrics_port=metrics_port)
+        topics = load_topics(settings.topics_dir, settings.topic_prefix)
+        create_topics(settings, topics)
+        console.print(f"broker on {address}; topics created; starting worker")
+        with _worker_process(settings, data_dir / "worker.log"):
+            counts = replay_files(sorted(DEMO_SAMPLES.glob("*")), settings, topics)
+            console.print(f"replayed {sum(counts.values())} events from {DEMO_SAMPLES}: "
+                          f"{dict(counts)}")
+            console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics — Ctrl-C stops")
+            for count, finding in enumerate(_follow(settings, topics.findings), start=1):
+                console.print(f"[bold red]FINDING[/bold red] {finding['rule_name']} on "
+                              f"{finding['dest']} (score {finding['risk_score']}): "
+                              f"{finding['title']}")
+                sys.stdout.buffer.write(orjson.dumps(finding) + b"\n")
+                sys.stdout.flush()
+                if count == stop_after:
+                    break
+
+
+class _worker_process:  # noqa: N801
+    """Run ``wmiwatch worker`` as a child process for the block."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log = settings, log
+
+    def __enter__(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "WMIWATCH_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+               "WMIWATCH_DATA_DIR": str(self.settings.data_dir)}
+        command = [sys.executable, "-m", "pipeline", "worker",
+                   "--metrics-port", str(self.settings.metrics_port)]
+        self.process = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"),  # noqa: SIM115
+                                        stderr=subprocess.STDOUT)
+        return self.process
+
+    def __exit__(self, *_: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _follow(settings: Settings, topic: str) -> Iterator[dict[str, object]]:
+    """Yield records of ``topic`` from the beginning, as they arrive (Ctrl-C ends)."""
+    from pipeline.kafka import consumer
+
+    reader = consumer(settings, f"wmiwatch-demo-{os.getpid()}")
+    reader.subscribe([topic])
+    try:
+        while True:
+            message = reader.poll(0.5)
+            if message is not None and not message.error():
+                yield orjson.loads(message.value())
+    except KeyboardInterrupt:
+        return
+    finally:
+        reader.close()
+
+
+def main() -> None:
+    """Run the CLI with logging configured."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app()

@@ -1,0 +1,83 @@
+"""Build finding and risk-event records from an aggregated group."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.rules.model import Rule
+
+FINDING_NAMESPACE = uuid.UUID("5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1")
+_PLACEHOLDER = re.compile(r"\$([A-Za-z0-9_.]+)\$")
+
+
+def iso_time(seconds: float) -> str:
+    """Render epoch seconds as ISO-8601 UTC with millisecond precision."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def finding_id(rule_id: str, window_start: int, group: dict[str, str]) -> str:
+    """Return the deterministic id of a (rule, group, window)."""
+    key = orjson.dumps([rule_id, window_start, group], option=orjson.OPT_SORT_KEYS)
+    return str(uuid.uuid5(FINDING_NAMESPACE, key.decode()))
+
+
+def render_title(template: str, row: dict[str, str]) -> str:
+    """Fill ``$field$`` placeholders from the result row."""
+    return _PLACEHOLDER.sub(lambda m: row.get(m.group(1), m.group(0)), template)
+
+
+def build_finding(rule: Rule, stats: dict[str, Any], row: dict[str, str]) -> dict[str, Any]:
+    """Return the finding record of one group."""
+    spec, entity = rule.spec, rule.spec.finding.entity
+    dest = row.get("dest") or stats["dest"]
+    return {
+        "finding_id": stats["finding_id"],
+        "rule_id": spec.id,
+        "rule_name": spec.name,
+        "rule_version": spec.version,
+        "rule_type": spec.type,
+        "title": render_title(spec.finding.title, row),
+        "dest": dest,
+        "entity": {"field": entity.field, "type": entity.type,
+                   "value": row.get(entity.field) or dest},
+        "risk_score": entity.score,
+        "mitre_attack_id": list(spec.mitre_attack_id),
+        "analytic_story": list(spec.analytic_story),
+        "count": stats["count"],
+        "first_time": iso_time(stats["first"]),
+        "last_time": iso_time(stats["last"]),
+        "window_start": iso_time(stats["window_start"]),
+        "group": stats["group"],
+        "fields": row,
+        "evidence": stats["evidence"],
+    }
+
+
+def build_risk_events(rule: Rule, finding: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return one risk event per risk object of the finding (entity first, no repeats)."""
+    spec = rule.spec.finding
+    row: dict[str, str] = finding["fields"]
+    objects = [(spec.entity.type, finding["entity"]["value"])]
+    objects += [(o.type, row[o.field]) for o in spec.risk_objects if row.get(o.field)]
+    unique = list(dict.fromkeys(objects))
+    return [
+        {
+            "finding_id": finding["finding_id"],
+            "risk_object": value,
+            "risk_object_type": kind,
+            "risk_score": finding["risk_score"],
+            "risk_message": finding["title"],
+            "search_name": finding["rule_name"],
+            "rule_id": finding["rule_id"],
+            "mitre_attack_id": finding["mitre_attack_id"],
+            "analytic_story": finding["analytic_story"],
+            "time": finding["first_time"],
+        }
+        for kind, value in unique
+    ]

@@ -1,0 +1,48 @@
+"""confluent-kafka clients built from Settings: admin, producer, consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """Return a Producer with idempotence on and small-batch latency."""
+    config = {**settings.librdkafka_config(), "enable.idempotence": True, "linger.ms": 5,
+              "compression.type": "lz4", **overrides}
+    return Producer(config)
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """Return a Consumer that commits only when told to."""
+    config = {**settings.librdkafka_config(), "group.id": group_id,
+              "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
+    return Consumer(config)
+
+
+def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> dict[str, str]:
+    """Create every topic that does not exist yet; return name -> 'created' | 'exists'."""
+    admin = AdminClient(settings.librdkafka_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(topics.name(spec.name), num_partitions=spec.partitions,
+                 replication_factor=spec.replication_factor, config=dict(spec.config))
+        for spec in topics.specs
+    ]
+    status = {topic.topic: "exists" for topic in wanted if topic.topic in existing}
+    missing = [topic for topic in wanted if topic.topic not in existing]
+    if missing:
+        for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+            try:
+                future.result()
+                status[name] = "created"
+            except KafkaException as error:
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise
+                status[name] = "exists"
+    return status

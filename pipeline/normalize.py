@@ -1,0 +1,193 @@
+"""Normalize parsed events to Splunk CIM field names, from one mapping file per source."""
+
+from __future__ import annotations
+
+import ntpath
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.event import Event
+from pipeline.rejects import RejectReason, Rejected
+
+Fields = dict[str, str]
+
+
+def _copy(fields: Fields, name: str | list[str]) -> str | None:
+    return fields.get(str(name))
+
+
+def _first(fields: Fields, names: str | list[str]) -> str | None:
+    return next((fields[n] for n in names if fields.get(n)), None)
+
+
+def _basename(fields: Fields, name: str | list[str]) -> str | None:
+    value = fields.get(str(name))
+    return None if value is None else ntpath.basename(value)
+
+
+def _hex_to_int(fields: Fields, name: str | list[str]) -> str | None:
+    value = fields.get(str(name))
+    try:
+        return None if value is None else str(int(value, 16 if value.startswith("0x") else 10))
+    except ValueError:
+        return value
+
+
+def _template(fields: Fields, text: str | list[str]) -> str | None:
+    names = [n for _, n, _, _ in string.Formatter().parse(str(text)) if n]
+    if not all(n in fields for n in names):
+        return None
+    return str(text).format_map(fields)
+
+
+def _value(fields: Fields, text: str | list[str]) -> str | None:
+    return str(text)
+
+
+TRANSFORMS: dict[str, Callable[[Fields, str | list[str]], str | None]] = {
+    "copy": _copy,
+    "first": _first,
+    "basename": _basename,
+    "hex_to_int": _hex_to_int,
+    "template": _template,
+    "value": _value,
+}
+
+
+class FieldSpec(BaseModel):
+    """One output field: exactly one transform, optionally kept when already present."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    copy_: str | None = Field(default=None, alias="copy")
+    first: list[str] | None = None
+    basename: str | None = None
+    hex_to_int: str | None = None
+    template: str | None = None
+    value: str | None = None
+    keep_existing: bool = False
+
+    @model_validator(mode="after")
+    def _one_transform(self) -> FieldSpec:
+        if len(self.transform_items()) != 1:
+            raise ValueError(f"give exactly one of {', '.join(TRANSFORMS)}")
+        return self
+
+    def transform_items(self) -> list[tuple[str, str | list[str]]]:
+        """Return the (transform, argument) pairs that are set."""
+        values = {"copy": self.copy_, "first": self.first, "basename": self.basename,
+                  "hex_to_int": self.hex_to_int, "template": self.template, "value": self.value}
+        return [(name, arg) for name, arg in values.items() if arg is not None]
+
+    def produce(self, fields: Fields) -> str | None:
+        """Compute the output value from the fields seen so far."""
+        name, argument = self.transform_items()[0]
+        return TRANSFORMS[name](fields, argument)
+
+
+class EventMapping(BaseModel):
+    """Fields and data model of one event code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    datamodel: str | None = None
+    fields: dict[str, FieldSpec] = {}
+
+
+class Identify(BaseModel):
+    """How events of this source are recognised: a field's presence or value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str
+    equals: str | None = None
+
+    def matches(self, fields: Fields) -> bool:
+        """Return whether ``fields`` belong to this source."""
+        value = fields.get(self.field)
+        return value is not None and (self.equals is None or value.casefold() == self.equals.casefold())
+
+
+class SourceMapping(BaseModel):
+    """A mapping file: one event source to CIM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    topic: str
+    identify: Identify
+    event_code: str
+    common: dict[str, FieldSpec]
+    events: dict[str, EventMapping]
+
+    def apply(self, event: Event) -> None:
+        """Set source, EventCode, data model and the CIM fields on ``event`` in place."""
+        fields = event.fields
+        code = fields.get(self.event_code)
+        if code is None:
+            raise Rejected(RejectReason.MISSING_FIELD, f"{self.source}: no {self.event_code}")
+        fields["EventCode"] = code
+        event.source = self.source
+        mapping = self.events.get(code)
+        specs = self.common if mapping is None else {**self.common, **mapping.fields}
+        for name, spec in specs.items():
+            if spec.keep_existing and name in fields:
+                continue
+            value = spec.produce(fields)
+            if value is not None:
+                fields[name] = value
+        if mapping is not None and mapping.datamodel:
+            event.datamodel = fields["_datamodel"] = mapping.datamodel
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """All source mappings; identifies an event's source and normalizes it."""
+
+    mappings: tuple[SourceMapping, ...]
+
+    def identify(self, fields: Fields) -> SourceMapping:
+        """Return the mapping of the source these fields come from."""
+        for mapping in self.mappings:
+            if mapping.identify.matches(fields):
+                return mapping
+        channel = fields.get("Channel") or fields.get("event_simpleName") or "?"
+        raise Rejected(RejectReason.UNKNOWN_SOURCE, f"no mapping for channel {channel!r}")
+
+    def normalize(self, event: Event) -> Event:
+        """Normalize ``event`` in place and return it."""
+        self.identify(event.fields).apply(event)
+        return event
+
+    def by_source(self, source: str) -> SourceMapping:
+        """Return the mapping named ``source``."""
+        return next(m for m in self.mappings if m.source == source)
+
+    def route_keys(self) -> Iterable[tuple[str, str, dict[str, str]]]:
+        """Yield (source, EventCode, fields known before reading the event) for routing."""
+        for mapping in self.mappings:
+            constants = {n: s.value for n, s in mapping.common.items() if s.value is not None}
+            for code, event_mapping in mapping.events.items():
+                known = {**constants, "EventCode": code, mapping.event_code: code,
+                         "_datamodel": event_mapping.datamodel or ""}
+                yield mapping.source, code, known
+
+
+def load_mapping(path: Path) -> SourceMapping:
+    """Load one mapping file."""
+    return SourceMapping.model_validate(yaml.safe_load(path.read_text()))
+
+
+@cache
+def default_normalizer() -> Normalizer:
+    """Return the normalizer built from the mapping files shipped in ``pipeline/mappings``."""
+    folder = files("pipeline").joinpath("mappings")
+    paths = sorted(Path(str(folder)).glob("*.yaml"))
+    return Normalizer(tuple(load_mapping(path) for path in paths))

@@ -1,0 +1,155 @@
+"""Parse one raw record (XmlWinEventLog text or a JSON object) into an Event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from lxml import etree
+
+from pipeline.event import Event
+from pipeline.rejects import RejectReason, Rejected
+
+_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False
+)
+_FORBIDDEN_XML = (b"<!DOCTYPE", b"<!ENTITY")
+MAX_XML_DEPTH = 16
+
+# JSON shippers name the XML System fields differently; first alias present wins.
+_JSON_ALIASES: dict[str, tuple[str, ...]] = {
+    "Computer": ("Hostname", "winlog.computer_name", "computer_name"),
+    "EventID": ("winlog.event_id", "event_id"),
+    "Channel": ("winlog.channel",),
+    "EventRecordID": ("RecordNumber", "winlog.record_id"),
+    "Name": ("SourceName", "winlog.provider_name"),
+    "Guid": ("ProviderGuid", "winlog.provider_guid"),
+    "Message": ("message",),
+    "UserID": ("winlog.user.identifier",),
+}
+_JSON_NESTED_PREFIXES = ("winlog.event_data.", "winlog.user_data.")
+_TIME_FIELDS = ("SystemTime", "@timestamp", "TimeCreated", "EventTime", "timestamp")
+
+
+def parse_event(payload: bytes, *, max_bytes: int = 1_048_576) -> Event:
+    """Parse a raw record; raise Rejected with a reason when it cannot be read."""
+    if len(payload) > max_bytes:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(payload)} bytes > {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Rejected(RejectReason.BAD_ENCODING, str(error)) from None
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped.startswith("<"):
+        fields = _xml_fields(payload)
+    elif stripped.startswith("{"):
+        fields = _json_fields(stripped)
+    else:
+        raise Rejected(RejectReason.NOT_XML, "record is neither XML nor a JSON object")
+    return Event(fields=fields, time=event_time(fields), raw=text)
+
+
+def _local(tag: object) -> str:
+    name = str(tag)
+    return name.rsplit("}", 1)[-1]
+
+
+def _xml_fields(payload: bytes) -> dict[str, str]:
+    if any(marker in payload for marker in _FORBIDDEN_XML):
+        raise Rejected(RejectReason.XML_ENTITIES, "DTDs and entity declarations are refused")
+    try:
+        root = etree.fromstring(payload.strip(), parser=_XML_PARSER)
+    except etree.XMLSyntaxError as error:
+        raise Rejected(RejectReason.NOT_XML, str(error)) from None
+    if _depth(root) > MAX_XML_DEPTH:
+        raise Rejected(RejectReason.NOT_XML, f"nesting deeper than {MAX_XML_DEPTH}")
+    fields: dict[str, str] = {}
+    for section in root:
+        name = _local(section.tag)
+        if name == "System":
+            _system_fields(section, fields)
+        elif name == "EventData":
+            for data in section:
+                key = data.get("Name")
+                if key:
+                    fields[key] = data.text or ""
+        elif name == "UserData":
+            for leaf in section.iter():
+                if len(leaf) == 0 and isinstance(leaf.tag, str):
+                    fields[_local(leaf.tag)] = (leaf.text or "").strip()
+        elif name == "RenderingInfo":
+            message = section.find("{*}Message")
+            if message is not None and message.text:
+                fields["Message"] = message.text
+    return fields
+
+
+def _depth(element: etree._Element) -> int:
+    return max((_depth(child) for child in element), default=0) + 1
+
+
+def _system_fields(system: etree._Element, fields: dict[str, str]) -> None:
+    for child in system:
+        if not isinstance(child.tag, str):
+            continue
+        text = (child.text or "").strip()
+        if text:
+            fields[_local(child.tag)] = text
+        for attribute, value in child.attrib.items():
+            fields.setdefault(str(attribute), str(value))
+
+
+def _json_fields(text: str) -> dict[str, str]:
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise Rejected(RejectReason.NOT_JSON, str(error)) from None
+    if not isinstance(document, dict):
+        raise Rejected(RejectReason.NOT_JSON, "the JSON value is not an object")
+    flat: dict[str, str] = {}
+    _flatten(document, "", flat)
+    for name, aliases in _JSON_ALIASES.items():
+        if name not in flat:
+            found = next((flat[a] for a in aliases if a in flat), None)
+            if found is not None:
+                flat[name] = found
+    for key in [k for k in flat if k.startswith(_JSON_NESTED_PREFIXES)]:
+        flat.setdefault(key.split(".", 2)[2], flat[key])
+    return flat
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}{key}.", out)
+    elif isinstance(value, list):
+        out[prefix[:-1]] = orjson.dumps(value).decode()
+    elif value is not None:
+        out[prefix[:-1]] = value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def event_time(fields: dict[str, str]) -> float:
+    """Return the event time in epoch seconds from the first time field present."""
+    for name in _TIME_FIELDS:
+        value = fields.get(name)
+        if value:
+            return _to_epoch(name, value)
+    raise Rejected(RejectReason.MISSING_FIELD, f"no time field (one of {', '.join(_TIME_FIELDS)})")
+
+
+def _to_epoch(name: str, value: str) -> float:
+    try:
+        if value.isdigit():
+            number = int(value)
+            return number / 1000 if number > 100_000_000_000 else float(number)
+        return _parse_iso(value)
+    except (ValueError, OverflowError):
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"{name}={value[:64]!r}") from None
+
+
+def _parse_iso(value: str) -> float:
+    moment = datetime.fromisoformat(value.strip().removesuffix(" UTC"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -1,0 +1,26 @@
+"""Why an input record was rejected: a fixed taxonomy for the dead-letter topic."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """The reasons a raw record goes to the dead-letter topic."""
+
+    NOT_XML = "not_xml"
+    NOT_JSON = "not_json"
+    XML_ENTITIES = "xml_entities"
+    TOO_LARGE = "too_large"
+    MISSING_FIELD = "missing_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    UNKNOWN_SOURCE = "unknown_source"
+    BAD_ENCODING = "bad_encoding"
+
+
+class Rejected(Exception):
+    """Raised by parse and normalize when a record cannot go on; carries the reason."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")

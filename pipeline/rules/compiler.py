@@ -1,0 +1,332 @@
+"""Compile a rule's SPL ``search`` (the supported subset) into a Plan."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError
+
+from pipeline.rules.errors import RuleError
+from pipeline.rules.expr import ALWAYS, All, Any, Differs, Expr, Keyword, Match, Not, Ordering
+from pipeline.rules.plan import Aggregation, GroupField, Plan
+from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
+from pipeline.wildcard import Wildcard
+
+DATAMODEL_FIELD = "_datamodel"
+SUPPORTED_DATAMODELS = {"Endpoint.Processes": "Processes"}
+AGGREGATIONS = {"count", "min", "max", "values", "dc"}
+MACRO_CALL = re.compile(r"`([A-Za-z0-9_]+)(?:\(([^`]*)\))?`")
+MAX_MACRO_DEPTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Macro:
+    """A search macro: definition text with ``$arg$`` placeholders."""
+
+    definition: str
+    arguments: tuple[str, ...] = ()
+
+
+@cache
+def _parser() -> Lark:
+    grammar = files("pipeline.rules").joinpath("spl.lark").read_text()
+    starts = [f"{name}_args" for name in COMMANDS]
+    return Lark(grammar, start=starts, parser="lalr", maybe_placeholders=False)
+
+
+def expand_macros(search: str, macros: Mapping[str, Macro]) -> str:
+    """Expand backtick macros (recursively) as Splunk does, textually."""
+    for _ in range(MAX_MACRO_DEPTH):
+        expanded = MACRO_CALL.sub(lambda m: _expand_one(m, macros), search)
+        if expanded == search:
+            return expanded
+        search = expanded
+    raise RuleError(f"macros nest deeper than {MAX_MACRO_DEPTH} levels", stage="macros")
+
+
+def _expand_one(call: re.Match[str], macros: Mapping[str, Macro]) -> str:
+    name, raw_args = call.group(1), call.group(2)
+    args = [a.strip() for a in raw_args.split(",")] if raw_args else []
+    macro = macros.get(name) or macros.get(f"{name}({len(args)})")
+    if macro is None:
+        raise RuleError(f"unknown macro `{name}`", stage="macros")
+    if len(args) != len(macro.arguments):
+        raise RuleError(
+            f"macro `{name}` takes {len(macro.arguments)} argument(s), got {len(args)}",
+            stage="macros",
+        )
+    text = macro.definition
+    for placeholder, value in zip(macro.arguments, args, strict=True):
+        text = text.replace(f"${placeholder}$", value)
+    return text
+
+
+def split_stages(search: str) -> list[str]:
+    """Split a search on ``|`` outside double quotes."""
+    stages, current, quoted, escaped = [], [], False, False
+    for char in search:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "|" and not quoted:
+            stages.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    stages.append("".join(current).strip())
+    return stages
+
+
+def _unquote(token: Token | Tree[Token]) -> str:
+    """Return the text of a value node (quoted strings lose quotes and escapes)."""
+    if isinstance(token, Tree):
+        token = token.children[0]  # type: ignore[assignment]
+    text = str(token)
+    if token.type == "STRING":
+        text = re.sub(r'\\(["\\])', r"\1", text[1:-1])
+    return text
+
+
+@dataclass
+class _Builder:
+    """Mutable state while the stages of one search are compiled in order."""
+
+    resolve: Callable[[str], str] = staticmethod(lambda name: name)  # type: ignore[assignment]
+    predicate: Expr = ALWAYS
+    event_steps: list[Step] = field(default_factory=list)
+    row_steps: list[Step] = field(default_factory=list)
+    group_by: tuple[GroupField, ...] | None = None
+    group_fill: str | None = None
+    aggregations: tuple[Aggregation, ...] = ()
+    pending_fillnull: str | None = None
+    table: tuple[str, ...] = ()
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.event_steps if self.group_by is None else self.row_steps
+
+    def expr(self, tree: Tree[Token] | Token) -> Expr:
+        """Compile an expression tree with search semantics."""
+        if isinstance(tree, Token):
+            raise RuleError(f"unexpected token {tree!r}")
+        kind = tree.data
+        if kind in ("and_expr", "search_args"):
+            return All(tuple(self.expr(child) for child in tree.children))
+        if kind == "or_expr":
+            return Any(tuple(self.expr(child) for child in tree.children))
+        if kind == "negation":
+            return Not(self.expr(tree.children[0]))
+        if kind == "keyword":
+            return Keyword(Wildcard.compile(f"*{_unquote(tree.children[0])}*"))
+        if kind == "membership":
+            name, *values = tree.children
+            target = self.resolve(str(name))
+            return Any(tuple(Match(target, Wildcard.compile(_unquote(v))) for v in values))
+        if kind == "comparison":
+            name, op, value = tree.children
+            return self.comparison(self.resolve(str(name)), str(op), _unquote(value))
+        raise RuleError(f"unsupported expression {kind}")
+
+    @staticmethod
+    def comparison(name: str, op: str, value: str) -> Expr:
+        if op in ("=", "=="):
+            return Match(name, Wildcard.compile(value))
+        if op == "!=":
+            return Differs(name, Wildcard.compile(value))
+        try:
+            return Ordering(name, op, float(value))
+        except ValueError:
+            raise RuleError(f"{name}{op}{value}: ordering needs a number") from None
+
+    def filter(self, expr: Expr, *, first: bool) -> None:
+        if first:
+            self.predicate = expr
+        else:
+            self.steps.append(Filter(expr))
+
+    def set_stats(self, aggregations: list[Tree[Token]], by: list[str]) -> None:
+        if self.group_by is not None:
+            raise RuleError("only one stats/tstats per search is supported")
+        self.aggregations = tuple(_aggregation(tree) for tree in aggregations)
+        self.group_by = tuple(GroupField(name, self.resolve(name)) for name in by)
+        if self.pending_fillnull is not None:
+            self.event_steps.append(Fillnull(self.pending_fillnull, tuple(by)))
+
+
+def _aggregation(tree: Tree[Token]) -> Aggregation:
+    function, *rest = (_unquote(child) if isinstance(child, Tree) else str(child)
+                       for child in tree.children)
+    function = function.lower()
+    if function not in AGGREGATIONS:
+        raise RuleError(f"unsupported stats function {function}()")
+    argument = rest[0] if rest else ""
+    if function in ("min", "max") and argument != "_time":
+        raise RuleError(f"{function}() is supported on _time only")
+    if function in ("values", "dc") and not argument:
+        raise RuleError(f"{function}() needs a field")
+    output = rest[1] if len(rest) > 1 else (f"{function}({argument})" if argument else function)
+    return Aggregation(function, argument, output)
+
+
+def _options(tree: Tree[Token]) -> dict[str, str]:
+    return {
+        str(child.children[0]).lower(): _unquote(child.children[1])  # type: ignore[arg-type]
+        for child in tree.children
+        if isinstance(child, Tree) and child.data == "option"
+    }
+
+
+def _subtrees(tree: Tree[Token], name: str) -> list[Tree[Token]]:
+    return [c for c in tree.children if isinstance(c, Tree) and c.data == name]
+
+
+def _words(tree: Tree[Token]) -> list[str]:
+    return [str(c) for c in tree.children if isinstance(c, Token)]
+
+
+def _search(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    builder.filter(builder.expr(tree) if tree.children else ALWAYS, first=first)
+
+
+def _where(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    builder.filter(builder.expr(tree), first=first)
+
+
+def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    if not first:
+        raise RuleError("tstats must be the first command")
+    tokens = [c for c in tree.children if isinstance(c, Token)]
+    datamodel = str(tokens[0])
+    dataset = SUPPORTED_DATAMODELS.get(datamodel)
+    if dataset is None:
+        raise RuleError(f"unsupported datamodel {datamodel}")
+    prefix = f"{dataset}."
+    builder.resolve = lambda name: name.removeprefix(prefix)
+    where = [c for c in tree.children if isinstance(c, Tree) and c.data not in
+             ("option", "aggregation", "field_list")]
+    condition = Match(DATAMODEL_FIELD, Wildcard.compile(datamodel))
+    builder.predicate = All((condition, *(builder.expr(w) for w in where)))
+    by = [w for fl in _subtrees(tree, "field_list") for w in _words(fl)]
+    builder.set_stats(_subtrees(tree, "aggregation"), by)
+    fill = _options(tree).get("fillnull_value")
+    builder.group_fill = fill
+
+
+def _stats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    by = [w for fl in _subtrees(tree, "field_list") for w in _words(fl)]
+    builder.set_stats(_subtrees(tree, "aggregation"), by)
+
+
+def _rename(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    pairs = tuple((str(p.children[0]), str(p.children[1])) for p in _subtrees(tree, "rename_pair"))
+    for source, target in pairs:
+        if source.count("*") > 1 or target.count("*") != source.count("*"):
+            raise RuleError(f"rename {source} as {target}: use at most one * on both sides")
+    builder.steps.append(Rename(pairs))
+
+
+def _table(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    names = tuple(w for fl in _subtrees(tree, "field_list") for w in _words(fl))
+    builder.table = names
+
+
+def _fillnull(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    value = _options(tree).get("value", "0")
+    names = tuple(_words(tree))
+    if names:
+        builder.steps.append(Fillnull(value, names))
+    elif builder.group_by is None:
+        builder.pending_fillnull = value
+    else:
+        builder.steps.append(Fillnull(value, tuple(g.row_name for g in builder.group_by)))
+
+
+def _rex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    options = _options(tree)
+    source = _unquote(next(c for c in tree.children if isinstance(c, Token)))
+    try:
+        pattern = re.compile(source.replace("(?<", "(?P<").replace("(?P<=", "(?<=")
+                             .replace("(?P<!", "(?<!"))
+    except re.error as error:
+        raise RuleError(f"rex: bad regular expression: {error}") from None
+    if not pattern.groupindex:
+        raise RuleError("rex: the expression names no group (?<name>...)")
+    builder.steps.append(Rex(options.get("field", "_raw"), pattern))
+
+
+def _convert(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    timeformat = _options(tree).get("timeformat", "%m/%d/%Y %H:%M:%S")
+    for conversion in _subtrees(tree, "conversion"):
+        function, name, *alias = (str(c) for c in conversion.children)
+        if function != "ctime":
+            raise RuleError(f"convert: unsupported function {function}()")
+        builder.steps.append(Convert(name, alias[0] if alias else name, timeformat))
+
+
+Command = Callable[[Tree[Token], _Builder, bool], None]
+COMMANDS: dict[str, Command] = {
+    "search": _search,
+    "where": _where,
+    "tstats": _tstats,
+    "stats": _stats,
+    "rename": _rename,
+    "table": _table,
+    "fillnull": _fillnull,
+    "rex": _rex,
+    "convert": _convert,
+}
+
+
+def compile_search(search: str, macros: Mapping[str, Macro]) -> Plan:
+    """Compile SPL text into a Plan; raise RuleError naming the stage on any problem."""
+    stages = split_stages(expand_macros(search, macros))
+    builder = _Builder()
+    if stages and not stages[0]:
+        stages = stages[1:]  # a leading pipe: the first stage is a generating command
+    elif stages:
+        stages[0] = f"search {stages[0]}"
+    for number, text in enumerate(stages, start=1):
+        command, _, arguments = text.partition(" ")
+        label = f"search stage {number} ({command or 'empty'})"
+        if command not in COMMANDS:
+            raise RuleError(f"unsupported command '{command}'", stage=label)
+        try:
+            tree = _parser().parse(arguments, start=f"{command}_args")
+            COMMANDS[command](tree, builder, number == 1)
+        except LarkError as error:
+            raise RuleError(f"cannot parse: {_first_line(error)}", stage=label) from None
+        except RuleError as error:
+            raise error.at(stage=label) from None
+    return _finish(builder)
+
+
+def _finish(builder: _Builder) -> Plan:
+    group_by, aggregations = builder.group_by, builder.aggregations
+    if group_by is None:
+        if not builder.table:
+            raise RuleError("the search must end in stats, tstats or table", stage="search")
+        group_by = tuple(GroupField(n, n) for n in builder.table if n != "_time")
+        aggregations = (Aggregation("count", "", "count"),
+                        Aggregation("min", "_time", "firstTime"),
+                        Aggregation("max", "_time", "lastTime"))
+        builder.group_fill = ""
+    return Plan(
+        predicate=builder.predicate,
+        event_steps=tuple(builder.event_steps),
+        group_by=group_by,
+        group_fill=builder.group_fill,
+        aggregations=aggregations,
+        row_steps=tuple(builder.row_steps),
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

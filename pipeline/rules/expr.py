@@ -1,0 +1,168 @@
+"""Boolean search expressions: evaluation on events and partial evaluation for routing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.event import Event
+from pipeline.wildcard import Wildcard
+
+Truth = bool | None  # None: cannot be decided from the fields known at routing time
+
+
+class Expr(Protocol):
+    """A compiled predicate over an event."""
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the event satisfies the expression."""
+        ...
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Decide from a few known fields (source, EventCode, datamodel), or return None."""
+        ...
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+_ORDERINGS: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """``field=pattern`` (search semantics: wildcards, case-insensitive; absent field is false)."""
+
+    field: str
+    pattern: Wildcard
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the field is present and matches."""
+        value = event.folded(self.field)
+        return value is not None and self.pattern.matches_folded(value)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Decide when the field is known."""
+        value = known.get(self.field)
+        return None if value is None else self.pattern.matches(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Differs:
+    """``field!=pattern``: the field is present and does not match."""
+
+    field: str
+    pattern: Wildcard
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the field is present and does not match."""
+        value = event.folded(self.field)
+        return value is not None and not self.pattern.matches_folded(value)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Decide when the field is known."""
+        value = known.get(self.field)
+        return None if value is None else not self.pattern.matches(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    """``field<number`` and friends; compares numerically when both sides are numbers."""
+
+    field: str
+    op: str
+    number: float
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the field is numeric and the comparison holds."""
+        value = event.fields.get(self.field)
+        number = None if value is None else _number(value)
+        return number is not None and _ORDERINGS[self.op](number, self.number)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Decide when the field is known."""
+        value = known.get(self.field)
+        if value is None:
+            return None
+        number = _number(value)
+        return number is not None and _ORDERINGS[self.op](number, self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    """A bare search term: the raw event text contains it (case-insensitive)."""
+
+    pattern: Wildcard
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the raw text contains the term."""
+        return self.pattern.matches_folded(event.folded_raw())
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Keywords cannot be decided before the event is read."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """Logical negation."""
+
+    operand: Expr
+
+    def evaluate(self, event: Event) -> bool:
+        """Negate the operand."""
+        return not self.operand.evaluate(event)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Negate when decided."""
+        truth = self.operand.decide(known)
+        return None if truth is None else not truth
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """Logical AND (SPL's implicit AND between terms)."""
+
+    operands: tuple[Expr, ...]
+
+    def evaluate(self, event: Event) -> bool:
+        """Return True when every operand holds (short-circuit)."""
+        return all(operand.evaluate(event) for operand in self.operands)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """False when any operand is false, True when all are true, else undecided."""
+        truths = [operand.decide(known) for operand in self.operands]
+        if False in truths:
+            return False
+        return True if all(truths) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Any:
+    """Logical OR."""
+
+    operands: tuple[Expr, ...]
+
+    def evaluate(self, event: Event) -> bool:
+        """Return True when some operand holds (short-circuit)."""
+        return any(operand.evaluate(event) for operand in self.operands)
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """True when any operand is true, False when all are false, else undecided."""
+        truths = [operand.decide(known) for operand in self.operands]
+        if True in truths:
+            return True
+        return False if all(truth is False for truth in truths) else None
+
+
+ALWAYS = All(())

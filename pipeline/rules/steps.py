@@ -1,0 +1,106 @@
+"""Per-row steps of a compiled search: filters, rex, rename, fillnull, convert."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.event import Event
+from pipeline.rules.expr import Expr
+
+Row = dict[str, str]
+
+
+class Step(Protocol):
+    """One SPL command applied to a row of fields; returns False to drop the row."""
+
+    def apply(self, row: Row) -> bool:
+        """Transform ``row`` in place and say whether it is kept."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """``search``/``where`` on fields computed by earlier commands."""
+
+    expr: Expr
+
+    def apply(self, row: Row) -> bool:
+        """Keep the row when the expression holds."""
+        return self.expr.evaluate(Event(fields=row, time=0.0, raw=""))
+
+
+@dataclass(frozen=True, slots=True)
+class Rex:
+    """``rex field=F "(?<name>...)"``: add the named groups of the first match."""
+
+    field: str
+    pattern: re.Pattern[str]
+
+    def apply(self, row: Row) -> bool:
+        """Extract named groups; a row without a match keeps going without them."""
+        found = self.pattern.search(row.get(self.field, ""))
+        if found:
+            row.update({k: v for k, v in found.groupdict().items() if v is not None})
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """``rename A as B``; a single ``*`` in A carries over to B (``Processes.* as *``)."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def apply(self, row: Row) -> bool:
+        """Rename matching fields."""
+        for source, target in self.pairs:
+            if "*" not in source:
+                if source in row:
+                    row[target] = row.pop(source)
+                continue
+            prefix, suffix = source.split("*", 1)
+            for name in [n for n in row if n.startswith(prefix) and n.endswith(suffix)]:
+                middle = name[len(prefix) : len(name) - len(suffix)]
+                row[target.replace("*", middle, 1)] = row.pop(name)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Fillnull:
+    """``fillnull [value=V] [fields]``: give absent fields a value."""
+
+    value: str
+    fields: tuple[str, ...]
+
+    def apply(self, row: Row) -> bool:
+        """Fill the named fields that are absent."""
+        for name in self.fields:
+            row.setdefault(name, self.value)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Convert:
+    """``convert timeformat=F ctime(field) [as out]``: render epoch seconds as text."""
+
+    field: str
+    output: str
+    timeformat: str
+
+    def apply(self, row: Row) -> bool:
+        """Render the field when it holds epoch seconds."""
+        value = row.get(self.field)
+        try:
+            seconds = float(value) if value is not None else None
+        except ValueError:
+            seconds = None
+        if seconds is not None:
+            row[self.output] = time.strftime(self.timeformat, time.gmtime(seconds))
+        return True
+
+
+def run_steps(steps: tuple[Step, ...], row: Row) -> bool:
+    """Apply ``steps`` in order; stop at the first that drops the row."""
+    return all(step.apply(row) for step in steps)

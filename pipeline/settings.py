@@ -1,0 +1,53 @@
+"""Settings read from ``WMIWATCH_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline import PROJECT_ROOT
+
+
+class Settings(BaseSettings):
+    """Worker and client configuration; secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="WMIWATCH_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    topic_prefix: str = ""
+    group_id: str = "wmiwatch"
+    rules_dir: Path = PROJECT_ROOT / "rules"
+    topics_dir: Path = PROJECT_ROOT / "topics"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    table_store: str = "memory://"
+    data_dir: Path = Path(".wmiwatch")
+    window_seconds: int = Field(default=3600, gt=0)
+    intake_batch_size: int = Field(default=1000, gt=0)
+    max_event_bytes: int = Field(default=1_048_576, gt=0)
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """Return connection settings for confluent-kafka clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        config.update({key: str(value) for key, value in optional.items() if value is not None})
+        return config
