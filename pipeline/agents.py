@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> faust.App:
     risk_topic = app.topic(topics.risk, value_serializer="json", internal=False)
     dest_to_rule_stats = app.Table(
         "dest_to_rule_stats", default=dict, partitions=matches_spec.partitions,
-        value_serializer="json",
+        key_type=str, value_type=dict,
     )
     aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_seconds)
 
@@ -88,20 +88,32 @@ def create_app(settings: Settings) -> faust.App:
 
 def _intake_service(settings: Settings, topics: Topics, detector: Detector) -> type[Service]:
     class IntakeService(Service):
-        """Run the batched intake loop in a thread for the worker's lifetime."""
+        """Run the batched intake loop in a thread; its failure crashes the worker."""
 
-        stop = threading.Event()
-        thread: threading.Thread | None = None
+        halt = threading.Event()
+        failure: list[BaseException] = []
+
+        def _run(self) -> None:
+            try:
+                Intake(settings, topics, detector).run(self.halt)
+            except BaseException as error:
+                self.failure.append(error)
+                raise
 
         async def on_start(self) -> None:
-            intake = Intake(settings, topics, detector)
-            self.thread = threading.Thread(target=intake.run, args=(self.stop,),
-                                           name="wmiwatch-intake", daemon=True)
+            self.thread = threading.Thread(target=self._run, name="wmiwatch-intake", daemon=True)
             self.thread.start()
 
+        @Service.task
+        async def _watch(self) -> None:
+            while not self.should_stop:
+                if not self.thread.is_alive() and not self.halt.is_set():
+                    await self.crash(RuntimeError(f"intake stopped: {self.failure[:1]}"))
+                    return
+                await self.sleep(1.0)
+
         async def on_stop(self) -> None:
-            self.stop.set()
-            if self.thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
+            self.halt.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
 
     return IntakeService

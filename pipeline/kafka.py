@@ -13,8 +13,7 @@ from pipeline.topics import Topics
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
     """Return a Producer with idempotence on and small-batch latency."""
-    config = {**settings.librdkafka_config(), "enable.idempotence": True, "linger.ms": 5,
-              "compression.type": "lz4", **overrides}
+    config = {**settings.librdkafka_config(), "enable.idempotence": True, "linger.ms": 5, **overrides}
     return Producer(config)
 
 

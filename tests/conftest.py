@@ -1,0 +1,129 @@
+"""Shared fixtures: a real Kafka-protocol broker per test session, and worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline import PROJECT_ROOT
+from pipeline.broker import free_port, running_broker, wait_for_port
+from pipeline.kafka import consumer, create_topics
+from pipeline.settings import Settings
+from pipeline.topics import Topics, load_topics
+
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Yield a broker address: $WMIWATCH_TEST_BOOTSTRAP, or a local broker started here."""
+    external = os.environ.get("WMIWATCH_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    folder = tmp_path_factory.mktemp("broker")
+    with running_broker(free_port(), folder / "data", folder / "broker.log") as address:
+        yield address
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Return settings isolated to this test: own topic prefix, group id and data dir."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{tag}.",
+                    group_id=f"wmiwatch-{tag}", data_dir=tmp_path / "worker",
+                    metrics_port=free_port())
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Topics:
+    """Create this test's topics and return them."""
+    loaded = load_topics(settings.topics_dir, settings.topic_prefix)
+    create_topics(settings, loaded)
+    return loaded
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Return the WMIWATCH_* environment that reproduces ``settings`` in a child process."""
+    return {
+        **os.environ,
+        "WMIWATCH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "WMIWATCH_TOPIC_PREFIX": settings.topic_prefix,
+        "WMIWATCH_GROUP_ID": settings.group_id,
+        "WMIWATCH_DATA_DIR": str(settings.data_dir),
+        "WMIWATCH_METRICS_PORT": str(settings.metrics_port),
+    }
+
+
+@dataclass
+class WorkerProcess:
+    """A ``wmiwatch worker`` child process and its log."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop the worker with SIGTERM and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> WorkerProcess:
+    """Start a worker and wait until Faust reports it ready."""
+    env = settings_env(settings)
+    if metrics_port is not None:
+        env["WMIWATCH_METRICS_PORT"] = str(metrics_port)
+    command = [sys.executable, "-m", "pipeline", "worker", "--loglevel", "info"]
+    process = subprocess.Popen(command, env=env, stdout=open(log, "ab"),  # noqa: SIM115
+                               stderr=subprocess.STDOUT)
+    worker = WorkerProcess(process, log)
+    deadline = time.monotonic() + 90
+    while b"Worker ready" not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise AssertionError(f"worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    wait_for_port(int(env["WMIWATCH_METRICS_PORT"]))
+    return worker
+
+
+@pytest.fixture
+def worker(settings: Settings, topics: Topics, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """Run one worker for the test."""
+    running = start_worker(settings, tmp_path / "worker.log")
+    yield running
+    running.stop()
+
+
+def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    """Read ``topic`` from the start until ``expected`` records arrived (or time out), then
+    keep reading briefly to catch any extra record."""
+    reader = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
+    reader.subscribe([topic])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for message in reader.consume(500, timeout=0.5):
+                if not message.error():
+                    records.append(orjson.loads(message.value()))
+            if len(records) >= expected:
+                deadline = min(deadline, time.monotonic() + 3)
+    finally:
+        reader.close()
+    return records

@@ -1,0 +1,108 @@
+"""End to end on a real broker: replay real and synthetic samples through a real worker."""
+
+from __future__ import annotations
+
+import base64
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.kafka import producer
+from pipeline.offline import detect_files
+from pipeline.replay import replay_files
+from pipeline.rules.loader import load_rules
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+from tests.conftest import FIXTURES, WorkerProcess, read_topic
+
+pytestmark = pytest.mark.integration
+
+SEED_SAMPLES = sorted((FIXTURES / "demo").glob("*.xml")) + sorted((FIXTURES / "demo").glob("*.log"))
+ALL_SAMPLES = SEED_SAMPLES + sorted(p for p in (FIXTURES / "rules").iterdir() if p.suffix != ".md")
+
+SEED_FINDINGS = {
+    ("Remote WMI Command Attempt", "ar-win-1"),
+    ("Remote Process Instantiation via WMI and PowerShell Script Block", "ws01.corp.example"),
+    ("PowerShell Invoke WmiExec Usage", "ws07.corp.example"),
+}
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return every sample of the worker's /metrics, fetched over HTTP."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    """Sum a metric over all its label sets."""
+    return sum(value for (metric, _), value in metrics.items() if metric == name)
+
+
+def test_seed_detections_fire_on_the_stream(settings: Settings, topics: Topics,
+                                            worker: WorkerProcess) -> None:
+    counts = replay_files(SEED_SAMPLES, settings, topics)
+    assert counts == {topics.name("windows.sysmon"): 17, topics.name("windows.powershell"): 4}
+
+    findings = read_topic(settings, topics.findings, expected=6)
+    assert SEED_FINDINGS <= {(f["rule_name"], f["dest"]) for f in findings}
+    wmiexec = next(f for f in findings if f["rule_name"] == "PowerShell Invoke WmiExec Usage")
+    assert wmiexec["title"] == "PowerShell was identified running a Invoke-WmiExec on ws07.corp.example."
+    assert wmiexec["rule_version"] == 12
+    assert wmiexec["risk_score"] == 50
+    assert wmiexec["entity"] == {"field": "dest", "type": "system", "value": "ws07.corp.example"}
+    assert wmiexec["count"] == 1
+    assert wmiexec["first_time"] == "2024-03-05T11:02:44.000Z"
+    assert wmiexec["evidence"][0]["topic"] == topics.name("windows.powershell")
+    assert wmiexec["evidence"][0]["record_id"] == "1207"
+
+    risk = read_topic(settings, topics.risk, expected=10)
+    by_finding = {r["finding_id"] for r in risk}
+    assert by_finding == {f["finding_id"] for f in findings}
+    wmic = next(f for f in findings if f["rule_name"] == "Remote WMI Command Attempt")
+    wmic_risk = sorted((r["risk_object_type"], r["risk_object"], r["risk_score"])
+                       for r in risk if r["finding_id"] == wmic["finding_id"])
+    assert wmic_risk == [("system", "ar-win-1", 36), ("user", "AR-WIN-1\\Administrator", 36)]
+
+    metrics = scrape(settings.metrics_port)
+    consumed = ("wmiwatch_events_consumed_total",
+                (("event_code", "4104"), ("topic", topics.name("windows.powershell"))))
+    assert metrics[consumed] == 4
+    assert total(metrics, "wmiwatch_findings_emitted_total") == len(findings)
+    assert total(metrics, "wmiwatch_risk_events_emitted_total") == len(risk)
+    assert total(metrics, "wmiwatch_finding_latency_seconds_count") == len(findings)
+
+
+def test_stream_and_offline_detect_give_the_same_finding_ids(
+        settings: Settings, topics: Topics, worker: WorkerProcess) -> None:
+    offline = detect_files(ALL_SAMPLES, load_rules(settings.rules_dir), settings.window_seconds)
+    assert len(offline.findings) >= 20
+    replay_files(ALL_SAMPLES, settings, topics)
+    streamed = read_topic(settings, topics.findings, expected=len(offline.findings))
+    assert sorted(f["finding_id"] for f in streamed) == sorted(
+        f["finding_id"] for f in offline.findings)
+
+
+def test_bad_records_go_to_the_dead_letter_topic(settings: Settings, topics: Topics,
+                                                 worker: WorkerProcess) -> None:
+    bad = {
+        b"not an event at all": "not_xml",
+        b"{\"EventID\": 1,": "not_json",
+        b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><Event>&a;</Event>": "xml_entities",
+        b"{\"Channel\": \"Application\", \"EventID\": 1, \"TimeCreated\": \"2024-01-01\"}":
+            "unknown_source",
+    }
+    client = producer(settings)
+    for payload in bad:
+        client.produce(topics.name("windows.sysmon"), payload)
+    client.flush(10)
+    letters = read_topic(settings, topics.dead_letter, expected=len(bad))
+    assert {base64.b64decode(d["payload_base64"]): d["reason"] for d in letters} == bad
+    assert all(d["topic"] == topics.name("windows.sysmon") for d in letters)
+    metrics = scrape(settings.metrics_port)
+    for reason in bad.values():
+        assert metrics[("wmiwatch_events_rejected_total", (("reason", reason),))] == 1
