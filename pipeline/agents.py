@@ -9,7 +9,7 @@ import asyncio
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 from mode import Service
@@ -36,7 +36,9 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
         return faust.SSLCredentials(context)
     password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     return faust.SASLCredentials(
-        username=settings.sasl_username, password=password, mechanism=settings.sasl_mechanism,
+        username=settings.sasl_username,
+        password=password,
+        mechanism=settings.sasl_mechanism,
         ssl_context=context if settings.security_protocol == "SASL_SSL" else None,
     )
 
@@ -63,8 +65,9 @@ def create_app(settings: Settings) -> faust.App:
     findings_topic = app.topic(topics.findings, value_serializer="json", internal=False)
     risk_topic = app.topic(topics.risk, value_serializer="json", internal=False)
     dest_to_rule_stats = app.Table(
-        "dest_to_rule_stats", default=dict, partitions=matches_spec.partitions,
-        key_type=str, value_type=dict,
+        "dest_to_rule_stats",
+        default=dict,
+        partitions=matches_spec.partitions,
     )
     aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_seconds)
 
@@ -72,7 +75,10 @@ def create_app(settings: Settings) -> faust.App:
     async def aggregate(stream: faust.StreamT[dict[str, Any]]) -> None:
         """Count each match into its dest's table entry and send findings that become due."""
         async for record in stream:
-            for finding in aggregator.add(RuleMatch.from_record(record)):
+            match = RuleMatch.from_record(record)
+            findings = aggregator.add(match)
+            metrics.matches_aggregated_total.labels(match.rule_id).inc()
+            for finding in findings:
                 await findings_topic.send(key=finding["dest"], value=finding)
                 rule = detector.rules[finding["rule_id"]]
                 risk_events = build_risk_events(rule, finding)
@@ -91,7 +97,7 @@ def _intake_service(settings: Settings, topics: Topics, detector: Detector) -> t
         """Run the batched intake loop in a thread; its failure crashes the worker."""
 
         halt = threading.Event()
-        failure: list[BaseException] = []
+        failure: ClassVar[list[BaseException]] = []
 
         def _run(self) -> None:
             try:

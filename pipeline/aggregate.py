@@ -43,8 +43,9 @@ class Aggregator:
     back with ``state[dest] = ...`` so that a table's changelog sees it.
     """
 
-    def __init__(self, rules: Mapping[str, Rule], state: MutableMapping[str, DestState],
-                 window_seconds: int) -> None:
+    def __init__(
+        self, rules: Mapping[str, Rule], state: MutableMapping[str, DestState], window_seconds: int
+    ) -> None:
         self.rules, self.state, self.window_seconds = rules, state, window_seconds
 
     def window_of(self, rule: Rule) -> int:
@@ -69,7 +70,7 @@ class Aggregator:
         return findings
 
     def _unexpired(self, dest_state: DestState) -> DestState:
-        """Drop groups whose window ended over KEPT_WINDOWS windows before the dest's newest event."""
+        """Drop groups whose window ended KEPT_WINDOWS windows before the newest event."""
         newest = max(stats["last"] for stats in dest_state.values())
 
         def alive(stats: GroupStats) -> bool:
@@ -82,13 +83,25 @@ class Aggregator:
 
 def _updated(stats: GroupStats | None, match: RuleMatch, fid: str, start: int) -> GroupStats:
     if stats is None:
-        stats = {"finding_id": fid, "rule_id": match.rule_id, "dest": match.dest,
-                 "window_start": start, "group": match.group, "count": 0,
-                 "first": match.time, "last": match.time, "values": {}, "evidence": [],
-                 "emitted": False}
+        stats = {
+            "finding_id": fid,
+            "rule_id": match.rule_id,
+            "dest": match.dest,
+            "window_start": start,
+            "group": match.group,
+            "count": 0,
+            "first": match.time,
+            "last": match.time,
+            "values": {},
+            "evidence": [],
+            "emitted": False,
+        }
     else:
-        stats = {**stats, "values": {k: list(v) for k, v in stats["values"].items()},
-                 "evidence": list(stats["evidence"])}
+        stats = {
+            **stats,
+            "values": {k: list(v) for k, v in stats["values"].items()},
+            "evidence": list(stats["evidence"]),
+        }
     stats["count"] += 1
     stats["first"] = min(stats["first"], match.time)
     stats["last"] = max(stats["last"], match.time)
@@ -98,6 +111,12 @@ def _updated(stats: GroupStats | None, match: RuleMatch, fid: str, start: int) -
             seen.append(value)
     if match.origin is not None and len(stats["evidence"]) < MAX_EVIDENCE:
         origin = match.origin
-        stats["evidence"].append({"topic": origin.topic, "partition": origin.partition,
-                                  "offset": origin.offset, "record_id": origin.record_id})
+        stats["evidence"].append(
+            {
+                "topic": origin.topic,
+                "partition": origin.partition,
+                "offset": origin.offset,
+                "record_id": origin.record_id,
+            }
+        )
     return stats

@@ -7,8 +7,8 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -50,10 +50,19 @@ def start_broker(port: int, data_dir: Path, log: Path | None = None) -> subproce
     """Start the broker in its own process group and wait until it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
     output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    command = [str(broker_binary()), "start", "--only", "kafka", "--kafka-port", str(port),
-               "--data-dir", str(data_dir)]
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    command = [
+        str(broker_binary()),
+        "start",
+        "--only",
+        "kafka",
+        "--kafka-port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    process = subprocess.Popen(
+        command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         wait_for_port(port)
     except BrokerUnavailable:

@@ -24,17 +24,27 @@ from pipeline.broker import free_port, running_broker
 from pipeline.rules.errors import RuleErrors
 from pipeline.settings import Settings
 
-app = typer.Typer(help="Splunk-style WMI detections over Kafka streams of Windows events.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Splunk-style WMI detections over Kafka streams of Windows events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
 rules_app = typer.Typer(help="Rule files.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(rules_app, name="rules")
 console = Console(stderr=True)
 
-Bootstrap = Annotated[str | None, typer.Option(
-    "--bootstrap", help="Kafka bootstrap servers [env WMIWATCH_BOOTSTRAP_SERVERS, 127.0.0.1:9092]")]
-RulesDir = Annotated[Path | None, typer.Option("--rules", help="Rules directory [env WMIWATCH_RULES_DIR]")]
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        help="Kafka bootstrap servers [env WMIWATCH_BOOTSTRAP_SERVERS, 127.0.0.1:9092]",
+    ),
+]
+RulesDir = Annotated[
+    Path | None, typer.Option("--rules", help="Rules directory [env WMIWATCH_RULES_DIR]")
+]
 DEMO_SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "demo"
 
 
@@ -62,9 +72,12 @@ def load_rules_or_exit(folder: Path) -> tuple:  # type: ignore[type-arg]
 
 
 @app.command()
-def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092,
-           data_dir: Annotated[Path, typer.Option(help="Where the broker keeps data")] = Path(
-               ".wmiwatch/broker")) -> None:
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092,
+    data_dir: Annotated[Path, typer.Option(help="Where the broker keeps data")] = Path(
+        ".wmiwatch/broker"
+    ),
+) -> None:
     """Run a local Kafka-protocol broker in the foreground until SIGTERM/SIGINT."""
     with running_broker(port, data_dir) as address:
         console.print(f"broker listening on {address} (data in {data_dir}); Ctrl-C stops it")
@@ -107,9 +120,12 @@ def replay(paths: list[Path], bootstrap: Bootstrap = None) -> None:
 
 
 @app.command()
-def worker(bootstrap: Bootstrap = None, rules: RulesDir = None,
-           metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics here")] = None,
-           loglevel: str = "warning") -> None:
+def worker(
+    bootstrap: Bootstrap = None,
+    rules: RulesDir = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics here")] = None,
+    loglevel: str = "warning",
+) -> None:
     """Run a detection worker (Faust) with Prometheus metrics."""
     import faust
     from prometheus_client import start_http_server
@@ -118,20 +134,27 @@ def worker(bootstrap: Bootstrap = None, rules: RulesDir = None,
 
     settings = load_settings(bootstrap, rules_dir=rules, metrics_port=metrics_port)
     load_rules_or_exit(settings.rules_dir)
-    start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104
+    start_http_server(settings.metrics_port, addr="0.0.0.0")
     console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
     faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
 
 
 @app.command()
-def detect(paths: list[Path], rules: RulesDir = None,
-           format: Annotated[str, typer.Option(help="jsonl or table")] = "table") -> None:
+def detect(
+    paths: list[Path],
+    rules: RulesDir = None,
+    format: Annotated[str, typer.Option(help="jsonl or table")] = "table",
+) -> None:
     """Run every rule over files with no broker and print the findings."""
     from pipeline.offline import detect_files
 
     settings = load_settings(None, rules_dir=rules)
-    report = detect_files(paths, load_rules_or_exit(settings.rules_dir), settings.window_seconds,
-                          settings.max_event_bytes)
+    report = detect_files(
+        paths,
+        load_rules_or_exit(settings.rules_dir),
+        settings.window_seconds,
+        settings.max_event_bytes,
+    )
     if format == "jsonl":
         for finding in report.findings:
             sys.stdout.buffer.write(orjson.dumps(finding) + b"\n")
@@ -144,8 +167,13 @@ def detect(paths: list[Path], rules: RulesDir = None,
 def _print_findings(findings: list[dict[str, object]]) -> None:
     table = Table("first_time", "rule", "dest", "count", "title", show_lines=False)
     for finding in findings:
-        table.add_row(str(finding["first_time"]), str(finding["rule_name"]),
-                      str(finding["dest"]), str(finding["count"]), str(finding["title"]))
+        table.add_row(
+            str(finding["first_time"]),
+            str(finding["rule_name"]),
+            str(finding["dest"]),
+            str(finding["count"]),
+            str(finding["title"]),
+        )
     Console().print(table)
 
 
@@ -156,8 +184,13 @@ def rules_list(rules: RulesDir = None) -> None:
     table = Table("name", "type", "data sources", "MITRE", "score")
     for rule in load_rules_or_exit(settings.rules_dir):
         spec = rule.spec
-        table.add_row(spec.name, spec.type, ", ".join(spec.data_source),
-                      ", ".join(spec.mitre_attack_id), str(spec.finding.entity.score))
+        table.add_row(
+            spec.name,
+            spec.type,
+            ", ".join(spec.data_source),
+            ", ".join(spec.mitre_attack_id),
+            str(spec.finding.entity.score),
+        )
     Console().print(table)
 
 
@@ -180,10 +213,13 @@ def test_rules(rules: RulesDir = None) -> None:
 
 
 @app.command()
-def demo(port: Annotated[int, typer.Option(help="Broker port (0: any free port)")] = 0,
-         metrics_port: int = 9108,
-         stop_after: Annotated[int, typer.Option(help="Exit after N findings (0: run until Ctrl-C)")] = 0,
-         ) -> None:
+def demo(
+    port: Annotated[int, typer.Option(help="Broker port (0: any free port)")] = 0,
+    metrics_port: int = 9108,
+    stop_after: Annotated[
+        int, typer.Option(help="Exit after N findings (0: run until Ctrl-C)")
+    ] = 0,
+) -> None:
     """Start a local broker and a worker, replay the bundled samples, print findings live."""
     from pipeline.kafka import create_topics
     from pipeline.replay import replay_files
@@ -198,32 +234,45 @@ def demo(port: Annotated[int, typer.Option(help="Broker port (0: any free port)"
         console.print(f"broker on {address}; topics created; starting worker")
         with _worker_process(settings, data_dir / "worker.log"):
             counts = replay_files(sorted(DEMO_SAMPLES.glob("*")), settings, topics)
-            console.print(f"replayed {sum(counts.values())} events from {DEMO_SAMPLES}: "
-                          f"{dict(counts)}")
+            console.print(
+                f"replayed {sum(counts.values())} events from {DEMO_SAMPLES}: {dict(counts)}"
+            )
             console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics — Ctrl-C stops")
             for count, finding in enumerate(_follow(settings, topics.findings), start=1):
-                console.print(f"[bold red]FINDING[/bold red] {finding['rule_name']} on "
-                              f"{finding['dest']} (score {finding['risk_score']}): "
-                              f"{finding['title']}")
+                console.print(
+                    f"[bold red]FINDING[/bold red] {finding['rule_name']} on "
+                    f"{finding['dest']} (score {finding['risk_score']}): "
+                    f"{finding['title']}"
+                )
                 sys.stdout.buffer.write(orjson.dumps(finding) + b"\n")
                 sys.stdout.flush()
                 if count == stop_after:
                     break
 
 
-class _worker_process:  # noqa: N801
+class _worker_process:
     """Run ``wmiwatch worker`` as a child process for the block."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings, self.log = settings, log
 
     def __enter__(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "WMIWATCH_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-               "WMIWATCH_DATA_DIR": str(self.settings.data_dir)}
-        command = [sys.executable, "-m", "pipeline", "worker",
-                   "--metrics-port", str(self.settings.metrics_port)]
-        self.process = subprocess.Popen(command, env=env, stdout=open(self.log, "ab"),  # noqa: SIM115
-                                        stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "WMIWATCH_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "WMIWATCH_DATA_DIR": str(self.settings.data_dir),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "worker",
+            "--metrics-port",
+            str(self.settings.metrics_port),
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT
+        )
         return self.process
 
     def __exit__(self, *_: object) -> None:
@@ -244,7 +293,7 @@ def _follow(settings: Settings, topic: str) -> Iterator[dict[str, object]]:
         while True:
             message = reader.poll(0.5)
             if message is not None and not message.error():
-                yield orjson.loads(message.value())
+                yield orjson.loads(message.value() or b"null")
     except KeyboardInterrupt:
         return
     finally:
@@ -253,5 +302,7 @@ def _follow(settings: Settings, topic: str) -> Iterator[dict[str, object]]:
 
 def main() -> None:
     """Run the CLI with logging configured."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     app()

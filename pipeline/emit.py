@@ -44,8 +44,11 @@ def build_finding(rule: Rule, stats: dict[str, Any], row: dict[str, str]) -> dic
         "rule_type": spec.type,
         "title": render_title(spec.finding.title, row),
         "dest": dest,
-        "entity": {"field": entity.field, "type": entity.type,
-                   "value": row.get(entity.field) or dest},
+        "entity": {
+            "field": entity.field,
+            "type": entity.type,
+            "value": row.get(entity.field) or dest,
+        },
         "risk_score": entity.score,
         "mitre_attack_id": list(spec.mitre_attack_id),
         "analytic_story": list(spec.analytic_story),

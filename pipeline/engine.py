@@ -26,8 +26,12 @@ class Outcome:
 class Detector:
     """The pure detection core shared by the stream worker and the offline ``detect``."""
 
-    def __init__(self, rules: tuple[Rule, ...], normalizer: Normalizer | None = None,
-                 max_event_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        rules: tuple[Rule, ...],
+        normalizer: Normalizer | None = None,
+        max_event_bytes: int = 1_048_576,
+    ) -> None:
         self.rules = {rule.id: rule for rule in rules}
         self.normalizer = normalizer or default_normalizer()
         self.router = Router(rules)
@@ -41,7 +45,8 @@ class Detector:
             return Outcome(rejected=rejected)
         rules = self.router.rules_for(event)
         if origin is not None:
-            origin = Origin(origin.topic, origin.partition, origin.offset,
-                            event.fields.get("EventRecordID", ""))
+            origin = Origin(
+                origin.topic, origin.partition, origin.offset, event.fields.get("EventRecordID", "")
+            )
         matches = [m for rule in rules if (m := match_event(rule, event, origin)) is not None]
         return Outcome(event=event, matches=matches, routed=bool(rules))

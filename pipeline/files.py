@@ -56,7 +56,8 @@ def _member(location: str, data: bytes) -> Iterator[FileRecord]:
 
 def _evtx_payloads(data: bytes) -> Iterator[bytes]:
     for record in evtx.PyEvtxParser(io.BytesIO(data)).records():
-        yield str(record["data"]).encode()
+        if record is not None:
+            yield str(record["data"]).encode()
 
 
 def _text_payloads(data: bytes) -> Iterator[bytes]:

@@ -67,9 +67,10 @@ class Intake:
         """Handle one batch, wait for its records to be acknowledged, then commit."""
         started = time.perf_counter()
         for message in batch:
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", error)
                 continue
             self._handle(message)
         undelivered = self.producer.flush(30)
@@ -83,14 +84,15 @@ class Intake:
         metrics.intake_batch_seconds.observe(time.perf_counter() - started)
 
     def _handle(self, message: Message) -> None:
-        origin = Origin(message.topic(), message.partition(), message.offset())
+        origin = Origin(str(message.topic()), message.partition() or 0, message.offset() or 0)
         outcome = self.detector.process(message.value() or b"", origin)
-        self._count(message.topic(), outcome)
+        self._count(origin.topic, outcome)
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
             record = dead_letter_record(message, reason, outcome.rejected.detail)
-            self.producer.produce(self.topics.dead_letter, orjson.dumps(record),
-                                  key=message.topic().encode())
+            self.producer.produce(
+                self.topics.dead_letter, orjson.dumps(record), key=origin.topic.encode()
+            )
             return
         ingested_at = message.timestamp()[1] / 1000
         for match in outcome.matches:

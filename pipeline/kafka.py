@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.settings import Settings
 from pipeline.topics import Topics
@@ -13,14 +13,24 @@ from pipeline.topics import Topics
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
     """Return a Producer with idempotence on and small-batch latency."""
-    config = {**settings.librdkafka_config(), "enable.idempotence": True, "linger.ms": 5, **overrides}
+    config = {
+        **settings.librdkafka_config(),
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        **overrides,
+    }
     return Producer(config)
 
 
 def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     """Return a Consumer that commits only when told to."""
-    config = {**settings.librdkafka_config(), "group.id": group_id,
-              "enable.auto.commit": False, "auto.offset.reset": "earliest", **overrides}
+    config = {
+        **settings.librdkafka_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        **overrides,
+    }
     return Consumer(config)
 
 
@@ -29,8 +39,12 @@ def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> 
     admin = AdminClient(settings.librdkafka_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
-        NewTopic(topics.name(spec.name), num_partitions=spec.partitions,
-                 replication_factor=spec.replication_factor, config=dict(spec.config))
+        NewTopic(
+            topics.name(spec.name),
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication_factor,
+            config=dict(spec.config),
+        )
         for spec in topics.specs
     ]
     status = {topic.topic: "exists" for topic in wanted if topic.topic in existing}

@@ -65,7 +65,10 @@ def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> RuleM
                 return None  # SPL stats drops events missing a by-field
             value = plan.group_fill
         group[by.row_name] = value
-    values = {a.output: row[a.field] for a in plan.aggregations
-              if a.function in ("values", "dc") and a.field in row}
+    values = {
+        a.output: row[a.field]
+        for a in plan.aggregations
+        if a.function in ("values", "dc") and a.field in row
+    }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
     return RuleMatch(rule.id, dest, event.time, group, values, origin)

@@ -5,26 +5,44 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 events_consumed_total = Counter(
-    "wmiwatch_events_consumed_total", "Raw records read from the raw topics.",
+    "wmiwatch_events_consumed_total",
+    "Raw records read from the raw topics.",
     ["topic", "event_code"],
 )
 events_routed_total = Counter(
-    "wmiwatch_events_routed_total", "Events sent to at least one rule.", ["source"],
+    "wmiwatch_events_routed_total",
+    "Events sent to at least one rule.",
+    ["source"],
 )
 events_dropped_total = Counter(
-    "wmiwatch_events_dropped_total", "Well-formed events that no rule listens to.", ["source"],
+    "wmiwatch_events_dropped_total",
+    "Well-formed events that no rule listens to.",
+    ["source"],
 )
 events_rejected_total = Counter(
-    "wmiwatch_events_rejected_total", "Raw records sent to the dead-letter topic.", ["reason"],
+    "wmiwatch_events_rejected_total",
+    "Raw records sent to the dead-letter topic.",
+    ["reason"],
 )
 rule_matches_total = Counter(
-    "wmiwatch_rule_matches_total", "Events that passed a rule's filters.", ["rule"],
+    "wmiwatch_rule_matches_total",
+    "Events that passed a rule's filters.",
+    ["rule"],
+)
+matches_aggregated_total = Counter(
+    "wmiwatch_matches_aggregated_total",
+    "Matches counted into the dest table.",
+    ["rule"],
 )
 findings_emitted_total = Counter(
-    "wmiwatch_findings_emitted_total", "Findings produced to the findings topic.", ["rule"],
+    "wmiwatch_findings_emitted_total",
+    "Findings produced to the findings topic.",
+    ["rule"],
 )
 risk_events_emitted_total = Counter(
-    "wmiwatch_risk_events_emitted_total", "Risk events produced to the risk topic.", ["rule"],
+    "wmiwatch_risk_events_emitted_total",
+    "Risk events produced to the risk topic.",
+    ["rule"],
 )
 finding_latency_seconds = Histogram(
     "wmiwatch_finding_latency_seconds",
@@ -32,7 +50,8 @@ finding_latency_seconds = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 intake_batch_seconds = Histogram(
-    "wmiwatch_intake_batch_seconds", "Time to process one intake batch (parse to produce).",
+    "wmiwatch_intake_batch_seconds",
+    "Time to process one intake batch (parse to produce).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 rules_loaded = Gauge("wmiwatch_rules_loaded", "Rules compiled at start-up.")

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.event import Event
-from pipeline.rejects import RejectReason, Rejected
+from pipeline.rejects import Rejected, RejectReason
 
 Fields = dict[str, str]
 
@@ -82,8 +82,14 @@ class FieldSpec(BaseModel):
 
     def transform_items(self) -> list[tuple[str, str | list[str]]]:
         """Return the (transform, argument) pairs that are set."""
-        values = {"copy": self.copy_, "first": self.first, "basename": self.basename,
-                  "hex_to_int": self.hex_to_int, "template": self.template, "value": self.value}
+        values = {
+            "copy": self.copy_,
+            "first": self.first,
+            "basename": self.basename,
+            "hex_to_int": self.hex_to_int,
+            "template": self.template,
+            "value": self.value,
+        }
         return [(name, arg) for name, arg in values.items() if arg is not None]
 
     def produce(self, fields: Fields) -> str | None:
@@ -112,7 +118,9 @@ class Identify(BaseModel):
     def matches(self, fields: Fields) -> bool:
         """Return whether ``fields`` belong to this source."""
         value = fields.get(self.field)
-        return value is not None and (self.equals is None or value.casefold() == self.equals.casefold())
+        return value is not None and (
+            self.equals is None or value.casefold() == self.equals.casefold()
+        )
 
 
 class SourceMapping(BaseModel):
@@ -175,8 +183,12 @@ class Normalizer:
         for mapping in self.mappings:
             constants = {n: s.value for n, s in mapping.common.items() if s.value is not None}
             for code, event_mapping in mapping.events.items():
-                known = {**constants, "EventCode": code, mapping.event_code: code,
-                         "_datamodel": event_mapping.datamodel or ""}
+                known = {
+                    **constants,
+                    "EventCode": code,
+                    mapping.event_code: code,
+                    "_datamodel": event_mapping.datamodel or "",
+                }
                 yield mapping.source, code, known
 
 

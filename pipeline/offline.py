@@ -24,8 +24,12 @@ class DetectReport:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def detect_files(paths: Iterable[Path], rules: tuple[Rule, ...], window_seconds: int,
-                 max_event_bytes: int = 1_048_576) -> DetectReport:
+def detect_files(
+    paths: Iterable[Path],
+    rules: tuple[Rule, ...],
+    window_seconds: int,
+    max_event_bytes: int = 1_048_576,
+) -> DetectReport:
     """Return the findings the rules produce from ``paths``, in a stable order."""
     detector = Detector(rules, max_event_bytes=max_event_bytes)
     state: dict[str, DestState] = {}

@@ -9,7 +9,7 @@ import orjson
 from lxml import etree
 
 from pipeline.event import Event
-from pipeline.rejects import RejectReason, Rejected
+from pipeline.rejects import Rejected, RejectReason
 
 _XML_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False

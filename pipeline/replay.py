@@ -15,9 +15,13 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics
 
 
-def replay_files(paths: Iterable[Path], settings: Settings, topics: Topics,
-                 on_record: Callable[[], None] = lambda: None,
-                 normalizer: Normalizer | None = None) -> Counter[str]:
+def replay_files(
+    paths: Iterable[Path],
+    settings: Settings,
+    topics: Topics,
+    on_record: Callable[[], None] = lambda: None,
+    normalizer: Normalizer | None = None,
+) -> Counter[str]:
     """Produce every event of ``paths`` to its source's raw topic; return counts per topic.
 
     Records whose source has no raw topic are counted under ``skipped:<reason>``.

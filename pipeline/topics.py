@@ -49,7 +49,9 @@ class Topics:
 
     def schema(self, base: str) -> dict[str, Any]:
         """Return the JSON Schema of topic ``base``'s values."""
-        loaded: dict[str, Any] = json.loads((self.folder / self.spec(base).value_schema).read_text())
+        loaded: dict[str, Any] = json.loads(
+            (self.folder / self.spec(base).value_schema).read_text()
+        )
         return loaded
 
     @property

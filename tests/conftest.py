@@ -40,9 +40,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Return settings isolated to this test: own topic prefix, group id and data dir."""
     tag = uuid.uuid4().hex[:8]
-    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{tag}.",
-                    group_id=f"wmiwatch-{tag}", data_dir=tmp_path / "worker",
-                    metrics_port=free_port())
+    return Settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"t{tag}.",
+        group_id=f"wmiwatch-{tag}",
+        data_dir=tmp_path / "worker",
+        metrics_port=free_port(),
+    )
 
 
 @pytest.fixture
@@ -89,8 +93,12 @@ def start_worker(settings: Settings, log: Path, metrics_port: int | None = None)
     if metrics_port is not None:
         env["WMIWATCH_METRICS_PORT"] = str(metrics_port)
     command = [sys.executable, "-m", "pipeline", "worker", "--loglevel", "info"]
-    process = subprocess.Popen(command, env=env, stdout=open(log, "ab"),  # noqa: SIM115
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
     worker = WorkerProcess(process, log)
     deadline = time.monotonic() + 90
     while b"Worker ready" not in log.read_bytes():

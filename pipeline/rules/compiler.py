@@ -68,7 +68,9 @@ def _expand_one(call: re.Match[str], macros: Mapping[str, Macro]) -> str:
 
 def split_stages(search: str) -> list[str]:
     """Split a search on ``|`` outside double quotes."""
-    stages, current, quoted, escaped = [], [], False, False
+    stages: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in search:
         if escaped:
             escaped = False
@@ -85,12 +87,11 @@ def split_stages(search: str) -> list[str]:
     return stages
 
 
-def _unquote(token: Token | Tree[Token]) -> str:
+def _unquote(node: Token | Tree[Token]) -> str:
     """Return the text of a value node (quoted strings lose quotes and escapes)."""
-    if isinstance(token, Tree):
-        token = token.children[0]  # type: ignore[assignment]
+    token = node.children[0] if isinstance(node, Tree) else node
     text = str(token)
-    if token.type == "STRING":
+    if isinstance(token, Token) and token.type == "STRING":
         text = re.sub(r'\\(["\\])', r"\1", text[1:-1])
     return text
 
@@ -99,7 +100,7 @@ def _unquote(token: Token | Tree[Token]) -> str:
 class _Builder:
     """Mutable state while the stages of one search are compiled in order."""
 
-    resolve: Callable[[str], str] = staticmethod(lambda name: name)  # type: ignore[assignment]
+    dataset_prefix: str = ""
     predicate: Expr = ALWAYS
     event_steps: list[Step] = field(default_factory=list)
     row_steps: list[Step] = field(default_factory=list)
@@ -108,6 +109,10 @@ class _Builder:
     aggregations: tuple[Aggregation, ...] = ()
     pending_fillnull: str | None = None
     table: tuple[str, ...] = ()
+
+    def resolve(self, name: str) -> str:
+        """Return the event field behind a search field (tstats drops ``Processes.``)."""
+        return name.removeprefix(self.dataset_prefix) if self.dataset_prefix else name
 
     @property
     def steps(self) -> list[Step]:
@@ -162,8 +167,9 @@ class _Builder:
 
 
 def _aggregation(tree: Tree[Token]) -> Aggregation:
-    function, *rest = (_unquote(child) if isinstance(child, Tree) else str(child)
-                       for child in tree.children)
+    function, *rest = (
+        _unquote(child) if isinstance(child, Tree) else str(child) for child in tree.children
+    )
     function = function.lower()
     if function not in AGGREGATIONS:
         raise RuleError(f"unsupported stats function {function}()")
@@ -178,7 +184,7 @@ def _aggregation(tree: Tree[Token]) -> Aggregation:
 
 def _options(tree: Tree[Token]) -> dict[str, str]:
     return {
-        str(child.children[0]).lower(): _unquote(child.children[1])  # type: ignore[arg-type]
+        str(child.children[0]).lower(): _unquote(child.children[1])
         for child in tree.children
         if isinstance(child, Tree) and child.data == "option"
     }
@@ -209,9 +215,12 @@ def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     if dataset is None:
         raise RuleError(f"unsupported datamodel {datamodel}")
     prefix = f"{dataset}."
-    builder.resolve = lambda name: name.removeprefix(prefix)
-    where = [c for c in tree.children if isinstance(c, Tree) and c.data not in
-             ("option", "aggregation", "field_list")]
+    builder.dataset_prefix = prefix
+    where = [
+        c
+        for c in tree.children
+        if isinstance(c, Tree) and c.data not in ("option", "aggregation", "field_list")
+    ]
     condition = Match(DATAMODEL_FIELD, Wildcard.compile(datamodel))
     builder.predicate = All((condition, *(builder.expr(w) for w in where)))
     by = [w for fl in _subtrees(tree, "field_list") for w in _words(fl)]
@@ -253,8 +262,9 @@ def _rex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     options = _options(tree)
     source = _unquote(next(c for c in tree.children if isinstance(c, Token)))
     try:
-        pattern = re.compile(source.replace("(?<", "(?P<").replace("(?P<=", "(?<=")
-                             .replace("(?P<!", "(?<!"))
+        pattern = re.compile(
+            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
+        )
     except re.error as error:
         raise RuleError(f"rex: bad regular expression: {error}") from None
     if not pattern.groupindex:
@@ -314,9 +324,11 @@ def _finish(builder: _Builder) -> Plan:
         if not builder.table:
             raise RuleError("the search must end in stats, tstats or table", stage="search")
         group_by = tuple(GroupField(n, n) for n in builder.table if n != "_time")
-        aggregations = (Aggregation("count", "", "count"),
-                        Aggregation("min", "_time", "firstTime"),
-                        Aggregation("max", "_time", "lastTime"))
+        aggregations = (
+            Aggregation("count", "", "count"),
+            Aggregation("min", "_time", "firstTime"),
+            Aggregation("max", "_time", "lastTime"),
+        )
         builder.group_fill = ""
     return Plan(
         predicate=builder.predicate,

@@ -75,7 +75,9 @@ def _duplicate_ids(rules: list[Rule]) -> list[RuleError]:
     errors = []
     for rule in rules:
         if rule.id in seen:
-            errors.append(RuleError(f"id {rule.id} is also used by {seen[rule.id]}", path=rule.path))
+            errors.append(
+                RuleError(f"id {rule.id} is also used by {seen[rule.id]}", path=rule.path)
+            )
         seen.setdefault(rule.id, rule.path)
     return errors
 

@@ -10,7 +10,7 @@ from pipeline.rules.steps import Step
 
 @dataclass(frozen=True, slots=True)
 class Aggregation:
-    """One ``stats`` function: ``count``, ``min(_time)``, ``max(_time)``, ``values(f)``, ``dc(f)``."""
+    """One ``stats`` function: count, min(_time), max(_time), values(f) or dc(f)."""
 
     function: str
     field: str

@@ -25,13 +25,15 @@ class RuleTestResult:
         return self.expected == self.actual
 
 
-def run_rule_tests(rules: tuple[Rule, ...], window_seconds: int,
-                   root: Path = PROJECT_ROOT) -> list[RuleTestResult]:
+def run_rule_tests(
+    rules: tuple[Rule, ...], window_seconds: int, root: Path = PROJECT_ROOT
+) -> list[RuleTestResult]:
     """Run every test of every rule, each rule alone over its fixture."""
     results = []
     for rule in rules:
         for test in rule.spec.tests:
             report = detect_files([root / test.fixture], (rule,), window_seconds)
-            results.append(RuleTestResult(rule.spec.name, test.name, test.findings,
-                                          len(report.findings)))
+            results.append(
+                RuleTestResult(rule.spec.name, test.name, test.findings, len(report.findings))
+            )
     return results

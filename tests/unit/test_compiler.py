@@ -1,0 +1,151 @@
+"""The SPL subset: parsing, semantics, macros, routing and located errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.event import Event
+from pipeline.rules.compiler import Macro, compile_search, expand_macros, split_stages
+from pipeline.rules.errors import RuleError
+from pipeline.rules.steps import run_steps
+
+MACROS = {
+    "sysmon": Macro('source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"'),
+    "ctime": Macro('convert timeformat="%Y-%m-%dT%H:%M:%S" ctime($field$)', ("field",)),
+    "drop_dm_object_name": Macro("rename $object$.* as *", ("object",)),
+    "nested": Macro("`sysmon` EventCode=1"),
+    "allow": Macro("search *"),
+}
+
+
+def event(raw: str = "", **fields: str) -> Event:
+    return Event(fields=dict(fields), time=0.0, raw=raw)
+
+
+def matches(search: str, evt: Event) -> bool:
+    return compile_search(f"{search} | stats count", MACROS).predicate.evaluate(evt)
+
+
+def test_terms_are_case_insensitive_wildcards_with_implicit_and() -> None:
+    search = 'process_name=WMIC.exe process="*/node:*"'
+    assert matches(search, event(process_name="wmic.exe", process="wmic /NODE:x os get"))
+    assert not matches(search, event(process_name="wmic.exe", process="wmic os get"))
+
+
+def test_or_not_in_and_parentheses() -> None:
+    search = 'a=1 (b=x OR b=y) NOT c IN ("*evil*", bad)'
+    assert matches(search, event(a="1", b="y", c="good"))
+    assert matches(search, event(a="1", b="x"))  # NOT over an absent field holds
+    assert not matches(search, event(a="1", b="y", c="BAD"))
+    assert not matches(search, event(a="1", b="z"))
+
+
+def test_not_equal_needs_the_field() -> None:
+    assert matches("a!=x", event(a="y"))
+    assert not matches("a!=x", event())
+
+
+def test_bare_terms_search_the_raw_text() -> None:
+    assert matches(
+        "EventCode=5861 Binding", event("...PossibleCause = Binding...", EventCode="5861")
+    )
+    assert not matches("EventCode=5861 Binding", event("Temporary", EventCode="5861"))
+
+
+def test_quoted_values_keep_escaped_quotes_and_backslashes() -> None:
+    search = r'consumer="NTEventLogEventConsumer=\"SCM\"" path="*\\dismhost.exe*"'
+    evt = event(consumer='NTEventLogEventConsumer="SCM"', path="C:\\x\\dismhost.exe")
+    assert matches(search, evt)
+
+
+def test_numbers_compare_numerically() -> None:
+    assert matches("count>=10", event(count="12"))
+    assert not matches("count>=10", event(count="9"))
+    assert not matches("count>=10", event(count="many"))
+
+
+def test_macros_expand_recursively_with_arguments() -> None:
+    assert expand_macros("`nested` | `ctime(firstTime)`", MACROS) == (
+        'source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational" EventCode=1 '
+        '| convert timeformat="%Y-%m-%dT%H:%M:%S" ctime(firstTime)'
+    )
+
+
+def test_pipes_inside_quotes_do_not_split_stages() -> None:
+    assert split_stages('a=1 | rex field=M "(?<x>[^;|^$]+)" | stats count') == [
+        "a=1",
+        'rex field=M "(?<x>[^;|^$]+)"',
+        "stats count",
+    ]
+
+
+def test_tstats_reads_datamodel_fields_and_renames_rows() -> None:
+    plan = compile_search(
+        "| tstats count min(_time) as firstTime from datamodel=Endpoint.Processes "
+        "where Processes.process_name=wmic.exe by Processes.dest Processes.user "
+        "| `drop_dm_object_name(Processes)` | `ctime(firstTime)`",
+        MACROS,
+    )
+    evt = event(process_name="wmic.exe", _datamodel="Endpoint.Processes")
+    assert plan.predicate.evaluate(evt)
+    assert not plan.predicate.evaluate(event(process_name="wmic.exe"))
+    assert [(g.row_name, g.event_field) for g in plan.group_by] == [
+        ("Processes.dest", "dest"),
+        ("Processes.user", "user"),
+    ]
+    row = {"Processes.dest": "h1", "Processes.user": "u", "firstTime": "0"}
+    assert run_steps(plan.row_steps, row)
+    assert row == {"dest": "h1", "user": "u", "firstTime": "1970-01-01T00:00:00"}
+
+
+def test_rex_then_search_on_the_extracted_field() -> None:
+    plan = compile_search(
+        r'EventCode=5861 | rex field=Message "Consumer =\s+(?<consumer>[^;|^$]+)" '
+        r'| search consumer!="NTEventLogEventConsumer=\"SCM Event Log Consumer\"" '
+        "| stats count by ComputerName consumer",
+        MACROS,
+    )
+    kept = {"Message": 'Namespace = x; Consumer = CommandLineEventConsumer="Evil"; P = y'}
+    dropped = {"Message": 'Consumer = NTEventLogEventConsumer="SCM Event Log Consumer"; P'}
+    assert (
+        run_steps(plan.event_steps, kept) and kept["consumer"] == 'CommandLineEventConsumer="Evil"'
+    )
+    assert not run_steps(plan.event_steps, dropped)
+
+
+def test_fillnull_without_fields_fills_the_stats_by_fields() -> None:
+    plan = compile_search("a=1 | fillnull | stats count by dest Path", MACROS)
+    row = {"dest": "h"}
+    assert run_steps(plan.event_steps, row)
+    assert row == {"dest": "h", "Path": "0"}
+
+
+def test_table_without_stats_groups_by_its_fields() -> None:
+    plan = compile_search(
+        "`sysmon` EventCode=21 | rename host as dest | table _time, dest, user", MACROS
+    )
+    assert [g.row_name for g in plan.group_by] == ["dest", "user"]
+    assert [a.output for a in plan.aggregations] == ["count", "firstTime", "lastTime"]
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ("a=1 | eval x=1", "search stage 2 (eval): unsupported command 'eval'"),
+        ("a=1 | `missing_macro`", "unknown macro `missing_macro`"),
+        ("a=1 | `ctime`", "macro `ctime` takes 1 argument(s), got 0"),
+        ("a=1 | rename a* as b | stats count", "use at most one * on both sides"),
+        ('a=1 | rex field=x "(?<y>[a-"', "rex: bad regular expression"),
+        ('a=1 | rex field=x "abc"', "names no group"),
+        ("| tstats count from datamodel=Network_Traffic by dest", "unsupported datamodel"),
+        ("a=1 | stats avg(x) by y", "unsupported stats function avg()"),
+        ("a=1 | stats max(size) by y", "max() is supported on _time only"),
+        ("a=(1", "search stage 1 (search): cannot parse"),
+        ("a=1", "the search must end in stats, tstats or table"),
+        ("a=1 | stats count | tstats count from datamodel=Endpoint.Processes", "tstats must be"),
+    ],
+)
+def test_unsupported_searches_fail_with_their_stage(search: str, message: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_search(search, MACROS)
+    assert message in str(caught.value)

@@ -1,0 +1,72 @@
+"""Normalization to CIM from the mapping files."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.normalize import default_normalizer
+from pipeline.parse import parse_event
+from pipeline.rejects import Rejected, RejectReason
+from tests.conftest import FIXTURES
+
+
+def normalized(payload: bytes) -> dict[str, str]:
+    return default_normalizer().normalize(parse_event(payload)).fields
+
+
+def test_sysmon_1_maps_to_endpoint_processes() -> None:
+    line = (FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log").read_bytes()
+    fields = normalized(line.splitlines()[0])
+    assert fields["_datamodel"] == "Endpoint.Processes"
+    assert fields["dest"] == "ar-win-1"
+    assert fields["process_name"] == "esentutl.exe"
+    assert fields["parent_process_name"] == "cmd.exe"
+    assert fields["parent_process"].startswith("cmd.exe /c esentutl.exe")
+    assert fields["user"] == "AR-WIN-1\\Administrator"
+    assert fields["source"] == "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
+
+
+def test_security_4688_converts_hex_ids_and_builds_the_user() -> None:
+    fields = normalized(
+        b'{"Hostname":"dc1","EventID":4688,"Channel":"Security","EventTime":"2020-01-01 00:00:00",'
+        b'"NewProcessId":"0x13d8","ProcessId":"0xd44","NewProcessName":"C:\\\\W\\\\WMIC.exe",'
+        b'"ParentProcessName":"C:\\\\W\\\\cmd.exe","SubjectUserName":"bob",'
+        b'"SubjectDomainName":"CORP","CommandLine":"wmic /node:x os get"}'
+    )
+    assert (fields["process_id"], fields["parent_process_id"]) == ("5080", "3396")
+    assert fields["user"] == "CORP\\bob"
+    assert fields["process_name"] == fields["original_file_name"] == "WMIC.exe"
+    assert fields["process"] == "wmic /node:x os get"
+
+
+def test_crowdstrike_processrollup2() -> None:
+    payload = (
+        FIXTURES / "rules" / "synthetic_crowdstrike_processrollup2_wmic_node.json"
+    ).read_bytes()
+    fields = normalized(payload)
+    assert (fields["EventCode"], fields["dest"], fields["process_name"]) == (
+        "ProcessRollup2",
+        "ws08",
+        "WMIC.exe",
+    )
+
+
+def test_wmi_activity_message_is_rebuilt_only_when_absent() -> None:
+    base = (
+        b"<Event><System><EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
+        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel><Computer>h</Computer>"
+        b"</System><UserData><B><Namespace>//./root/subscription</Namespace><ESS>f</ESS>"
+        b'<CONSUMER>CommandLineEventConsumer="e"</CONSUMER><PossibleCause>Binding x</PossibleCause>'
+        b"</B></UserData>%s</Event>"
+    )
+    rebuilt = normalized(base % b"")["Message"]
+    assert rebuilt.startswith("Namespace = //./root/subscription; Eventfilter = f (refer")
+    assert 'Consumer = CommandLineEventConsumer="e"; PossibleCause = Binding x' in rebuilt
+    kept = b"<RenderingInfo><Message>as rendered</Message></RenderingInfo>"
+    assert normalized(base % kept)["Message"] == "as rendered"
+
+
+def test_unknown_channels_are_rejected() -> None:
+    with pytest.raises(Rejected) as caught:
+        normalized(b'{"Channel":"System","EventID":7036,"TimeCreated":"2024-01-01"}')
+    assert caught.value.reason == RejectReason.UNKNOWN_SOURCE

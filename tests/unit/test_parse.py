@@ -1,0 +1,100 @@
+"""Parsing raw records: XML and JSON shapes, times, and hostile input."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.parse import parse_event
+from pipeline.rejects import Rejected, RejectReason
+from tests.conftest import FIXTURES
+
+SYSMON_LINE = (FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log").read_bytes()
+
+
+def rejected(payload: bytes, **options: int) -> RejectReason:
+    with pytest.raises(Rejected) as caught:
+        parse_event(payload, **options)
+    return caught.value.reason
+
+
+def test_xml_system_attributes_and_event_data_become_fields() -> None:
+    event = parse_event(SYSMON_LINE.splitlines()[0])
+    assert event.fields["EventID"] == "1"
+    assert event.fields["Computer"] == "ar-win-1"
+    assert event.fields["UserID"] == "S-1-5-18"  # <Security UserID=...>
+    assert event.fields["Name"] == "Microsoft-Windows-Sysmon"  # <Provider Name=...>
+    assert event.fields["CommandLine"].startswith("esentutl.exe")
+    assert event.time == pytest.approx(1762163560.0750725)
+
+
+def test_user_data_leaves_and_rendered_message_become_fields() -> None:
+    payload = (
+        b"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+        b"<EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
+        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel><Computer>h</Computer>"
+        b"</System><UserData><Operation_ESStoConsumerBinding xmlns='x'><Namespace>//./root"
+        b'</Namespace><CONSUMER>CommandLineEventConsumer="e"</CONSUMER>'
+        b"</Operation_ESStoConsumerBinding></UserData><RenderingInfo Culture='en-US'>"
+        b"<Message>rendered text</Message></RenderingInfo></Event>"
+    )
+    fields = parse_event(payload).fields
+    assert fields["CONSUMER"] == 'CommandLineEventConsumer="e"'
+    assert fields["Message"] == "rendered text"
+
+
+def test_nxlog_json_aliases_fill_the_xml_names() -> None:
+    payload = (
+        b'{"Hostname":"ws1","EventID":4688,"Channel":"Security","RecordNumber":7,'
+        b'"EventTime":"2020-08-01 07:53:24","NewProcessName":"C:\\\\w\\\\wmic.exe"}'
+    )
+    event = parse_event(payload)
+    assert event.fields["Computer"] == "ws1"
+    assert event.fields["EventID"] == "4688"
+    assert event.fields["EventRecordID"] == "7"
+    assert event.time == 1596268404.0
+
+
+def test_winlogbeat_nesting_is_flattened() -> None:
+    payload = (
+        b'{"@timestamp":"2024-03-05T10:00:00.000Z","winlog":{"channel":"Security",'
+        b'"computer_name":"dc1","event_id":4688,"event_data":{"CommandLine":"wmic os get"}}}'
+    )
+    fields = parse_event(payload).fields
+    assert (fields["Channel"], fields["Computer"], fields["EventID"]) == ("Security", "dc1", "4688")
+    assert fields["CommandLine"] == "wmic os get"
+
+
+def test_epoch_milliseconds() -> None:
+    assert parse_event(
+        b'{"event_simpleName":"ProcessRollup2","timestamp":"1709640000123"}'
+    ).time == (1709640000.123)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"hello", RejectReason.NOT_XML),
+        (b"<Event><System>", RejectReason.NOT_XML),
+        (b'{"a": ', RejectReason.NOT_JSON),
+        (b"[1, 2]", RejectReason.NOT_XML),
+        (b'{"EventID": 1}', RejectReason.MISSING_FIELD),
+        (b'{"EventID": 1, "TimeCreated": "yesterday"}', RejectReason.BAD_TIMESTAMP),
+        (b"\xff\xfe<Event/>", RejectReason.BAD_ENCODING),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<Event>&x;</Event>",
+            RejectReason.XML_ENTITIES,
+        ),
+        (
+            b'<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><Event>&b;</Event>',
+            RejectReason.XML_ENTITIES,
+        ),
+        (b"<a>" * 40 + b"</a>" * 40, RejectReason.NOT_XML),
+    ],
+)
+def test_bad_records_are_rejected_with_a_reason(payload: bytes, reason: RejectReason) -> None:
+    assert rejected(payload) == reason
+
+
+def test_oversized_records_are_rejected() -> None:
+    assert rejected(SYSMON_LINE, max_bytes=100) == RejectReason.TOO_LARGE

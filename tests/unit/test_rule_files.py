@@ -1,0 +1,123 @@
+"""The rules directory: all detections load, pass their own tests, and bad files are reported."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import PROJECT_ROOT
+from pipeline.rules.errors import RuleErrors
+from pipeline.rules.loader import load_rules
+from pipeline.rules.selftest import run_rule_tests
+
+RULES = PROJECT_ROOT / "rules"
+STORY = {
+    "Detect WMI Event Subscription Persistence",
+    "PowerShell Invoke WmiExec Usage",
+    "Process Execution via WMI",
+    "Remote Process Instantiation via WMI",
+    "Remote WMI Command Attempt",
+    "Script Execution via WMI",
+    "Windows WMI Process Call Create",
+    "WMI Permanent Event Subscription",
+    "WMI Permanent Event Subscription - Sysmon",
+    "WMI Temporary Event Subscription",
+    "WMIC XSL Execution via URL",
+    "XSL Script Execution With WMIC",
+}
+RELATED = {
+    "Remote Process Instantiation via WMI and PowerShell",
+    "Remote Process Instantiation via WMI and PowerShell Script Block",
+}
+
+
+def test_the_story_and_related_rules_load() -> None:
+    rules = load_rules(RULES)
+    assert {rule.spec.name for rule in rules} == STORY | RELATED
+    by_name = {rule.spec.name: rule for rule in rules}
+    assert by_name["PowerShell Invoke WmiExec Usage"].spec.version == 12
+    assert by_name["Remote WMI Command Attempt"].routes == {
+        ("sysmon", "1"),
+        ("security", "4688"),
+        ("crowdstrike", "ProcessRollup2"),
+    }
+    assert by_name["WMI Permanent Event Subscription"].routes == {("wmi_activity", "5861")}
+
+
+def test_every_rule_passes_its_tests_section() -> None:
+    results = run_rule_tests(load_rules(RULES), 3600)
+    assert [r for r in results if not r.passed] == []
+    assert {r.rule for r in results if r.expected > 0} == STORY | RELATED
+    assert {r.rule for r in results if r.expected == 0} == STORY | RELATED
+
+
+@pytest.fixture
+def rules_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "rules"
+    shutil.copytree(RULES, folder)
+    return folder
+
+
+def edit(path: Path, **changes: object) -> None:
+    document = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del document[key]
+        else:
+            document[key] = value
+    path.write_text(yaml.safe_dump(document))
+
+
+@pytest.mark.parametrize(
+    ("file", "changes", "problem"),
+    [
+        (
+            "remote_wmi_command_attempt.yml",
+            {"search": "a=1 | eval x=1 | stats count"},
+            "unsupported command 'eval'",
+        ),
+        (
+            "script_execution_via_wmi.yml",
+            {"search": "a=1 | rename a.* as b | stats count"},
+            "use at most one * on both sides",
+        ),
+        (
+            "process_execution_via_wmi.yml",
+            {"search": "`no_such_macro` | stats count"},
+            "unknown macro `no_such_macro`",
+        ),
+        ("wmi_temporary_event_subscription.yml", {"finding": None}, "finding: Field required"),
+        (
+            "wmi_permanent_event_subscription.yml",
+            {"severity": "high"},
+            "severity: Extra inputs are not permitted",
+        ),
+        (
+            "xsl_script_execution_with_wmic.yml",
+            {"search": "EventCode=99999 | stats count"},
+            "matches no supported source and EventCode",
+        ),
+    ],
+)
+def test_a_bad_rule_file_is_named_with_its_problem(
+    rules_copy: Path, file: str, changes: dict[str, object], problem: str
+) -> None:
+    edit(rules_copy / file, **changes)
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(rules_copy)
+    assert len(caught.value.errors) == 1
+    assert str(caught.value.errors[0]).startswith(str(rules_copy / file))
+    assert problem in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
+    edit(rules_copy / "remote_wmi_command_attempt.yml", search="a=1 | eval x=1")
+    edit(rules_copy / "script_execution_via_wmi.yml", id=None)
+    (rules_copy / "broken.yml").write_text("name: [unclosed")
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(rules_copy)
+    assert len(caught.value.errors) == 3
+    assert "3 problem(s)" in str(caught.value)
