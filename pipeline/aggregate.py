@@ -69,6 +69,15 @@ class Aggregator:
         self.state[match.dest] = self._unexpired(dest_state)
         return findings
 
+    def current(self, dest: str, fid: str) -> dict[str, Any] | None:
+        """Return finding ``fid`` of ``dest`` as its stats stand now, or None if expired."""
+        stats = (self.state.get(dest) or {}).get(fid)
+        if stats is None:
+            return None
+        rule = self.rules[stats["rule_id"]]
+        row = result_row(rule, stats)
+        return None if row is None else build_finding(rule, stats, row)
+
     def _unexpired(self, dest_state: DestState) -> DestState:
         """Drop groups whose window ended KEPT_WINDOWS windows before the newest event."""
         newest = max(stats["last"] for stats in dest_state.values())

@@ -20,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pipeline import PROJECT_ROOT
-from pipeline.broker import free_port, running_broker
+from pipeline.broker import free_port, running_broker, start_broker, stop_broker
 from pipeline.rules.errors import RuleErrors
 from pipeline.settings import Settings
 
@@ -79,17 +79,19 @@ def broker(
     ),
 ) -> None:
     """Run a local Kafka-protocol broker in the foreground until SIGTERM/SIGINT."""
-    with running_broker(port, data_dir) as address:
-        console.print(f"broker listening on {address} (data in {data_dir}); Ctrl-C stops it")
-        _wait_for_signal()
-
-
-def _wait_for_signal() -> None:
     received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda number, _frame: received.append(number))
-    while not received:
-        time.sleep(0.2)
+    process = start_broker(port, data_dir)
+    console.print(f"broker listening on 127.0.0.1:{port} (data in {data_dir}); Ctrl-C stops it")
+    try:
+        while not received and process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        stop_broker(process)
+    if not received:
+        console.print(f"[red]the broker exited with status {process.returncode}[/red]")
+        raise typer.Exit(1)
 
 
 @topics_app.command("create")

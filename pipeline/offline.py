@@ -30,11 +30,12 @@ def detect_files(
     window_seconds: int,
     max_event_bytes: int = 1_048_576,
 ) -> DetectReport:
-    """Return the findings the rules produce from ``paths``, in a stable order."""
+    """Return the findings the rules produce from ``paths``, with their final counts."""
     detector = Detector(rules, max_event_bytes=max_event_bytes)
     state: dict[str, DestState] = {}
     aggregator = Aggregator(detector.rules, state, window_seconds)
     report = DetectReport()
+    emitted: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         for record in read_records(path):
             report.events += 1
@@ -42,6 +43,7 @@ def detect_files(
             if outcome.rejected is not None:
                 report.rejected[outcome.rejected.reason] += 1
             for match in outcome.matches:
-                report.findings.extend(aggregator.add(match))
+                emitted.extend((match.dest, finding) for finding in aggregator.add(match))
+    report.findings = [aggregator.current(dest, f["finding_id"]) or f for dest, f in emitted]
     report.findings.sort(key=lambda f: (f["first_time"], f["rule_name"], f["finding_id"]))
     return report

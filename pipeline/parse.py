@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,9 @@ _JSON_ALIASES: dict[str, tuple[str, ...]] = {
     "UserID": ("winlog.user.identifier",),
 }
 _JSON_NESTED_PREFIXES = ("winlog.event_data.", "winlog.user_data.")
+# "Name: value" lines of a rendered Message (Sysmon style); nxlog drops EventData fields whose
+# names differ from System fields only by case (ProcessId vs ProcessID), the Message keeps them.
+_MESSAGE_FIELD = re.compile(r"^([A-Za-z]+): ([^\r\n]*)\r?$", re.MULTILINE)
 _TIME_FIELDS = ("SystemTime", "@timestamp", "TimeCreated", "EventTime", "timestamp")
 
 
@@ -116,6 +120,8 @@ def _json_fields(text: str) -> dict[str, str]:
                 flat[name] = found
     for key in [k for k in flat if k.startswith(_JSON_NESTED_PREFIXES)]:
         flat.setdefault(key.split(".", 2)[2], flat[key])
+    for name, value in _MESSAGE_FIELD.findall(flat.get("Message", "")):
+        flat.setdefault(name, value.strip())
     return flat
 
 

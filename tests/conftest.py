@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from pipeline import PROJECT_ROOT
 from pipeline.broker import free_port, running_broker, wait_for_port
@@ -135,3 +137,14 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 6
     finally:
         reader.close()
     return records
+
+
+def schema_validator(topic: str) -> Draft202012Validator:
+    """Return a validator for the value schema of ``topic`` (references resolved)."""
+    loaded = load_topics(PROJECT_ROOT / "topics")
+    resources = [
+        (f"wmiwatch/{path.name}", Resource.from_contents(orjson.loads(path.read_bytes())))
+        for path in (PROJECT_ROOT / "topics" / "schemas").glob("*.json")
+    ]
+    registry: Registry = Registry().with_resources(resources)
+    return Draft202012Validator(loaded.schema(topic), registry=registry)

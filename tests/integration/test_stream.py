@@ -16,7 +16,7 @@ from pipeline.replay import replay_files
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import FIXTURES, WorkerProcess, read_topic, start_worker
+from tests.conftest import FIXTURES, WorkerProcess, read_topic, schema_validator, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +67,10 @@ def test_seed_detections_fire_on_the_stream(
     assert wmiexec["evidence"][0]["record_id"] == "1207"
 
     risk = read_topic(settings, topics.risk, expected=10)
+    for topic, records in (("wmiwatch.findings", findings), ("wmiwatch.risk", risk)):
+        validator = schema_validator(topic)
+        for record in records:
+            validator.validate(record)
     by_finding = {r["finding_id"] for r in risk}
     assert by_finding == {f["finding_id"] for f in findings}
     wmic = next(f for f in findings if f["rule_name"] == "Remote WMI Command Attempt")
@@ -116,6 +120,8 @@ def test_bad_records_go_to_the_dead_letter_topic(
     letters = read_topic(settings, topics.dead_letter, expected=len(bad))
     assert {base64.b64decode(d["payload_base64"]): d["reason"] for d in letters} == bad
     assert all(d["topic"] == topics.name("windows.sysmon") for d in letters)
+    for letter in letters:
+        schema_validator("wmiwatch.dead-letter").validate(letter)
     metrics = scrape(settings.metrics_port)
     for reason in bad.values():
         assert metrics[("wmiwatch_events_rejected_total", (("reason", reason),))] == 1

@@ -11,6 +11,7 @@ from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.match import Origin, RuleMatch
 from pipeline.rules.loader import load_rules
+from tests.conftest import schema_validator
 
 WINDOW = 3600
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
@@ -43,6 +44,8 @@ def test_the_first_match_of_a_group_emits_and_later_ones_count(rules: dict[str, 
         "wmic /node:x os get in host h1"
     )
     assert finding["first_time"] == "1970-01-01T02:01:40.000Z"
+    schema_validator("wmiwatch.findings").validate(finding)
+    schema_validator("wmiwatch.matches").validate({**match(7300.0).to_record(), "ingested_at": 1.0})
 
 
 def test_a_new_window_or_group_is_a_new_finding(rules: dict[str, Any]) -> None:

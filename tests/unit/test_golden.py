@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from pipeline import PROJECT_ROOT
 from pipeline.cli import app
+from tests.conftest import schema_validator
 
 GOLDEN = PROJECT_ROOT / "tests" / "golden"
 INPUTS = {
@@ -28,8 +29,11 @@ def test_detect_output_matches_the_golden_file(name: str, monkeypatch: pytest.Mo
     assert result.exit_code == 0, result.output
     expected = (GOLDEN / f"{name}.jsonl").read_bytes()
     assert result.stdout.encode() == expected
+    validator = schema_validator("wmiwatch.findings")
     for line in expected.splitlines():
-        assert orjson.loads(line)["evidence"][0]["topic"] == str(relative)
+        finding = orjson.loads(line)
+        validator.validate(finding)
+        assert finding["evidence"][0]["topic"] == str(relative)
 
 
 def test_there_are_golden_files_for_positives_and_negatives() -> None:

@@ -1,0 +1,72 @@
+"""The README's demo command and the broker command, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.broker import free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_prints_the_seed_findings_and_cleans_up(tmp_path: Path) -> None:
+    broker_port, metrics_port = free_port(), free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "demo",
+            "--port",
+            str(broker_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--stop-after",
+            "6",
+        ],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    findings = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert {f["rule_name"] for f in findings} >= {
+        "Remote WMI Command Attempt",
+        "Remote Process Instantiation via WMI and PowerShell Script Block",
+        "PowerShell Invoke WmiExec Usage",
+    }
+    assert b"metrics: http://127.0.0.1:" in result.stderr
+    assert port_is_free(broker_port) and port_is_free(metrics_port)
+
+
+def test_broker_command_stops_its_broker_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "broker",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert port_is_free(port)
