@@ -6,9 +6,11 @@ This is the only module that uses Faust.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import threading
 import time
+from datetime import datetime
 from typing import Any, ClassVar
 
 import faust
@@ -20,6 +22,8 @@ from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.intake import Intake
 from pipeline.match import RuleMatch
+from pipeline.ocsf import to_ocsf
+from pipeline.risk import RiskScorer
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
@@ -44,7 +48,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build the worker app: load rules and topics, declare topics, table, agent and intake."""
+    """Build the worker app: rules, topics, tables, the two agents and the intake service."""
     rules = load_rules(settings.rules_dir)
     topics = load_topics(settings.topics_dir, settings.topic_prefix)
     detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
@@ -64,29 +68,71 @@ def create_app(settings: Settings) -> faust.App:
     matches_topic = app.topic(topics.matches, value_serializer="json", internal=False)
     findings_topic = app.topic(topics.findings, value_serializer="json", internal=False)
     risk_topic = app.topic(topics.risk, value_serializer="json", internal=False)
+    incidents_topic = app.topic(topics.incidents, value_serializer="json", internal=False)
     dest_to_rule_stats = app.Table(
-        "dest_to_rule_stats",
-        default=dict,
-        partitions=matches_spec.partitions,
+        "dest_to_rule_stats", default=dict, partitions=matches_spec.partitions
     )
-    aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_seconds)
+    risk_object_to_contributions = app.Table(
+        "risk_object_to_contributions",
+        default=dict,
+        partitions=topics.spec("wmiwatch.risk").partitions,
+    )
+    aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_policy())
+    scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())
+    render = to_ocsf if settings.output_format == "ocsf" else dict
+    watermark = [-math.inf]
+
+    async def publish(record: dict[str, Any], ingested_at: float | None) -> None:
+        rule = detector.rules[record["rule_id"]]
+        await findings_topic.send(key=record["dest"], value=render(record))
+        metrics.findings_emitted_total.labels(rule.id, record["status"]).inc()
+        if record["status"] != "new":
+            return
+        risk_events = build_risk_events(rule, record)
+        for risk in risk_events:
+            await risk_topic.send(key=risk["risk_object"], value=risk)
+        metrics.risk_events_emitted_total.labels(rule.id).inc(len(risk_events))
+        if ingested_at is not None:
+            metrics.finding_latency_seconds.observe(time.time() - ingested_at)
 
     @app.agent(matches_topic)
     async def aggregate(stream: faust.StreamT[dict[str, Any]]) -> None:
-        """Count each match into its dest's table entry and send findings that become due."""
-        async for record in stream:
-            match = RuleMatch.from_record(record)
-            findings = aggregator.add(match)
-            metrics.matches_aggregated_total.labels(match.rule_id).inc()
-            for finding in findings:
-                await findings_topic.send(key=finding["dest"], value=finding)
-                rule = detector.rules[finding["rule_id"]]
-                risk_events = build_risk_events(rule, finding)
-                for risk in risk_events:
-                    await risk_topic.send(key=risk["risk_object"], value=risk)
-                metrics.findings_emitted_total.labels(rule.id).inc()
-                metrics.risk_events_emitted_total.labels(rule.id).inc(len(risk_events))
-                metrics.finding_latency_seconds.observe(time.time() - record["ingested_at"])
+        """Count matches into their dest's table entry; on ticks, close windows and update."""
+        async for event in stream.events():
+            record, partition = event.value, event.message.partition
+            if record["type"] == "tick":
+                watermark[0] = max(watermark[0], record["watermark"])
+                metrics.event_time_watermark_seconds.set(watermark[0])
+                owned = [
+                    dest
+                    for dest, groups in dest_to_rule_stats.items()
+                    if any(g.get("partition") == partition for g in groups.values())
+                ]
+                due = aggregator.advance(watermark[0], time.time(), owned)
+                ingested_at = None
+            else:
+                match = RuleMatch.from_record(record)
+                due = aggregator.add(match, watermark[0], time.time(), {"partition": partition})
+                metrics.matches_aggregated_total.labels(match.rule_id).inc()
+                if (
+                    match.time
+                    + aggregator.window_of(detector.rules[match.rule_id])
+                    + settings.allowed_lateness_seconds
+                    <= watermark[0]
+                ):
+                    metrics.late_matches_total.labels(match.rule_id).inc()
+                ingested_at = record["ingested_at"]
+            for finding in due:
+                await publish(finding, ingested_at)
+
+    @app.agent(risk_topic)
+    async def score(stream: faust.StreamT[dict[str, Any]]) -> None:
+        """Sum risk per risk object over event time and send incidents as they become due."""
+        async for risk in stream:
+            moment = datetime.fromisoformat(risk["time"]).timestamp()
+            for incident in scorer.add(risk, moment):
+                await incidents_topic.send(key=incident["risk_object"], value=incident)
+                metrics.incidents_emitted_total.labels(incident["kind"]).inc()
 
     app.service(_intake_service(settings, topics, detector))
     return app

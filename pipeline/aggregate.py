@@ -1,8 +1,16 @@
-"""Aggregate matches per (rule, group, window) as SPL ``stats count min(_time) max(_time)``."""
+"""Aggregate matches per (rule, group, window) as SPL ``stats count min(_time) max(_time)``.
+
+Windows are tumbling, in event time. The first match of a group emits a ``new`` finding; later
+matches make the group dirty and an ``update`` goes out at most once per update interval; when
+the watermark passes the window's end plus the allowed lateness a ``final`` record goes out.
+All records of a group share its ``finding_id``. A match for a window that is already closed is
+still counted, and its record is flagged ``late``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.emit import build_finding, finding_id
@@ -14,6 +22,15 @@ GroupStats = dict[str, Any]
 DestState = dict[str, GroupStats]
 MAX_EVIDENCE = 10
 KEPT_WINDOWS = 2
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """Window length, allowed lateness and update throttle, in seconds."""
+
+    window_seconds: int = 3600
+    allowed_lateness_seconds: int = 300
+    update_interval_seconds: float = 60.0
 
 
 def window_start(seconds: float, window: int) -> int:
@@ -37,60 +54,98 @@ def result_row(rule: Rule, stats: GroupStats) -> dict[str, str] | None:
 
 
 class Aggregator:
-    """Counts matches into ``state`` (dest -> group stats) and says which findings are new.
+    """Counts matches into ``state`` (dest -> group stats) and says which records are due.
 
     ``state`` is a plain dict offline and a Faust table in the worker: every change is written
     back with ``state[dest] = ...`` so that a table's changelog sees it.
     """
 
     def __init__(
-        self, rules: Mapping[str, Rule], state: MutableMapping[str, DestState], window_seconds: int
+        self, rules: Mapping[str, Rule], state: MutableMapping[str, DestState], policy: WindowPolicy
     ) -> None:
-        self.rules, self.state, self.window_seconds = rules, state, window_seconds
+        self.rules, self.state, self.policy = rules, state, policy
 
     def window_of(self, rule: Rule) -> int:
         """Return the rule's window length in seconds."""
-        return rule.spec.window_seconds or self.window_seconds
+        return rule.spec.window_seconds or self.policy.window_seconds
 
-    def add(self, match: RuleMatch) -> list[dict[str, Any]]:
-        """Count ``match``; return the findings that become due (at most one, on first pass)."""
+    def closes_at(self, stats: GroupStats) -> float:
+        """Return the watermark at which the group's window closes."""
+        window = self.window_of(self.rules[stats["rule_id"]])
+        return float(stats["window_start"] + window + self.policy.allowed_lateness_seconds)
+
+    def add(
+        self, match: RuleMatch, watermark: float, now: float, extra: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Count ``match``; return the records that become due (new, or a late update)."""
         rule = self.rules[match.rule_id]
-        window = self.window_of(rule)
-        start = window_start(match.time, window)
+        start = window_start(match.time, self.window_of(rule))
         fid = finding_id(rule.id, start, match.group)
         dest_state = dict(self.state.get(match.dest) or {})
-        stats = _updated(dest_state.get(fid), match, fid, start)
-        findings = []
-        row = result_row(rule, stats)
-        if row is not None and not stats["emitted"]:
-            stats["emitted"] = True
-            findings.append(build_finding(rule, stats, row))
+        stats = _updated(dest_state.get(fid), match, fid, start, extra or {})
+        stats["late"] = stats["late"] or self.closes_at(stats) <= watermark
+        records = []
+        if not stats["emitted"]:
+            records = self._emit(rule, stats, "new", now)
+        elif stats["closed"]:  # a late match: its window's final record is already out
+            records = self._emit(rule, stats, "update", now)
         dest_state[fid] = stats
-        self.state[match.dest] = self._unexpired(dest_state)
-        return findings
+        self.state[match.dest] = dest_state
+        return records
 
-    def current(self, dest: str, fid: str) -> dict[str, Any] | None:
-        """Return finding ``fid`` of ``dest`` as its stats stand now, or None if expired."""
-        stats = (self.state.get(dest) or {}).get(fid)
-        if stats is None:
-            return None
+    def advance(self, watermark: float, now: float, dests: Iterable[str]) -> list[dict[str, Any]]:
+        """For ``dests``: emit due updates and finals, and forget groups long closed."""
+        records = []
+        for dest in list(dests):
+            dest_state = dict(self.state.get(dest) or {})
+            for fid, stats in list(dest_state.items()):
+                stats = dict(stats)
+                records += self._advance_group(stats, watermark, now)
+                dest_state[fid] = stats
+            kept = {fid: s for fid, s in dest_state.items() if not self._expired(s, watermark)}
+            if kept:
+                self.state[dest] = kept
+            else:
+                del self.state[dest]
+        return records
+
+    def _advance_group(
+        self, stats: GroupStats, watermark: float, now: float
+    ) -> list[dict[str, Any]]:
         rule = self.rules[stats["rule_id"]]
+        closing = not stats["closed"] and self.closes_at(stats) <= watermark
+        stats["closed"] = stats["closed"] or closing
+        records = [] if stats["emitted"] else self._emit(rule, stats, "new", now)
+        if closing and stats["emitted"]:
+            records += self._emit(rule, stats, "final", now)
+        elif (
+            stats["dirty"]
+            and stats["emitted"]
+            and not stats["closed"]
+            and now - stats["emitted_at"] >= self.policy.update_interval_seconds
+        ):
+            records += self._emit(rule, stats, "update", now)
+        return records
+
+    def _emit(self, rule: Rule, stats: GroupStats, status: str, now: float) -> list[dict[str, Any]]:
         row = result_row(rule, stats)
-        return None if row is None else build_finding(rule, stats, row)
+        if row is None:
+            return []
+        stats.update(emitted=True, emitted_at=now, dirty=False)
+        finding = build_finding(rule, stats, row)
+        finding.update(status=status, late=stats["late"])
+        return [finding]
 
-    def _unexpired(self, dest_state: DestState) -> DestState:
-        """Drop groups whose window ended KEPT_WINDOWS windows before the newest event."""
-        newest = max(stats["last"] for stats in dest_state.values())
-
-        def alive(stats: GroupStats) -> bool:
-            rule = self.rules.get(stats["rule_id"])
-            window = self.window_of(rule) if rule else self.window_seconds
-            return bool(stats["window_start"] + window * (1 + KEPT_WINDOWS) > newest)
-
-        return {fid: stats for fid, stats in dest_state.items() if alive(stats)}
+    def _expired(self, stats: GroupStats, watermark: float) -> bool:
+        window = self.window_of(self.rules[stats["rule_id"]])
+        return bool(
+            stats["closed"] and stats["window_start"] + window * (1 + KEPT_WINDOWS) <= watermark
+        )
 
 
-def _updated(stats: GroupStats | None, match: RuleMatch, fid: str, start: int) -> GroupStats:
+def _updated(
+    stats: GroupStats | None, match: RuleMatch, fid: str, start: int, extra: Mapping[str, Any]
+) -> GroupStats:
     if stats is None:
         stats = {
             "finding_id": fid,
@@ -104,6 +159,10 @@ def _updated(stats: GroupStats | None, match: RuleMatch, fid: str, start: int) -
             "values": {},
             "evidence": [],
             "emitted": False,
+            "emitted_at": 0.0,
+            "closed": False,
+            "late": False,
+            **extra,
         }
     else:
         stats = {
@@ -112,6 +171,7 @@ def _updated(stats: GroupStats | None, match: RuleMatch, fid: str, start: int) -
             "evidence": list(stats["evidence"]),
         }
     stats["count"] += 1
+    stats["dirty"] = True
     stats["first"] = min(stats["first"], match.time)
     stats["last"] = max(stats["last"], match.time)
     for name, value in match.values.items():

@@ -154,7 +154,7 @@ def detect(
     report = detect_files(
         paths,
         load_rules_or_exit(settings.rules_dir),
-        settings.window_seconds,
+        settings.window_policy(),
         settings.max_event_bytes,
     )
     if format == "jsonl":
@@ -202,7 +202,7 @@ def test_rules(rules: RulesDir = None) -> None:
     from pipeline.rules.selftest import run_rule_tests
 
     settings = load_settings(None, rules_dir=rules)
-    results = run_rule_tests(load_rules_or_exit(settings.rules_dir), settings.window_seconds)
+    results = run_rule_tests(load_rules_or_exit(settings.rules_dir), settings.window_policy())
     table = Table("result", "rule", "test", "expected", "actual")
     for result in results:
         verdict = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"

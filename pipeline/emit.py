@@ -51,6 +51,7 @@ def build_finding(rule: Rule, stats: dict[str, Any], row: dict[str, str]) -> dic
         },
         "risk_score": entity.score,
         "mitre_attack_id": list(spec.mitre_attack_id),
+        "tactics": list(spec.tactics),
         "analytic_story": list(spec.analytic_story),
         "count": stats["count"],
         "first_time": iso_time(stats["first"]),
@@ -69,6 +70,7 @@ def build_risk_events(rule: Rule, finding: dict[str, Any]) -> list[dict[str, Any
     objects = [(spec.entity.type, finding["entity"]["value"])]
     objects += [(o.type, row[o.field]) for o in spec.risk_objects if row.get(o.field)]
     unique = list(dict.fromkeys(objects))
+    threat = "|".join(row.get(name, "") for name in spec.threat_objects)
     return [
         {
             "finding_id": finding["finding_id"],
@@ -79,7 +81,9 @@ def build_risk_events(rule: Rule, finding: dict[str, Any]) -> list[dict[str, Any
             "search_name": finding["rule_name"],
             "rule_id": finding["rule_id"],
             "mitre_attack_id": finding["mitre_attack_id"],
+            "tactics": finding["tactics"],
             "analytic_story": finding["analytic_story"],
+            "threat_object": threat,
             "time": finding["first_time"],
         }
         for kind, value in unique

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import threading
 import time
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
 from pipeline.kafka import consumer, producer
 from pipeline.match import Origin
 from pipeline.settings import Settings
+from pipeline.suppress import Suppressions
 from pipeline.topics import Topics
+from pipeline.watermark import Watermark
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
@@ -47,21 +50,61 @@ class Intake:
         self.consumer = consumer(settings, f"{settings.group_id}-intake")
         self.producer = producer(settings)
         self.known_codes = {code for _, code in detector.router.routes}
-        self.assigned = threading.Event()
+        self.suppressions = Suppressions()
+        self.suppression_reader = consumer(settings, f"{settings.group_id}-suppressions")
+        self.watermark = Watermark(settings.watermark_idle_seconds)
 
     def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set, then close the consumer."""
-        self.consumer.subscribe(
-            list(self.topics.raw().values()), on_assign=lambda *_: self.assigned.set()
-        )
+        """Process batches until ``stop`` is set, then close the consumers."""
+        self.consumer.subscribe(list(self.topics.raw().values()))
+        self._follow_suppressions()
+        next_tick = 0.0
         try:
             while not stop.is_set():
+                self._read_suppressions(timeout=0)
                 batch = self.consumer.consume(self.settings.intake_batch_size, timeout=0.2)
                 if batch:
                     self.process_batch(batch)
+                if time.monotonic() >= next_tick:
+                    self._send_ticks()
+                    next_tick = time.monotonic() + self.settings.tick_interval_seconds
         finally:
             self.producer.flush(30)
             self.consumer.close()
+            self.suppression_reader.close()
+
+    def _follow_suppressions(self) -> None:
+        """Read the whole suppressions topic before the first batch, then keep following it."""
+        topic = self.topics.suppressions
+        metadata = self.suppression_reader.list_topics(topic, timeout=30).topics[topic]
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        self.suppression_reader.assign(partitions)
+        ends = {
+            p.partition: self.suppression_reader.get_watermark_offsets(p, timeout=30)[1]
+            for p in partitions
+        }
+        positions = dict.fromkeys(ends, 0)
+        while any(positions[p] < end for p, end in ends.items()):
+            for message in self._read_suppressions(timeout=0.5):
+                positions[message.partition() or 0] = (message.offset() or 0) + 1
+
+    def _read_suppressions(self, timeout: float) -> list[Message]:
+        messages = [m for m in self.suppression_reader.consume(100, timeout) if m.error() is None]
+        for message in messages:
+            key = (message.key() or b"").decode("utf-8", "replace")
+            self.suppressions.apply(key, message.value())
+        return messages
+
+    def _send_ticks(self) -> None:
+        """Tell every aggregation partition how far event time has got (drives window closing)."""
+        watermark = self.watermark.value(time.monotonic())
+        if watermark == -math.inf:
+            return
+        tick = orjson.dumps({"type": "tick", "watermark": watermark})
+        topic = self.topics.matches
+        for partition in self.producer.list_topics(topic, timeout=10).topics[topic].partitions:
+            self.producer.produce(topic, tick, partition=partition)
+        self.producer.poll(0)
 
     def process_batch(self, batch: list[Message]) -> None:
         """Handle one batch, wait for its records to be acknowledged, then commit."""
@@ -94,9 +137,17 @@ class Intake:
                 self.topics.dead_letter, orjson.dumps(record), key=origin.topic.encode()
             )
             return
+        if outcome.event is not None:
+            self.watermark.observe(
+                origin.topic, origin.partition, outcome.event.time, time.monotonic()
+            )
         ingested_at = message.timestamp()[1] / 1000
         for match in outcome.matches:
-            value = {**match.to_record(), "ingested_at": ingested_at}
+            fields = {**outcome.event.fields, **match.group} if outcome.event else match.group
+            if self.suppressions.match(match.rule_id, fields, time.time()) is not None:
+                metrics.matches_suppressed_total.labels(match.rule_id).inc()
+                continue
+            value = {"type": "match", **match.to_record(), "ingested_at": ingested_at}
             self.producer.produce(self.topics.matches, orjson.dumps(value), key=match.dest.encode())
             self.producer.poll(0)
 

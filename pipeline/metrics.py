@@ -29,6 +29,25 @@ rule_matches_total = Counter(
     "Events that passed a rule's filters.",
     ["rule"],
 )
+matches_suppressed_total = Counter(
+    "wmiwatch_matches_suppressed_total",
+    "Matches dropped by a suppression entry.",
+    ["rule"],
+)
+late_matches_total = Counter(
+    "wmiwatch_late_matches_total",
+    "Matches whose window had closed when they arrived.",
+    ["rule"],
+)
+incidents_emitted_total = Counter(
+    "wmiwatch_risk_incidents_emitted_total",
+    "Risk incidents produced.",
+    ["kind"],
+)
+event_time_watermark_seconds = Gauge(
+    "wmiwatch_event_time_watermark_seconds",
+    "Newest event time the aggregation has seen.",
+)
 matches_aggregated_total = Counter(
     "wmiwatch_matches_aggregated_total",
     "Matches counted into the dest table.",
@@ -36,8 +55,8 @@ matches_aggregated_total = Counter(
 )
 findings_emitted_total = Counter(
     "wmiwatch_findings_emitted_total",
-    "Findings produced to the findings topic.",
-    ["rule"],
+    "Finding records produced (status: new, update, final).",
+    ["rule", "status"],
 )
 risk_events_emitted_total = Counter(
     "wmiwatch_risk_events_emitted_total",

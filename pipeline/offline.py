@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.aggregate import Aggregator, DestState
+from pipeline.aggregate import Aggregator, DestState, WindowPolicy
 from pipeline.engine import Detector
 from pipeline.files import read_records
 from pipeline.match import Origin
@@ -27,15 +28,17 @@ class DetectReport:
 def detect_files(
     paths: Iterable[Path],
     rules: tuple[Rule, ...],
-    window_seconds: int,
+    policy: WindowPolicy,
     max_event_bytes: int = 1_048_576,
 ) -> DetectReport:
-    """Return the findings the rules produce from ``paths``, with their final counts."""
+    """Return each finding's final record, in a stable order.
+
+    Files hold all their events, so nothing is late here: windows close only at the end.
+    """
     detector = Detector(rules, max_event_bytes=max_event_bytes)
     state: dict[str, DestState] = {}
-    aggregator = Aggregator(detector.rules, state, window_seconds)
+    aggregator = Aggregator(detector.rules, state, policy)
     report = DetectReport()
-    emitted: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         for record in read_records(path):
             report.events += 1
@@ -43,7 +46,7 @@ def detect_files(
             if outcome.rejected is not None:
                 report.rejected[outcome.rejected.reason] += 1
             for match in outcome.matches:
-                emitted.extend((match.dest, finding) for finding in aggregator.add(match))
-    report.findings = [aggregator.current(dest, f["finding_id"]) or f for dest, f in emitted]
+                aggregator.add(match, -math.inf, 0.0)
+    report.findings = aggregator.advance(math.inf, 0.0, list(state))
     report.findings.sort(key=lambda f: (f["first_time"], f["rule_name"], f["finding_id"]))
     return report

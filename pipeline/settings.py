@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import PROJECT_ROOT
+from pipeline.aggregate import WindowPolicy
+from pipeline.risk import RiskPolicy
 
 
 class Settings(BaseSettings):
@@ -32,8 +34,32 @@ class Settings(BaseSettings):
     table_store: str = "memory://"
     data_dir: Path = Path(".wmiwatch")
     window_seconds: int = Field(default=3600, gt=0)
+    allowed_lateness_seconds: int = Field(default=300, ge=0)
+    update_interval_seconds: float = Field(default=60.0, ge=0)
+    tick_interval_seconds: float = Field(default=1.0, gt=0)
+    watermark_idle_seconds: float = Field(default=30.0, gt=0)
+    risk_score_threshold: int = Field(default=100, gt=0)
+    risk_score_window_seconds: int = Field(default=86_400, gt=0)
+    risk_tactics_threshold: int = Field(default=3, gt=0)
+    risk_tactics_window_seconds: int = Field(default=604_800, gt=0)
+    output_format: Literal["native", "ocsf"] = "native"
     intake_batch_size: int = Field(default=1000, gt=0)
     max_event_bytes: int = Field(default=1_048_576, gt=0)
+
+    def window_policy(self) -> WindowPolicy:
+        """Return the aggregation window policy."""
+        return WindowPolicy(
+            self.window_seconds, self.allowed_lateness_seconds, self.update_interval_seconds
+        )
+
+    def risk_policy(self) -> RiskPolicy:
+        """Return the risk incident policy."""
+        return RiskPolicy(
+            self.risk_score_threshold,
+            self.risk_score_window_seconds,
+            self.risk_tactics_threshold,
+            self.risk_tactics_window_seconds,
+        )
 
     def librdkafka_config(self) -> dict[str, Any]:
         """Return connection settings for confluent-kafka clients."""

@@ -70,6 +70,16 @@ class Topics:
         return self.name("wmiwatch.matches")
 
     @property
+    def incidents(self) -> str:
+        """Return the risk incidents topic name."""
+        return self.name("wmiwatch.risk-incidents")
+
+    @property
+    def suppressions(self) -> str:
+        """Return the suppressions topic name."""
+        return self.name("wmiwatch.suppressions")
+
+    @property
     def dead_letter(self) -> str:
         """Return the dead-letter topic name."""
         return self.name("wmiwatch.dead-letter")

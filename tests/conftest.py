@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,14 +61,8 @@ def topics(settings: Settings) -> Topics:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Return the WMIWATCH_* environment that reproduces ``settings`` in a child process."""
-    return {
-        **os.environ,
-        "WMIWATCH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "WMIWATCH_TOPIC_PREFIX": settings.topic_prefix,
-        "WMIWATCH_GROUP_ID": settings.group_id,
-        "WMIWATCH_DATA_DIR": str(settings.data_dir),
-        "WMIWATCH_METRICS_PORT": str(settings.metrics_port),
-    }
+    values = settings.model_dump(exclude={"sasl_password"}, exclude_none=True)
+    return {**os.environ, **{f"WMIWATCH_{name.upper()}": str(v) for name, v in values.items()}}
 
 
 @dataclass
@@ -120,9 +114,15 @@ def worker(settings: Settings, topics: Topics, tmp_path: Path) -> Iterator[Worke
     running.stop()
 
 
-def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 60) -> list[Any]:
-    """Read ``topic`` from the start until ``expected`` records arrived (or time out), then
-    keep reading briefly to catch any extra record."""
+def read_topic(
+    settings: Settings,
+    topic: str,
+    expected: int,
+    timeout: float = 60,
+    counting: Callable[[Any], bool] = lambda record: True,
+) -> list[Any]:
+    """Read ``topic`` from the start until ``expected`` records for which ``counting`` holds
+    arrived (or time out), then keep reading briefly to catch any extra record."""
     reader = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
     reader.subscribe([topic])
     records: list[Any] = []
@@ -132,7 +132,7 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 6
             for message in reader.consume(500, timeout=0.5):
                 if not message.error():
                     records.append(orjson.loads(message.value()))
-            if len(records) >= expected:
+            if sum(map(counting, records)) >= expected:
                 deadline = min(deadline, time.monotonic() + 3)
     finally:
         reader.close()

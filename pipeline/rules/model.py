@@ -36,6 +36,7 @@ class FindingSpec(_Strict):
     title: str
     entity: Entity
     risk_objects: tuple[RiskObject, ...] = ()
+    threat_objects: tuple[str, ...] = ()
     derived_from: str | None = None
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import PROJECT_ROOT
+from pipeline.aggregate import WindowPolicy
 from pipeline.offline import detect_files
 from pipeline.rules.model import Rule
 
@@ -26,13 +27,13 @@ class RuleTestResult:
 
 
 def run_rule_tests(
-    rules: tuple[Rule, ...], window_seconds: int, root: Path = PROJECT_ROOT
+    rules: tuple[Rule, ...], policy: WindowPolicy, root: Path = PROJECT_ROOT
 ) -> list[RuleTestResult]:
     """Run every test of every rule, each rule alone over its fixture."""
     results = []
     for rule in rules:
         for test in rule.spec.tests:
-            report = detect_files([root / test.fixture], (rule,), window_seconds)
+            report = detect_files([root / test.fixture], (rule,), policy)
             results.append(
                 RuleTestResult(rule.spec.name, test.name, test.findings, len(report.findings))
             )

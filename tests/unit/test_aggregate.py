@@ -1,19 +1,21 @@
-"""Aggregation: SPL stats semantics per (rule, group, window), finding ids and expiry."""
+"""Aggregation: SPL stats per (rule, group, window), record statuses, lateness and expiry."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from pipeline import PROJECT_ROOT
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState, WindowPolicy
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.match import Origin, RuleMatch
 from pipeline.rules.loader import load_rules
 from tests.conftest import schema_validator
 
-WINDOW = 3600
+HOUR = 3600
+POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 
 
@@ -22,55 +24,100 @@ def rules() -> dict[str, Any]:
     return {rule.id: rule for rule in load_rules(PROJECT_ROOT / "rules")}
 
 
+@pytest.fixture
+def state() -> dict[str, DestState]:
+    return {}
+
+
+@pytest.fixture
+def aggregator(rules: dict[str, Any], state: dict[str, DestState]) -> Aggregator:
+    return Aggregator(rules, state, POLICY)
+
+
 def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> RuleMatch:
     group = {"Processes.dest": dest, "Processes.user": "CORP\\bob", "Processes.process": process}
     return RuleMatch(WMIC_NODE, dest, time, group, origin=Origin("t", 0, int(time)))
 
 
-def test_the_first_match_of_a_group_emits_and_later_ones_count(rules: dict[str, Any]) -> None:
-    state: dict[str, DestState] = {}
-    aggregator = Aggregator(rules, state, WINDOW)
-    first = aggregator.add(match(7300.0))
-    assert [f["count"] for f in first] == [1]
-    assert aggregator.add(match(7400.0)) == []
-    assert aggregator.add(match(7250.0)) == []  # out of order, same window
+def statuses(records: list[dict[str, Any]]) -> list[tuple[str, int, bool]]:
+    return [(r["status"], r["count"], r["late"]) for r in records]
+
+
+def test_first_match_emits_new_and_later_ones_update_the_table(
+    aggregator: Aggregator, state: dict[str, DestState]
+) -> None:
+    (first,) = aggregator.add(match(7300.0), watermark=7300.0, now=0.0)
+    assert aggregator.add(match(7400.0), watermark=7400.0, now=1.0) == []
+    assert aggregator.add(match(7250.0), watermark=7400.0, now=2.0) == []  # out of order
     (stats,) = state["h1"].values()
     assert (stats["count"], stats["first"], stats["last"]) == (3, 7250.0, 7400.0)
     assert [e["offset"] for e in stats["evidence"]] == [7300, 7400, 7250]
-    finding = first[0]
-    assert finding["finding_id"] == finding_id(WMIC_NODE, 7200, match(0).group)
-    assert finding["title"] == (
+    assert (first["status"], first["count"], first["late"]) == ("new", 1, False)
+    assert first["finding_id"] == finding_id(WMIC_NODE, 7200, match(0).group)
+    assert first["title"] == (
         "A wmic.exe process wmic /node:x os get contain node commandline "
         "wmic /node:x os get in host h1"
     )
-    assert finding["first_time"] == "1970-01-01T02:01:40.000Z"
-    schema_validator("wmiwatch.findings").validate(finding)
-    schema_validator("wmiwatch.matches").validate({**match(7300.0).to_record(), "ingested_at": 1.0})
+    assert first["first_time"] == "1970-01-01T02:01:40.000Z"
+    schema_validator("wmiwatch.findings").validate(first)
+    schema_validator("wmiwatch.matches").validate(
+        {"type": "match", **match(7300.0).to_record(), "ingested_at": 1.0}
+    )
 
 
-def test_a_new_window_or_group_is_a_new_finding(rules: dict[str, Any]) -> None:
-    aggregator = Aggregator(rules, {}, WINDOW)
-    ids = [
-        f["finding_id"]
+def test_updates_are_throttled_and_the_window_close_emits_final(aggregator: Aggregator) -> None:
+    (new,) = aggregator.add(match(7300.0), 7300.0, now=100.0)
+    aggregator.add(match(7310.0), 7310.0, now=110.0)
+    assert aggregator.advance(7310.0, now=150.0, dests=["h1"]) == []  # within the interval
+    assert statuses(aggregator.advance(7310.0, now=160.0, dests=["h1"])) == [("update", 2, False)]
+    assert aggregator.advance(7310.0, now=500.0, dests=["h1"]) == []  # nothing new
+    aggregator.add(match(7320.0), 7320.0, now=501.0)
+    assert statuses(aggregator.advance(7320.0, now=560.0, dests=["h1"])) == [("update", 3, False)]
+    closes = 7200 + HOUR + 300
+    assert aggregator.advance(closes - 1, now=570.0, dests=["h1"]) == []
+    final = aggregator.advance(closes, now=571.0, dests=["h1"])
+    assert statuses(final) == [("final", 3, False)]
+    assert {r["finding_id"] for r in final} == {new["finding_id"]}
+    assert aggregator.advance(closes + 10, now=1000.0, dests=["h1"]) == []
+
+
+def test_a_late_match_is_counted_and_flagged_never_dropped(aggregator: Aggregator) -> None:
+    aggregator.add(match(7300.0), 7300.0, now=0.0)
+    closes = 7200 + HOUR + 300
+    assert statuses(aggregator.advance(closes, 1.0, ["h1"])) == [("final", 1, False)]
+    assert statuses(aggregator.add(match(7350.0), closes, now=2.0)) == [("update", 2, True)]
+    fresh = aggregator.add(match(7360.0, process="wmic /node:y"), closes, now=3.0)
+    assert statuses(fresh) == [("new", 1, True)]
+    assert statuses(aggregator.advance(closes, 4.0, ["h1"])) == [("final", 1, True)]
+
+
+def test_a_new_window_or_group_is_a_new_finding(aggregator: Aggregator) -> None:
+    records = [
+        r
         for m in (match(10.0), match(3610.0), match(20.0, "wmic /node:y"))
-        for f in aggregator.add(m)
+        for r in aggregator.add(m, -math.inf, 0.0)
     ]
-    assert len(set(ids)) == 3
+    assert len({r["finding_id"] for r in records}) == 3
 
 
-def test_risk_events_cover_entity_and_user(rules: dict[str, Any]) -> None:
-    (finding,) = Aggregator(rules, {}, WINDOW).add(match(10.0))
+def test_risk_events_cover_entity_and_user(rules: dict[str, Any], aggregator: Aggregator) -> None:
+    (finding,) = aggregator.add(match(10.0), -math.inf, 0.0)
     risk = build_risk_events(rules[WMIC_NODE], finding)
     assert [(r["risk_object_type"], r["risk_object"], r["risk_score"]) for r in risk] == [
         ("system", "h1", 36),
         ("user", "CORP\\bob", 36),
     ]
+    for event in risk:
+        schema_validator("wmiwatch.risk").validate(event)
 
 
-def test_old_windows_expire_from_the_table(rules: dict[str, Any]) -> None:
-    state: dict[str, DestState] = {}
-    aggregator = Aggregator(rules, state, WINDOW)
+def test_closed_windows_expire_from_the_table(
+    aggregator: Aggregator, state: dict[str, DestState]
+) -> None:
     for hour in range(10):
-        aggregator.add(match(hour * WINDOW + 1.0))
+        aggregator.add(match(hour * HOUR + 1.0), hour * HOUR + 1.0, 0.0)
+        aggregator.advance(hour * HOUR + 1.0, 0.0, ["h1"])
     starts = sorted(s["window_start"] for s in state["h1"].values())
-    assert starts == [h * WINDOW for h in range(10 - 1 - KEPT_WINDOWS, 10)]
+    assert starts == [h * HOUR for h in range(10 - KEPT_WINDOWS - 1, 10)]  # current + 2 before
+    aggregator.advance(math.inf, 0.0, ["h1"])
+    assert state == {}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline import PROJECT_ROOT
+from pipeline.aggregate import WindowPolicy
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.loader import load_rules
 from pipeline.rules.selftest import run_rule_tests
@@ -48,7 +49,7 @@ def test_the_story_and_related_rules_load() -> None:
 
 
 def test_every_rule_passes_its_tests_section() -> None:
-    results = run_rule_tests(load_rules(RULES), 3600)
+    results = run_rule_tests(load_rules(RULES), WindowPolicy())
     assert [r for r in results if not r.passed] == []
     assert {r.rule for r in results if r.expected > 0} == STORY | RELATED
     assert {r.rule for r in results if r.expected == 0} == STORY | RELATED
