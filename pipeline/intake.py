@@ -52,7 +52,7 @@ class Intake:
         self.known_codes = {code for _, code in detector.router.routes}
         self.suppressions = Suppressions()
         self.suppression_reader = consumer(settings, f"{settings.group_id}-suppressions")
-        self.watermark = Watermark(settings.watermark_idle_seconds)
+        self.watermark = Watermark()
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
@@ -95,9 +95,19 @@ class Intake:
             self.suppressions.apply(key, message.value())
         return messages
 
+    def _backlog(self) -> list[tuple[str, int]]:
+        """Return the assigned partitions with records not yet read (per the last fetch)."""
+        backlog = []
+        for position in self.consumer.position(self.consumer.assignment()):
+            low, high = self.consumer.get_watermark_offsets(position, cached=True)
+            next_offset = position.offset if position.offset >= 0 else low
+            if high < 0 or next_offset < high:
+                backlog.append((position.topic, position.partition))
+        return backlog
+
     def _send_ticks(self) -> None:
         """Tell every aggregation partition how far event time has got (drives window closing)."""
-        watermark = self.watermark.value(time.monotonic())
+        watermark = self.watermark.value(self._backlog())
         if watermark == -math.inf:
             return
         tick = orjson.dumps({"type": "tick", "watermark": watermark})
@@ -138,9 +148,7 @@ class Intake:
             )
             return
         if outcome.event is not None:
-            self.watermark.observe(
-                origin.topic, origin.partition, outcome.event.time, time.monotonic()
-            )
+            self.watermark.observe((origin.topic, origin.partition), outcome.event.time)
         ingested_at = message.timestamp()[1] / 1000
         for match in outcome.matches:
             fields = {**outcome.event.fields, **match.group} if outcome.event else match.group

@@ -37,7 +37,6 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: int = Field(default=300, ge=0)
     update_interval_seconds: float = Field(default=60.0, ge=0)
     tick_interval_seconds: float = Field(default=1.0, gt=0)
-    watermark_idle_seconds: float = Field(default=30.0, gt=0)
     risk_score_threshold: int = Field(default=100, gt=0)
     risk_score_window_seconds: int = Field(default=86_400, gt=0)
     risk_tactics_threshold: int = Field(default=3, gt=0)

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+Partition = tuple[str, int]
 
 
 @dataclass
 class Watermark:
-    """The oldest newest-event-time among partitions that delivered events recently.
+    """The oldest newest-event-time among partitions that still have unread records.
 
-    A partition idle for ``idle_seconds`` (wall time) stops holding the watermark back; when
-    every partition is idle the watermark is the newest event time seen anywhere.
+    A caught-up partition does not hold the watermark back; when every partition is caught up,
+    the watermark is the newest event time seen anywhere. A partition with a backlog that has
+    delivered nothing yet holds it at -inf.
     """
 
-    idle_seconds: float = 30.0
-    _newest: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    _newest: dict[Partition, float] = field(default_factory=dict)
 
-    def observe(self, topic: str, partition: int, event_time: float, now: float) -> None:
-        """Record an event time read from ``topic``/``partition`` at wall time ``now``."""
-        newest, _ = self._newest.get((topic, partition), (-math.inf, now))
-        self._newest[(topic, partition)] = (max(newest, event_time), now)
+    def observe(self, partition: Partition, event_time: float) -> None:
+        """Record an event time read from ``partition``."""
+        self._newest[partition] = max(self._newest.get(partition, -math.inf), event_time)
 
-    def value(self, now: float) -> float:
-        """Return the current watermark (-inf before any event)."""
-        active = [t for t, seen in self._newest.values() if now - seen < self.idle_seconds]
-        if active:
-            return min(active)
-        return max((t for t, _ in self._newest.values()), default=-math.inf)
+    def value(self, backlog: Iterable[Partition]) -> float:
+        """Return the watermark, given the partitions that have unread records."""
+        held = [self._newest.get(partition, -math.inf) for partition in backlog]
+        if held:
+            return min(held)
+        return max(self._newest.values(), default=-math.inf)

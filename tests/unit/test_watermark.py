@@ -6,20 +6,27 @@ import math
 
 from pipeline.watermark import Watermark
 
-
-def test_the_slowest_active_partition_holds_the_watermark() -> None:
-    watermark = Watermark(idle_seconds=30)
-    assert watermark.value(now=0) == -math.inf
-    watermark.observe("raw", 0, 1000.0, now=0)
-    watermark.observe("raw", 1, 400.0, now=0)
-    watermark.observe("raw", 0, 900.0, now=1)  # older than its newest: no step back
-    assert watermark.value(now=2) == 400.0
+P0, P1, P2 = ("raw", 0), ("raw", 1), ("raw", 2)
 
 
-def test_idle_partitions_stop_holding_it_back() -> None:
-    watermark = Watermark(idle_seconds=30)
-    watermark.observe("raw", 0, 1000.0, now=0)
-    watermark.observe("raw", 1, 400.0, now=0)
-    watermark.observe("raw", 0, 1200.0, now=20)
-    assert watermark.value(now=40) == 1200.0  # partition 1 idle since 0
-    assert watermark.value(now=100) == 1200.0  # all idle: the newest anywhere
+def test_partitions_with_a_backlog_hold_the_watermark() -> None:
+    watermark = Watermark()
+    assert watermark.value(backlog=[]) == -math.inf
+    watermark.observe(P0, 1000.0)
+    watermark.observe(P1, 400.0)
+    watermark.observe(P0, 900.0)  # older than its newest: no step back
+    assert watermark.value(backlog=[P0, P1]) == 400.0
+    assert watermark.value(backlog=[P0]) == 1000.0  # P1 caught up: it no longer holds it
+
+
+def test_a_backlog_partition_that_delivered_nothing_holds_it_at_minus_infinity() -> None:
+    watermark = Watermark()
+    watermark.observe(P0, 1000.0)
+    assert watermark.value(backlog=[P2]) == -math.inf
+
+
+def test_when_all_are_caught_up_it_is_the_newest_time_seen() -> None:
+    watermark = Watermark()
+    watermark.observe(P0, 1000.0)
+    watermark.observe(P1, 1200.0)
+    assert watermark.value(backlog=[]) == 1200.0
