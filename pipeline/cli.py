@@ -31,8 +31,12 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Topic administration.", no_args_is_help=True)
 rules_app = typer.Typer(help="Rule files.", no_args_is_help=True)
+suppress_app = typer.Typer(
+    help="Live suppressions (the compacted suppressions topic).", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(rules_app, name="rules")
+app.add_typer(suppress_app, name="suppress")
 console = Console(stderr=True)
 
 Bootstrap = Annotated[
@@ -194,6 +198,53 @@ def rules_list(rules: RulesDir = None) -> None:
             str(spec.finding.entity.score),
         )
     Console().print(table)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    key: Annotated[str, typer.Argument(help="Entry id (adding it again replaces it)")],
+    field: Annotated[str, typer.Option(help="Event field, e.g. dest, user, process")],
+    value: Annotated[str, typer.Option(help="Value; * matches any run, case-insensitive")],
+    reason: Annotated[str, typer.Option()],
+    author: Annotated[str, typer.Option()],
+    rule: Annotated[str, typer.Option(help="Rule id, or * for every rule")] = "*",
+    expires: Annotated[str | None, typer.Option(help="ISO-8601 expiry")] = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Add or replace a suppression; running workers apply it within a second."""
+    from pipeline.suppress import Suppression
+
+    entry = Suppression.model_validate(
+        {
+            "rule_id": rule,
+            "field": field,
+            "value": value,
+            "expires_at": expires,
+            "reason": reason,
+            "author": author,
+        }
+    )
+    _write_suppression(bootstrap, key, entry.model_dump_json().encode())
+
+
+@suppress_app.command("remove")
+def suppress_remove(key: str, bootstrap: Bootstrap = None) -> None:
+    """Remove a suppression (writes a tombstone)."""
+    _write_suppression(bootstrap, key, None)
+
+
+def _write_suppression(bootstrap: str | None, key: str, value: bytes | None) -> None:
+    from pipeline.kafka import producer
+    from pipeline.topics import load_topics
+
+    settings = load_settings(bootstrap)
+    topic = load_topics(settings.topics_dir, settings.topic_prefix).suppressions
+    client = producer(settings)
+    client.produce(topic, value, key=key.encode())
+    if client.flush(30):
+        console.print("[red]the broker did not acknowledge the entry[/red]")
+        raise typer.Exit(1)
+    console.print(f"{'removed' if value is None else 'written'}: {key} on {topic}")
 
 
 @app.command("test-rules")

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.kafka import producer
 from pipeline.settings import Settings
 from pipeline.topics import Topics
@@ -97,14 +98,12 @@ def test_suppressions_added_while_running_take_effect(
     settings: Settings, topics: Topics, worker: WorkerProcess
 ) -> None:
     raw = topics.name("windows.powershell")
-    entry = {
-        "rule_id": WMIEXEC_RULE,
-        "field": "dest",
-        "value": "build-*",
-        "reason": "pen-test range",
-        "author": "alice",
-    }
-    produce(settings, topics.suppressions, [orjson.dumps(entry)], "pentest")
+    env = {"WMIWATCH_TOPIC_PREFIX": settings.topic_prefix}
+    add = (
+        f"suppress add pentest --rule {WMIEXEC_RULE} --field dest --value build-* "
+        f"--reason pen-test --author alice --bootstrap {settings.bootstrap_servers}"
+    ).split()
+    assert CliRunner().invoke(app, add, env=env).exit_code == 0
     time.sleep(2)  # the intake polls the suppressions topic between batches
     produce(settings, raw, [script_block("build-07", T0, WMIEXEC, 1)], "build-07")
     produce(settings, raw, [script_block("ws-09", T0, WMIEXEC, 2)], "ws-09")
@@ -113,9 +112,8 @@ def test_suppressions_added_while_running_take_effect(
     suppressed = ("wmiwatch_matches_suppressed_total", (("rule", WMIEXEC_RULE),))
     assert scrape(settings.metrics_port)[suppressed] == 1
 
-    client = producer(settings)
-    client.produce(topics.suppressions, None, key=b"pentest")  # a tombstone lifts it
-    client.flush(10)
+    remove = ["suppress", "remove", "pentest", "--bootstrap", settings.bootstrap_servers]
+    assert CliRunner().invoke(app, remove, env=env).exit_code == 0  # a tombstone lifts it
     time.sleep(2)
     produce(settings, raw, [script_block("build-07", T0 + 60, WMIEXEC, 3)], "build-07")
     findings = read_topic(settings, topics.findings, expected=2)
