@@ -20,6 +20,7 @@ from pipeline import metrics
 from pipeline.aggregate import Aggregator
 from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
+from pipeline.health import Health
 from pipeline.intake import Intake
 from pipeline.match import RuleMatch
 from pipeline.ocsf import to_ocsf
@@ -47,7 +48,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, health: Health) -> faust.App:
     """Build the worker app: rules, topics, tables, the two agents and the intake service."""
     rules = load_rules(settings.rules_dir)
     topics = load_topics(settings.topics_dir, settings.topic_prefix)
@@ -134,11 +135,14 @@ def create_app(settings: Settings) -> faust.App:
                 await incidents_topic.send(key=incident["risk_object"], value=incident)
                 metrics.incidents_emitted_total.labels(incident["kind"]).inc()
 
-    app.service(_intake_service(settings, topics, detector))
+    health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
+    app.service(_intake_service(settings, topics, detector, health))
     return app
 
 
-def _intake_service(settings: Settings, topics: Topics, detector: Detector) -> type[Service]:
+def _intake_service(
+    settings: Settings, topics: Topics, detector: Detector, health: Health
+) -> type[Service]:
     class IntakeService(Service):
         """Run the batched intake loop in a thread; its failure crashes the worker."""
 
@@ -147,7 +151,7 @@ def _intake_service(settings: Settings, topics: Topics, detector: Detector) -> t
 
         def _run(self) -> None:
             try:
-                Intake(settings, topics, detector).run(self.halt)
+                Intake(settings, topics, detector, health).run(self.halt)
             except BaseException as error:
                 self.failure.append(error)
                 raise

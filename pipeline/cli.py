@@ -134,15 +134,18 @@ def worker(
 ) -> None:
     """Run a detection worker (Faust) with Prometheus metrics."""
     import faust
-    from prometheus_client import start_http_server
 
     from pipeline.agents import create_app
+    from pipeline.health import Health, serve
 
     settings = load_settings(bootstrap, rules_dir=rules, metrics_port=metrics_port)
     load_rules_or_exit(settings.rules_dir)
-    start_http_server(settings.metrics_port, addr="0.0.0.0")
-    console.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
-    faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
+    health = Health()
+    serve(settings.metrics_port, health)
+    console.print(
+        f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
+    )
+    faust.Worker(create_app(settings, health), loglevel=loglevel).execute_from_commandline()
 
 
 @app.command()

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
+from pipeline.health import Health
 from pipeline.kafka import consumer, producer
 from pipeline.match import Origin
 from pipeline.settings import Settings
@@ -45,22 +46,29 @@ def dead_letter_record(message: Message, reason: str, detail: str) -> dict[str, 
 class Intake:
     """Consume raw topics in batches and produce matches and dead letters."""
 
-    def __init__(self, settings: Settings, topics: Topics, detector: Detector) -> None:
+    def __init__(
+        self, settings: Settings, topics: Topics, detector: Detector, health: Health | None = None
+    ) -> None:
         self.settings, self.topics, self.detector = settings, topics, detector
-        self.consumer = consumer(settings, f"{settings.group_id}-intake")
+        self.health = health or Health()
+        self.consumer = consumer(
+            settings, f"{settings.group_id}-intake", error_cb=self._on_client_error
+        )
         self.producer = producer(settings)
         self.known_codes = {code for _, code in detector.router.routes}
         self.suppressions = Suppressions()
         self.suppression_reader = consumer(settings, f"{settings.group_id}-suppressions")
         self.watermark = Watermark()
+        self.rule_times: dict[str, float] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
-        self.consumer.subscribe(list(self.topics.raw().values()))
+        self.consumer.subscribe(list(self.topics.raw().values()), on_assign=self._on_assign)
         self._follow_suppressions()
         next_tick = 0.0
         try:
             while not stop.is_set():
+                self.health.beat()
                 self._read_suppressions(timeout=0)
                 batch = self.consumer.consume(self.settings.intake_batch_size, timeout=0.2)
                 if batch:
@@ -72,6 +80,15 @@ class Intake:
             self.producer.flush(30)
             self.consumer.close()
             self.suppression_reader.close()
+
+    def _on_assign(self, _consumer: object, partitions: list[TopicPartition]) -> None:
+        self.health.joined = True
+        self.health.broker_error = None
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        log.warning("kafka client error: %s", error)
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.health.broker_error = error.str()
 
     def _follow_suppressions(self) -> None:
         """Read the whole suppressions topic before the first batch, then keep following it."""
@@ -101,6 +118,8 @@ class Intake:
         for position in self.consumer.position(self.consumer.assignment()):
             low, high = self.consumer.get_watermark_offsets(position, cached=True)
             next_offset = position.offset if position.offset >= 0 else low
+            lag = metrics.consumer_lag.labels(position.topic, str(position.partition))
+            lag.set(max(high - next_offset, 0) if high >= 0 else 0)
             if high < 0 or next_offset < high:
                 backlog.append((position.topic, position.partition))
         return backlog
@@ -119,6 +138,7 @@ class Intake:
     def process_batch(self, batch: list[Message]) -> None:
         """Handle one batch, wait for its records to be acknowledged, then commit."""
         started = time.perf_counter()
+        self.health.broker_error = None
         for message in batch:
             error = message.error()
             if error is not None:
@@ -155,6 +175,10 @@ class Intake:
             if self.suppressions.match(match.rule_id, fields, time.time()) is not None:
                 metrics.matches_suppressed_total.labels(match.rule_id).inc()
                 continue
+            newest = self.rule_times[match.rule_id] = max(
+                self.rule_times.get(match.rule_id, match.time), match.time
+            )
+            metrics.rule_watermark_seconds.labels(match.rule_id).set(newest)
             value = {"type": "match", **match.to_record(), "ingested_at": ingested_at}
             self.producer.produce(self.topics.matches, orjson.dumps(value), key=match.dest.encode())
             self.producer.poll(0)

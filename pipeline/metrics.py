@@ -73,4 +73,14 @@ intake_batch_seconds = Histogram(
     "Time to process one intake batch (parse to produce).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+consumer_lag = Gauge(
+    "wmiwatch_consumer_lag",
+    "Records not yet read by the intake, per raw partition (from the last fetch).",
+    ["topic", "partition"],
+)
+rule_watermark_seconds = Gauge(
+    "wmiwatch_rule_watermark_seconds",
+    "Newest event time of a match, per rule.",
+    ["rule"],
+)
 rules_loaded = Gauge("wmiwatch_rules_loaded", "Rules compiled at start-up.")

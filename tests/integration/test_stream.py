@@ -83,7 +83,13 @@ def test_seed_detections_fire_on_the_stream(
     )
     assert wmic_risk == [("system", "ar-win-1", 36), ("user", "AR-WIN-1\\Administrator", 36)]
 
+    for probe in ("healthz", "readyz"):
+        url = f"http://127.0.0.1:{settings.metrics_port}/{probe}"
+        assert urllib.request.urlopen(url, timeout=5).read() == b"ok\n"
     metrics = scrape(settings.metrics_port)
+    lag = (("partition", "0"), ("topic", topics.name("windows.sysmon")))
+    assert ("wmiwatch_consumer_lag", lag) in metrics
+    assert total(metrics, "wmiwatch_rule_watermark_seconds") > 0
     consumed = (
         "wmiwatch_events_consumed_total",
         (("event_code", "4104"), ("topic", topics.name("windows.powershell"))),
