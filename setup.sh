@@ -8,3 +8,12 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 .venv/bin/python -m pip install --quiet --editable ".[${extras}]"
+# The tests run promtool and a real Prometheus server: Debian's prometheus package.
+if [ "$extras" = dev ] && ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: promtool and prometheus are missing; install Debian's prometheus package" >&2
+  fi
+fi

@@ -104,6 +104,10 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             if record["type"] == "tick":
                 watermark[0] = max(watermark[0], record["watermark"])
                 metrics.event_time_watermark_seconds.set(watermark[0])
+                metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
+                metrics.table_keys.labels("risk_object_to_contributions").set(
+                    len(risk_object_to_contributions)
+                )
                 owned = [
                     dest
                     for dest, groups in dest_to_rule_stats.items()

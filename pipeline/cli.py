@@ -37,6 +37,9 @@ suppress_app = typer.Typer(
 app.add_typer(topics_app, name="topics")
 app.add_typer(rules_app, name="rules")
 app.add_typer(suppress_app, name="suppress")
+k8s_app = typer.Typer(help="Kubernetes manifests.", no_args_is_help=True)
+app.add_typer(k8s_app, name="k8s")
+GENERATED = PROJECT_ROOT / "k8s" / "base" / "generated"
 console = Console(stderr=True)
 
 Bootstrap = Annotated[
@@ -108,6 +111,45 @@ def topics_create(bootstrap: Bootstrap = None) -> None:
     status = create_topics(settings, load_topics(settings.topics_dir, settings.topic_prefix))
     for name, state in sorted(status.items()):
         console.print(f"{state:8} {name}")
+
+
+@topics_app.command("render")
+def topics_render(
+    strimzi: Annotated[bool, typer.Option("--strimzi", help="Strimzi KafkaTopic resources")],
+    cluster: Annotated[str, typer.Option(help="Strimzi cluster name")] = "kafka",
+) -> None:
+    """Print the topic definitions as Kubernetes resources (Strimzi KafkaTopic)."""
+    import yaml
+
+    from pipeline.deploy import strimzi_topics
+    from pipeline.topics import load_topics
+
+    settings = load_settings(None)
+    if not strimzi:
+        console.print("only --strimzi rendering exists")
+        raise typer.Exit(2)
+    resources = strimzi_topics(load_topics(settings.topics_dir, settings.topic_prefix), cluster)
+    sys.stdout.write(yaml.safe_dump_all(resources, sort_keys=False))
+
+
+@k8s_app.command("generate")
+def k8s_generate(
+    check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any")] = False,
+) -> None:
+    """Regenerate k8s/base/generated/ (rules, dashboard, KafkaTopics, PrometheusRule)."""
+    from pipeline.deploy import drift, generate
+
+    if not check:
+        generate(PROJECT_ROOT, GENERATED)
+        console.print(f"wrote {GENERATED}")
+        return
+    stale = drift(PROJECT_ROOT, GENERATED)
+    for name in stale:
+        console.print(f"[red]out of date[/red]: {GENERATED / name}")
+    if stale:
+        console.print("run: wmiwatch k8s generate")
+        raise typer.Exit(1)
+    console.print("k8s/base/generated is in sync with its sources")
 
 
 @app.command()

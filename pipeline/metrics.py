@@ -83,4 +83,9 @@ rule_watermark_seconds = Gauge(
     "Newest event time of a match, per rule.",
     ["rule"],
 )
+table_keys = Gauge(
+    "wmiwatch_table_keys",
+    "Keys this worker holds in each table (dests, risk objects).",
+    ["table"],
+)
 rules_loaded = Gauge("wmiwatch_rules_loaded", "Rules compiled at start-up.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,21 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+MISSING_TOOL = {
+    "kubectl": "kubectl with kustomize v5 (on the machine image) is missing",
+    "promtool": "promtool is missing: apt-get install prometheus (./setup.sh dev does)",
+    "prometheus": "prometheus is missing: apt-get install prometheus (./setup.sh dev does)",
+}
+
+
+def tool(name: str) -> str:
+    """Return the path of a required command-line tool; in CI fail, elsewhere skip, if absent."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(MISSING_TOOL[name])
+        pytest.skip(MISSING_TOOL[name])
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def test_ready_only_when_joined_recovered_and_broker_reachable() -> None:
     assert health.problems(ready=True) == ["broker: 1/1 brokers are down"]
 
 
-def test_a_stalled_intake_loop_fails_liveness(monkeypatch: object) -> None:
+def test_a_stalled_intake_loop_fails_liveness() -> None:
     health = Health()
     health.heartbeat -= health_module.STALL_SECONDS + 1
     assert health.problems(ready=False) == ["intake loop stalled for over 60s"]

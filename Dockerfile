@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t ghcr.io/wmiwatch/wmiwatch:0.1.0 .
+FROM python:3.11.10-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/wmiwatch
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+RUN /opt/wmiwatch/bin/pip install --no-compile .
+
+FROM python:3.11.10-slim-bookworm
+ENV PATH=/opt/wmiwatch/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    WMIWATCH_RULES_DIR=/app/rules WMIWATCH_TOPICS_DIR=/app/topics \
+    WMIWATCH_DATA_DIR=/var/lib/wmiwatch
+RUN groupadd --system --gid 10001 wmiwatch \
+    && useradd --system --uid 10001 --gid wmiwatch --home-dir /app --shell /usr/sbin/nologin wmiwatch \
+    && mkdir -p /var/lib/wmiwatch && chown wmiwatch:wmiwatch /var/lib/wmiwatch
+COPY --from=build /opt/wmiwatch /opt/wmiwatch
+WORKDIR /app
+COPY rules ./rules
+COPY topics ./topics
+USER 10001:10001
+EXPOSE 9108
+ENTRYPOINT ["wmiwatch"]
+CMD ["worker"]

@@ -1,0 +1,63 @@
+"""A real Prometheus server scrapes a real worker and sees its series."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import free_port, wait_for_port
+from pipeline.settings import Settings
+from tests.conftest import WorkerProcess, tool
+
+pytestmark = pytest.mark.integration
+
+
+def query(port: int, promql: str) -> list[dict[str, object]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(promql)}"
+    body = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    assert body["status"] == "success"
+    result: list[dict[str, object]] = body["data"]["result"]
+    return result
+
+
+def test_prometheus_scrapes_the_worker(
+    settings: Settings, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    prometheus = tool("prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: wmiwatch\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{settings.metrics_port}']}}]\n"
+    )
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        deadline = time.monotonic() + 60
+        while not query(port, "wmiwatch_rules_loaded"):
+            assert time.monotonic() < deadline, "Prometheus never got the worker's series"
+            time.sleep(1)
+        (rules,) = query(port, "wmiwatch_rules_loaded")
+        assert rules["value"][1] == "14"  # type: ignore[index]
+        (up,) = query(port, 'up{job="wmiwatch"}')
+        assert up["value"][1] == "1"  # type: ignore[index]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,132 @@
+"""Deployment files: manifests build and validate, alerts are unit-tested, nothing drifts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import orjson
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from prometheus_client.metrics import MetricWrapperBase
+
+from pipeline import PROJECT_ROOT, metrics
+from pipeline.deploy import drift
+from tests.conftest import tool
+
+K8S = PROJECT_ROOT / "k8s"
+CRD_KINDS = {"KafkaTopic", "ServiceMonitor", "PrometheusRule"}
+KUBERNETES_VERSION = "1.30"
+
+
+def build(overlay: str) -> list[dict[str, Any]]:
+    output = subprocess.run(
+        [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_overlay_builds_and_validates(overlay: str) -> None:
+    objects = build(overlay)
+    kinds = {o["kind"] for o in objects}
+    assert kinds >= {
+        "StatefulSet",
+        "Service",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "KafkaTopic",
+    }
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            schema = orjson.loads((K8S / "schemas" / f"{obj['kind']}.json").read_bytes())
+            Draft202012Validator(schema).validate(obj)
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_prod_uses_scram_over_tls_with_the_password_from_a_secret() -> None:
+    objects = build("prod")
+    (worker,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    password = next(e for e in container["env"] if e["name"] == "WMIWATCH_SASL_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "wmiwatch", "key": "password"}
+    settings = next(
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("wmiwatch-settings")
+    )["data"]
+    assert settings["WMIWATCH_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert settings["WMIWATCH_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert all(o["spec"]["replicas"] == 3 for o in objects if o["kind"] == "KafkaTopic")
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert worker["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+
+
+def test_generated_files_are_in_sync_with_their_sources() -> None:
+    assert drift(PROJECT_ROOT, K8S / "base" / "generated") == []
+
+
+def test_alert_rules_pass_their_promtool_unit_tests() -> None:
+    promtool = tool("promtool")
+    for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        result = subprocess.run(
+            [promtool, *command],
+            cwd=K8S / "prometheus",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def exported_metric_names() -> set[str]:
+    names = set()
+    for value in vars(metrics).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        for family in value.describe():
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+            names |= {family.name + s for s in suffixes.get(family.type, [""])}
+    return names
+
+
+def test_every_dashboard_and_alert_query_names_an_exported_metric() -> None:
+    dashboard = orjson.loads((K8S / "grafana" / "wmiwatch-dashboard.json").read_bytes())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    alerts = yaml.safe_load((K8S / "prometheus" / "alerts.yml").read_text())
+    expressions += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    used = {name for expr in expressions for name in re.findall(r"\bwmiwatch_\w+", expr)}
+    assert len(used) >= 12
+    assert used <= exported_metric_names()
+
+
+def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(PROJECT_ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    assert re.findall(r"^FROM python:(3\.\d+)\.\d+-slim-bookworm", dockerfile, re.M) == ["3.11"] * 2
+    assert "USER 10001:10001" in dockerfile
+    assert 'ENTRYPOINT ["wmiwatch"]' in dockerfile and "wmiwatch" in project["scripts"]
+    assert "COPY rules ./rules" in dockerfile and "COPY topics ./topics" in dockerfile
