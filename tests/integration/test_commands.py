@@ -7,12 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import pytest
 
 from pipeline.broker import free_port, wait_for_port
+from pipeline.kafka import producer
+from pipeline.settings import Settings
+from pipeline.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +75,46 @@ def test_broker_command_stops_its_broker_on_sigterm(tmp_path: Path) -> None:
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert port_is_free(port)
+
+
+def test_the_forwarding_example_posts_findings_to_a_webhook(
+    settings: Settings, topics: Topics
+) -> None:
+    received: list[bytes] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    finding = {"status": "new", "rule_name": "r", "dest": "h1", "title": "t", "finding_id": "f"}
+    client = producer(settings)
+    client.produce(topics.findings, orjson.dumps(finding), key=b"h1")
+    client.flush(10)
+    webhook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/forward_findings.py",
+            "--bootstrap",
+            settings.bootstrap_servers,
+            "--webhook",
+            webhook,
+            "--max",
+            "1",
+        ],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "WMIWATCH_TOPIC_PREFIX": settings.topic_prefix},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    server.shutdown()
+    assert result.returncode == 0, result.stderr.decode()
+    assert [orjson.loads(body) for body in received] == [finding]
