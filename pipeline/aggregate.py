@@ -97,14 +97,17 @@ class Aggregator:
         """For ``dests``: emit due updates and finals, and forget groups long closed."""
         records = []
         for dest in list(dests):
-            dest_state = dict(self.state.get(dest) or {})
-            for fid, stats in list(dest_state.items()):
-                stats = dict(stats)
+            before = self.state.get(dest) or {}
+            after = {}
+            for fid, old in before.items():
+                stats = dict(old)
                 records += self._advance_group(stats, watermark, now)
-                dest_state[fid] = stats
-            kept = {fid: s for fid, s in dest_state.items() if not self._expired(s, watermark)}
-            if kept:
-                self.state[dest] = kept
+                if not self._expired(stats, watermark):
+                    after[fid] = stats
+            if after == before:
+                continue  # unchanged: no table write, no changelog record
+            if after:
+                self.state[dest] = after
             else:
                 del self.state[dest]
         return records

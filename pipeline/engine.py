@@ -8,6 +8,7 @@ from pipeline.event import Event
 from pipeline.match import Origin, RuleMatch, match_event
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.parse import parse_event
+from pipeline.prefilter import Prefilter
 from pipeline.rejects import Rejected
 from pipeline.route import Router
 from pipeline.rules.model import Rule
@@ -21,6 +22,8 @@ class Outcome:
     matches: list[RuleMatch] = field(default_factory=list)
     rejected: Rejected | None = None
     routed: bool = False
+    source: str = ""
+    event_code: str = ""
 
 
 class Detector:
@@ -35,10 +38,18 @@ class Detector:
         self.rules = {rule.id: rule for rule in rules}
         self.normalizer = normalizer or default_normalizer()
         self.router = Router(rules)
+        self.prefilter = Prefilter(self.normalizer, self.router.routes)
         self.max_event_bytes = max_event_bytes
 
     def process(self, payload: bytes, origin: Origin | None = None) -> Outcome:
-        """Run one raw record through the pipeline; bad input becomes a rejection."""
+        """Run one raw record through the pipeline; bad input becomes a rejection.
+
+        Events whose source and EventCode (read from the bytes) no rule listens to are not
+        parsed at all; a record too large is rejected even then.
+        """
+        verdict = self.prefilter.unroutable(payload)
+        if verdict is not None and len(payload) <= self.max_event_bytes:
+            return Outcome(source=verdict.source, event_code=verdict.event_code)
         try:
             event = self.normalizer.normalize(parse_event(payload, max_bytes=self.max_event_bytes))
         except Rejected as rejected:
@@ -49,4 +60,10 @@ class Detector:
                 origin.topic, origin.partition, origin.offset, event.fields.get("EventRecordID", "")
             )
         matches = [m for rule in rules if (m := match_event(rule, event, origin)) is not None]
-        return Outcome(event=event, matches=matches, routed=bool(rules))
+        return Outcome(
+            event=event,
+            matches=matches,
+            routed=bool(rules),
+            source=event.source,
+            event_code=event.fields.get("EventCode", ""),
+        )

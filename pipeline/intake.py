@@ -184,18 +184,13 @@ class Intake:
             self.producer.poll(0)
 
     def _count(self, topic: str, outcome: Outcome) -> None:
-        event = outcome.event
-        if event is None:
-            metrics.events_consumed_total.labels(topic, OTHER_CODE).inc()
-            if outcome.rejected is not None:
-                metrics.events_rejected_total.labels(outcome.rejected.reason).inc()
-            return
-        code = event.fields.get("EventCode", "")
-        label = code if code in self.known_codes else OTHER_CODE
-        metrics.events_consumed_total.labels(topic, label).inc()
-        if outcome.routed:
-            metrics.events_routed_total.labels(event.source).inc()
+        code = outcome.event_code if outcome.event_code in self.known_codes else OTHER_CODE
+        metrics.events_consumed_total.labels(topic, code).inc()
+        if outcome.rejected is not None:
+            metrics.events_rejected_total.labels(outcome.rejected.reason).inc()
+        elif outcome.routed:
+            metrics.events_routed_total.labels(outcome.source).inc()
         else:
-            metrics.events_dropped_total.labels(event.source).inc()
+            metrics.events_dropped_total.labels(outcome.source).inc()
         for match in outcome.matches:
             metrics.rule_matches_total.labels(match.rule_id).inc()

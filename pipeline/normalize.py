@@ -11,7 +11,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from pipeline.event import Event
 from pipeline.rejects import Rejected, RejectReason
@@ -51,7 +51,9 @@ def _value(fields: Fields, text: str | list[str]) -> str | None:
     return str(text)
 
 
-TRANSFORMS: dict[str, Callable[[Fields, str | list[str]], str | None]] = {
+Transform = Callable[[Fields, str | list[str]], str | None]
+Step = tuple[str, Transform, "str | list[str]", bool]
+TRANSFORMS: dict[str, Transform] = {
     "copy": _copy,
     "first": _first,
     "basename": _basename,
@@ -92,10 +94,10 @@ class FieldSpec(BaseModel):
         }
         return [(name, arg) for name, arg in values.items() if arg is not None]
 
-    def produce(self, fields: Fields) -> str | None:
-        """Compute the output value from the fields seen so far."""
+    def transform(self) -> tuple[Transform, str | list[str]]:
+        """Return the transform function and its argument."""
         name, argument = self.transform_items()[0]
-        return TRANSFORMS[name](fields, argument)
+        return TRANSFORMS[name], argument
 
 
 class EventMapping(BaseModel):
@@ -131,9 +133,23 @@ class SourceMapping(BaseModel):
     source: str
     topic: str
     identify: Identify
+    _steps: dict[str, list[Step]] = PrivateAttr()
+    _common_steps: list[Step] = PrivateAttr()
     event_code: str
     common: dict[str, FieldSpec]
     events: dict[str, EventMapping]
+
+    def model_post_init(self, context: object) -> None:
+        """Resolve every event code's field specs into plain steps once, not per event."""
+        self._steps = {
+            code: self._resolve({**self.common, **mapping.fields})
+            for code, mapping in self.events.items()
+        }
+        self._common_steps = self._resolve(self.common)
+
+    @staticmethod
+    def _resolve(specs: dict[str, FieldSpec]) -> list[Step]:
+        return [(name, *spec.transform(), spec.keep_existing) for name, spec in specs.items()]
 
     def apply(self, event: Event) -> None:
         """Set source, EventCode, data model and the CIM fields on ``event`` in place."""
@@ -143,14 +159,13 @@ class SourceMapping(BaseModel):
             raise Rejected(RejectReason.MISSING_FIELD, f"{self.source}: no {self.event_code}")
         fields["EventCode"] = code
         event.source = self.source
-        mapping = self.events.get(code)
-        specs = self.common if mapping is None else {**self.common, **mapping.fields}
-        for name, spec in specs.items():
-            if spec.keep_existing and name in fields:
+        for name, function, argument, keep_existing in self._steps.get(code, self._common_steps):
+            if keep_existing and name in fields:
                 continue
-            value = spec.produce(fields)
+            value = function(fields, argument)
             if value is not None:
                 fields[name] = value
+        mapping = self.events.get(code)
         if mapping is not None and mapping.datamodel:
             event.datamodel = fields["_datamodel"] = mapping.datamodel
 

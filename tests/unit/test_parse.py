@@ -89,7 +89,7 @@ def test_epoch_milliseconds() -> None:
             b'<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><Event>&b;</Event>',
             RejectReason.XML_ENTITIES,
         ),
-        (b"<a>" * 40 + b"</a>" * 40, RejectReason.NOT_XML),
+        (b"<a>" * 300 + b"</a>" * 300, RejectReason.NOT_XML),
     ],
 )
 def test_bad_records_are_rejected_with_a_reason(payload: bytes, reason: RejectReason) -> None:
