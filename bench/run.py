@@ -154,17 +154,24 @@ def scrape(port: int) -> dict[str, float]:
     return sums
 
 
-def quantile(port: int, q: float) -> float:
-    """Return the q-quantile of the finding latency histogram (bucket upper bound)."""
+def latency_buckets(port: int) -> list[tuple[float, float]]:
+    """Return the cumulative (upper bound, count) buckets of the finding latency histogram."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    buckets = []
     for family in text_string_to_metric_families(body):
         if family.name == "wmiwatch_finding_latency_seconds":
-            buckets = [
+            return [
                 (float(s.labels["le"]), s.value)
                 for s in family.samples
                 if s.name.endswith("_bucket")
             ]
+    return []
+
+
+def quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float:
+    """Return the q-quantile (bucket upper bound) of the findings between two snapshots."""
+    buckets = [(bound, seen - dict(before).get(bound, 0.0)) for bound, seen in after]
     total = buckets[-1][1] if buckets else 0
     return next((bound for bound, seen in buckets if total and seen >= q * total), float("nan"))
 
@@ -225,18 +232,27 @@ def run_worker(
     def aggregated() -> float:
         return sum(scrape(p).get("wmiwatch_matches_aggregated_total", 0) for p in ports)
 
+    deadline = time.monotonic() + 1800
     while consumed() == 0:
         time.sleep(0.05)
     started = time.perf_counter()
-    while consumed() < count or aggregated() < matches_expected:
+    while consumed() < count:
+        assert time.monotonic() < deadline, f"consumed only {consumed()} of {count}"
         time.sleep(0.05)
-    rate = count / (time.perf_counter() - started)
+    done, last = time.perf_counter(), -1.0
+    while aggregated() != last:  # the last matches reach the table
+        last, done = aggregated(), time.perf_counter()
+        time.sleep(0.5)
+    rate = count / (done - started)
+    print(f"(worker aggregated {last:.0f} matches; offline counted {matches_expected:.0f})")
     rss = max(rss_mib(process.pid) for process, _ in running)
     # latency: a fresh stream at half the measured rate for ~10 s
     half = rate / 2
+    before = latency_buckets(ports[0])
     produce(settings, topics, list(events(int(half * 10), seed=2)), rate=half)
     time.sleep(3)
-    p50, p99 = quantile(ports[0], 0.5), quantile(ports[0], 0.99)
+    after = latency_buckets(ports[0])
+    p50, p99 = quantile(before, after, 0.5), quantile(before, after, 0.99)
     for process, _ in running:
         process.terminate()
         process.wait(60)

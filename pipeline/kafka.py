@@ -23,12 +23,19 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
 
 
 def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
-    """Return a Consumer that commits only when told to."""
+    """Return a Consumer that commits only when told to.
+
+    Fetches are bounded per partition and in total, and the receive limit leaves room above
+    them: the local test broker does not always honour fetch.max.bytes.
+    """
     config = {
         **settings.librdkafka_config(),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        "max.partition.fetch.bytes": 1 << 20,
+        "fetch.max.bytes": 32 << 20,
+        "receive.message.max.bytes": 512 << 20,
         **overrides,
     }
     return Consumer(config)
