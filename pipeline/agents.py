@@ -81,7 +81,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_policy())
     scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())
     render = to_ocsf if settings.output_format == "ocsf" else dict
-    watermark = [-math.inf]
+    watermarks: dict[int, float] = {}  # per partition of the matches topic, from its ticks
 
     async def publish(record: dict[str, Any], ingested_at: float | None) -> None:
         rule = detector.rules[record["rule_id"]]
@@ -101,9 +101,10 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Count matches into their dest's table entry; on ticks, close windows and update."""
         async for event in stream.events():
             record, partition = event.value, event.message.partition
+            watermark = watermarks.get(partition, -math.inf)
             if record["type"] == "tick":
-                watermark[0] = max(watermark[0], record["watermark"])
-                metrics.event_time_watermark_seconds.set(watermark[0])
+                watermark = watermarks[partition] = max(watermark, record["watermark"])
+                metrics.event_time_watermark_seconds.set(max(watermarks.values()))
                 metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
                 metrics.table_keys.labels("risk_object_to_contributions").set(
                     len(risk_object_to_contributions)
@@ -113,18 +114,13 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                     for dest, groups in dest_to_rule_stats.items()
                     if any(g.get("partition") == partition for g in groups.values())
                 ]
-                due = aggregator.advance(watermark[0], time.time(), owned)
+                due = aggregator.advance(watermark, time.time(), owned)
                 ingested_at = None
             else:
                 match = RuleMatch.from_record(record)
-                due = aggregator.add(match, watermark[0], time.time(), {"partition": partition})
+                due = aggregator.add(match, watermark, time.time(), {"partition": partition})
                 metrics.matches_aggregated_total.labels(match.rule_id).inc()
-                if (
-                    match.time
-                    + aggregator.window_of(detector.rules[match.rule_id])
-                    + settings.allowed_lateness_seconds
-                    <= watermark[0]
-                ):
+                if aggregator.is_late(match, watermark):
                     metrics.late_matches_total.labels(match.rule_id).inc()
                 ingested_at = record["ingested_at"]
             for finding in due:

@@ -69,10 +69,15 @@ class Aggregator:
         """Return the rule's window length in seconds."""
         return rule.spec.window_seconds or self.policy.window_seconds
 
-    def closes_at(self, stats: GroupStats) -> float:
-        """Return the watermark at which the group's window closes."""
-        window = self.window_of(self.rules[stats["rule_id"]])
-        return float(stats["window_start"] + window + self.policy.allowed_lateness_seconds)
+    def closes_at(self, rule_id: str, start: float) -> float:
+        """Return the watermark at which the rule's window starting at ``start`` closes."""
+        window = self.window_of(self.rules[rule_id])
+        return float(start + window + self.policy.allowed_lateness_seconds)
+
+    def is_late(self, match: RuleMatch, watermark: float) -> bool:
+        """Return True when the match's window had closed before it arrived."""
+        window = self.window_of(self.rules[match.rule_id])
+        return self.closes_at(match.rule_id, window_start(match.time, window)) <= watermark
 
     def add(
         self, match: RuleMatch, watermark: float, now: float, extra: Mapping[str, Any] | None = None
@@ -83,7 +88,7 @@ class Aggregator:
         fid = finding_id(rule.id, start, match.group)
         dest_state = dict(self.state.get(match.dest) or {})
         stats = _updated(dest_state.get(fid), match, fid, start, extra or {})
-        stats["late"] = stats["late"] or self.closes_at(stats) <= watermark
+        stats["late"] = stats["late"] or self.is_late(match, watermark)
         records = []
         if not stats["emitted"]:
             records = self._emit(rule, stats, "new", now)
@@ -116,7 +121,9 @@ class Aggregator:
         self, stats: GroupStats, watermark: float, now: float
     ) -> list[dict[str, Any]]:
         rule = self.rules[stats["rule_id"]]
-        closing = not stats["closed"] and self.closes_at(stats) <= watermark
+        closing = not stats["closed"] and (
+            self.closes_at(stats["rule_id"], stats["window_start"]) <= watermark
+        )
         stats["closed"] = stats["closed"] or closing
         records = [] if stats["emitted"] else self._emit(rule, stats, "new", now)
         if closing and stats["emitted"]:

@@ -24,9 +24,10 @@ class Expr(Protocol):
         ...
 
 
-def _number(text: str) -> float | None:
+def number_or_none(text: str | None) -> float | None:
+    """Return ``text`` as a number, or None when absent or not numeric."""
     try:
-        return float(text)
+        return None if text is None else float(text)
     except ValueError:
         return None
 
@@ -83,19 +84,18 @@ class Ordering:
     op: str
     number: float
 
-    def evaluate(self, event: Event) -> bool:
-        """Return whether the field is numeric and the comparison holds."""
-        value = event.fields.get(self.field)
-        number = None if value is None else _number(value)
+    def holds(self, value: str | None) -> bool:
+        """Return whether ``value`` is numeric and the comparison holds."""
+        number = number_or_none(value)
         return number is not None and _ORDERINGS[self.op](number, self.number)
+
+    def evaluate(self, event: Event) -> bool:
+        """Compare the event's field."""
+        return self.holds(event.fields.get(self.field))
 
     def decide(self, known: Mapping[str, str]) -> Truth:
         """Decide when the field is known."""
-        value = known.get(self.field)
-        if value is None:
-            return None
-        number = _number(value)
-        return number is not None and _ORDERINGS[self.op](number, self.number)
+        return None if self.field not in known else self.holds(known[self.field])
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.event import Event
-from pipeline.rules.expr import Expr
+from pipeline.rules.expr import Expr, number_or_none
 
 Row = dict[str, str]
 
@@ -91,11 +91,7 @@ class Convert:
 
     def apply(self, row: Row) -> bool:
         """Render the field when it holds epoch seconds."""
-        value = row.get(self.field)
-        try:
-            seconds = float(value) if value is not None else None
-        except ValueError:
-            seconds = None
+        seconds = number_or_none(row.get(self.field))
         if seconds is not None:
             row[self.output] = time.strftime(self.timeformat, time.gmtime(seconds))
         return True
