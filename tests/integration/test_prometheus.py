@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,15 @@ def query(port: int, promql: str) -> list[dict[str, object]]:
     assert body["status"] == "success"
     result: list[dict[str, object]] = body["data"]["result"]
     return result
+
+
+def ready(port: int) -> bool:
+    try:
+        return bool(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5).status == 200
+        )
+    except urllib.error.URLError:
+        return False
 
 
 def test_prometheus_scrapes_the_worker(
@@ -51,6 +61,9 @@ def test_prometheus_scrapes_the_worker(
     try:
         wait_for_port(port)
         deadline = time.monotonic() + 60
+        while not ready(port):  # the API answers 503 until the TSDB is open
+            assert time.monotonic() < deadline, "Prometheus never became ready"
+            time.sleep(0.5)
         while not query(port, "wmiwatch_rules_loaded"):
             assert time.monotonic() < deadline, "Prometheus never got the worker's series"
             time.sleep(1)
