@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from rich.table import Table
 from pipeline import PROJECT_ROOT
 from pipeline.broker import free_port, running_broker, start_broker, stop_broker
 from pipeline.rules.errors import RuleErrors
+from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 
 app = typer.Typer(
@@ -67,7 +69,7 @@ def load_settings(bootstrap: str | None = None, **overrides: object) -> Settings
         raise typer.Exit(2) from None
 
 
-def load_rules_or_exit(folder: Path) -> tuple:  # type: ignore[type-arg]
+def load_rules_or_exit(folder: Path) -> tuple[Rule, ...]:
     """Load the rules, or print every problem and exit with status 2."""
     from pipeline.rules.loader import load_rules
 
@@ -348,37 +350,32 @@ def demo(
                     break
 
 
-class _worker_process:
-    """Run ``wmiwatch worker`` as a child process for the block."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log = settings, log
-
-    def __enter__(self) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "WMIWATCH_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-            "WMIWATCH_DATA_DIR": str(self.settings.data_dir),
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "worker",
-            "--metrics-port",
-            str(self.settings.metrics_port),
-        ]
-        self.process = subprocess.Popen(
-            command, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT
-        )
-        return self.process
-
-    def __exit__(self, *_: object) -> None:
-        self.process.send_signal(signal.SIGTERM)
+@contextmanager
+def _worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``wmiwatch worker`` as a child process for the block; SIGTERM it afterwards."""
+    env = {
+        **os.environ,
+        "WMIWATCH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "WMIWATCH_DATA_DIR": str(settings.data_dir),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "worker",
+        "--metrics-port",
+        str(settings.metrics_port),
+    ]
+    with open(log, "ab") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _follow(settings: Settings, topic: str) -> Iterator[dict[str, object]]:
