@@ -68,8 +68,9 @@ def templates() -> dict[str, list[bytes]]:
     }
 
 
-def events(count: int, seed: int = 1) -> Iterator[tuple[str, str, bytes]]:
-    """Yield (source, host, payload) for ``count`` events of the fleet mix."""
+def events(count: int, seed: int = 1, per_second: int = 1000) -> Iterator[tuple[str, str, bytes]]:
+    """Yield (source, host, payload) for ``count`` events of the fleet mix, ``per_second``
+    events per second of event time."""
     pick = random.Random(seed)
     base = templates()
     kinds = (
@@ -78,7 +79,7 @@ def events(count: int, seed: int = 1) -> Iterator[tuple[str, str, bytes]]:
         + [("powershell", "4104"), ("attack", "")]
     )
     weights = [*SYSMON_MIX.values(), *SECURITY_MIX.values(), POWERSHELL_SHARE, ATTACK_SHARE]
-    start = time.time() - count / 1000
+    start = time.time() - count / per_second
     for number in range(count):
         kind, code = pick.choices(kinds, weights)[0]
         host = f"ws{pick.randrange(2000):04d}.corp.example"
@@ -87,7 +88,7 @@ def events(count: int, seed: int = 1) -> Iterator[tuple[str, str, bytes]]:
             payload = re.sub(
                 rb"<EventID>\d+</EventID>", f"<EventID>{code}</EventID>".encode(), payload, count=1
             )
-        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + number / 1000))
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + number / per_second))
         payload = re.sub(
             rb"SystemTime=(['\"])[^'\"]+\1",
             f"SystemTime='{moment}.{number % 1000:03d}0000Z'".encode(),
