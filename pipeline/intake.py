@@ -60,11 +60,16 @@ class Intake:
         self.suppression_reader = consumer(settings, f"{settings.group_id}-suppressions")
         self.watermark = Watermark()
         self.rule_times: dict[str, float] = {}
+        self.tick_partitions: list[int] = []
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
         self.consumer.subscribe(list(self.topics.raw().values()), on_assign=self._on_assign)
         self._follow_suppressions()
+        matches = self.topics.matches
+        self.tick_partitions = list(
+            self.producer.list_topics(matches, timeout=30).topics[matches].partitions
+        )
         next_tick = 0.0
         try:
             while not stop.is_set():
@@ -130,9 +135,8 @@ class Intake:
         if watermark == -math.inf:
             return
         tick = orjson.dumps({"type": "tick", "watermark": watermark})
-        topic = self.topics.matches
-        for partition in self.producer.list_topics(topic, timeout=10).topics[topic].partitions:
-            self.producer.produce(topic, tick, partition=partition)
+        for partition in self.tick_partitions:  # resolved once at start, not every tick
+            self.producer.produce(self.topics.matches, tick, partition=partition)
         self.producer.poll(0)
 
     def process_batch(self, batch: list[Message]) -> None:
