@@ -40,7 +40,7 @@ from pipeline.kafka import create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.topics import Topics, load_topics
+from pipeline.topics import Topics
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 SYSMON_MIX = {"1": 10, "3": 15, "5": 5, "7": 20, "10": 10, "11": 8, "12": 7, "13": 7, "22": 5}
@@ -282,7 +282,7 @@ def measure(args: argparse.Namespace, bootstrap: str, folder: Path) -> None:
     settings = Settings(
         bootstrap_servers=bootstrap, topic_prefix=f"bench{tag}.", group_id=f"bench-{tag}"
     )
-    topics = load_topics(settings.topics_dir, settings.topic_prefix)
+    topics = settings.topics()
     create_topics(settings, topics)
     batch = list(events(args.events))
     log_file = folder / "events.xml"

@@ -27,7 +27,7 @@ from pipeline.ocsf import to_ocsf
 from pipeline.risk import RiskScorer
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.topics import Topics, load_topics
+from pipeline.topics import Topics
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -51,7 +51,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 def create_app(settings: Settings, health: Health) -> faust.App:
     """Build the worker app: rules, topics, tables, the two agents and the intake service."""
     rules = load_rules(settings.rules_dir)
-    topics = load_topics(settings.topics_dir, settings.topic_prefix)
+    topics = settings.topics()
     detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
     metrics.rules_loaded.set(len(rules))
     matches_spec = topics.spec("wmiwatch.matches")

@@ -107,10 +107,9 @@ def broker(
 def topics_create(bootstrap: Bootstrap = None) -> None:
     """Create every topic defined in topics/ (idempotent)."""
     from pipeline.kafka import create_topics
-    from pipeline.topics import load_topics
 
     settings = load_settings(bootstrap)
-    status = create_topics(settings, load_topics(settings.topics_dir, settings.topic_prefix))
+    status = create_topics(settings, settings.topics())
     for name, state in sorted(status.items()):
         console.print(f"{state:8} {name}")
 
@@ -124,13 +123,12 @@ def topics_render(
     import yaml
 
     from pipeline.deploy import strimzi_topics
-    from pipeline.topics import load_topics
 
     settings = load_settings(None)
     if not strimzi:
         console.print("only --strimzi rendering exists")
         raise typer.Exit(2)
-    resources = strimzi_topics(load_topics(settings.topics_dir, settings.topic_prefix), cluster)
+    resources = strimzi_topics(settings.topics(), cluster)
     sys.stdout.write(yaml.safe_dump_all(resources, sort_keys=False))
 
 
@@ -158,10 +156,9 @@ def k8s_generate(
 def replay(paths: list[Path], bootstrap: Bootstrap = None) -> None:
     """Produce the events in PATHS (XML, JSON lines, EVTX, zip/tar.gz) to their raw topics."""
     from pipeline.replay import replay_files
-    from pipeline.topics import load_topics
 
     settings = load_settings(bootstrap)
-    topics = load_topics(settings.topics_dir, settings.topic_prefix)
+    topics = settings.topics()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
         counts = replay_files(paths, settings, topics, lambda: progress.advance(task))
@@ -282,10 +279,9 @@ def suppress_remove(key: str, bootstrap: Bootstrap = None) -> None:
 
 def _write_suppression(bootstrap: str | None, key: str, value: bytes | None) -> None:
     from pipeline.kafka import producer
-    from pipeline.topics import load_topics
 
     settings = load_settings(bootstrap)
-    topic = load_topics(settings.topics_dir, settings.topic_prefix).suppressions
+    topic = settings.topics().suppressions
     client = producer(settings)
     client.produce(topic, value, key=key.encode())
     if client.flush(30):
@@ -323,13 +319,12 @@ def demo(
     """Start a local broker and a worker, replay the bundled samples, print findings live."""
     from pipeline.kafka import create_topics
     from pipeline.replay import replay_files
-    from pipeline.topics import load_topics
 
     port = port or free_port()
     data_dir = Path(".wmiwatch") / f"demo-{port}"
     with running_broker(port, data_dir / "broker") as address:
         settings = load_settings(address, data_dir=data_dir / "worker", metrics_port=metrics_port)
-        topics = load_topics(settings.topics_dir, settings.topic_prefix)
+        topics = settings.topics()
         create_topics(settings, topics)
         console.print(f"broker on {address}; topics created; starting worker")
         with _worker_process(settings, data_dir / "worker.log"):

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline import PROJECT_ROOT
 from pipeline.aggregate import WindowPolicy
 from pipeline.risk import RiskPolicy
+from pipeline.topics import Topics, load_topics
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     output_format: Literal["native", "ocsf"] = "native"
     intake_batch_size: int = Field(default=1000, gt=0)
     max_event_bytes: int = Field(default=1_048_576, gt=0)
+
+    def topics(self) -> Topics:
+        """Return the topic definitions with this deployment's name prefix."""
+        return load_topics(self.topics_dir, self.topic_prefix)
 
     def window_policy(self) -> WindowPolicy:
         """Return the aggregation window policy."""

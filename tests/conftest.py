@@ -70,7 +70,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def topics(settings: Settings) -> Topics:
     """Create this test's topics and return them."""
-    loaded = load_topics(settings.topics_dir, settings.topic_prefix)
+    loaded = settings.topics()
     create_topics(settings, loaded)
     return loaded
 
