@@ -38,16 +38,23 @@ class Detector:
         self.rules = {rule.id: rule for rule in rules}
         self.normalizer = normalizer or default_normalizer()
         self.router = Router(rules)
-        self.prefilter = Prefilter(self.normalizer, self.router.routes)
+        self.prefilter = Prefilter(self.normalizer, self.router)
         self.max_event_bytes = max_event_bytes
+
+    def event_time(self, payload: bytes) -> float | None:
+        """Return the event time of a raw record, or None when it cannot be read."""
+        try:
+            return parse_event(payload, max_bytes=self.max_event_bytes).time
+        except Rejected:
+            return None
 
     def process(self, payload: bytes, origin: Origin | None = None) -> Outcome:
         """Run one raw record through the pipeline; bad input becomes a rejection.
 
-        Events whose source and EventCode (read from the bytes) no rule listens to are not
-        parsed at all; a record too large is rejected even then.
+        Events the prefilter proves no rule can match are not parsed at all; a record too
+        large is rejected even then.
         """
-        verdict = self.prefilter.unroutable(payload)
+        verdict = self.prefilter.skip(payload)
         if verdict is not None and len(payload) <= self.max_event_bytes:
             return Outcome(source=verdict.source, event_code=verdict.event_code)
         try:

@@ -16,7 +16,8 @@ events_routed_total = Counter(
 )
 events_dropped_total = Counter(
     "wmiwatch_events_dropped_total",
-    "Well-formed events that no rule listens to.",
+    "Events no rule can match: no rule listens to their EventCode, or they lack every word the"
+    " rules need (judged from the raw bytes, unparsed).",
     ["source"],
 )
 events_rejected_total = Counter(

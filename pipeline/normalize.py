@@ -6,7 +6,7 @@ import ntpath
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib.resources import files
 from pathlib import Path
 
@@ -61,6 +61,7 @@ TRANSFORMS: dict[str, Transform] = {
     "template": _template,
     "value": _value,
 }
+SUBSTRING_TRANSFORMS = frozenset({"copy", "first", "basename"})  # output is part of an input
 
 
 class FieldSpec(BaseModel):
@@ -93,6 +94,11 @@ class FieldSpec(BaseModel):
             "value": self.value,
         }
         return [(name, arg) for name, arg in values.items() if arg is not None]
+
+    @property
+    def keeps_substring(self) -> bool:
+        """Return whether the output is always a substring of an input field."""
+        return self.transform_items()[0][0] in SUBSTRING_TRANSFORMS
 
     def transform(self) -> tuple[Transform, str | list[str]]:
         """Return the transform function and its argument."""
@@ -188,6 +194,20 @@ class Normalizer:
         """Normalize ``event`` in place and return it."""
         self.identify(event.fields).apply(event)
         return event
+
+    def raw_safe(self, name: str) -> bool:
+        """Return whether field ``name``'s value is always copied from the raw text."""
+        return not name.startswith("_") and name not in self._derived_fields
+
+    @cached_property
+    def _derived_fields(self) -> frozenset[str]:
+        return frozenset(
+            name
+            for mapping in self.mappings
+            for specs in (mapping.common, *(e.fields for e in mapping.events.values()))
+            for name, spec in specs.items()
+            if not spec.keeps_substring
+        )
 
     def by_source(self, source: str) -> SourceMapping:
         """Return the mapping named ``source``."""

@@ -1,4 +1,11 @@
-"""Decide from the raw bytes, before any parse, that an event can reach no rule."""
+"""Decide from the raw bytes, before any parse, that an event can match no rule.
+
+Two screens, both sound (they never skip an event a rule would match): the event's
+(source, EventCode) is routed to no rule; or none of the words that every match of the
+routed rules must contain (see ``Expr.necessary``) occurs in the bytes. The word screen is not
+used on text whose decoded, casefolded form could spell a word the bytes do not: character
+references, ``\\u`` escapes, and the few characters that casefold to ASCII.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.normalize import Normalizer
+from pipeline.route import Router
+from pipeline.rules.model import Rule
 
 # In XML, '<' inside text is escaped, so the first <Channel>/<EventID> is the System one. In
 # JSON a key is matched only where it is not inside a string (no backslash before its quote).
@@ -24,19 +33,56 @@ _JSON_EVENT_ID = _json_key("EventID", rb'"?(\d{1,6})\b')
 _JSON_SIMPLE_NAME = _json_key("event_simpleName", _JSON_STRING)
 
 
+_ESCAPES = (b"&#", b"\\u")
+# The characters beyond ASCII whose case folding yields ASCII (U+212A KELVIN SIGN folds to "k"):
+# decoded text holding one could spell a rule's word that the bytes do not contain. The unit
+# tests recompute this list over all of Unicode.
+CASEFOLDS_TO_ASCII = (
+    "\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+    "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
+)
+_FOLDING_BYTES = tuple(character.encode() for character in CASEFOLDS_TO_ASCII)
+_ASCII = bytes(range(128))
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """An event the rules cannot match: its source and event code, read from the bytes."""
 
     source: str
     event_code: str
+    routed: bool = False  # routed to rules, but lacks every word they need
+
+
+def plain_text(payload: bytes) -> bool:
+    """Return whether the bytes show every ASCII word of their decoded, casefolded text."""
+    if any(escape in payload for escape in _ESCAPES):
+        return False
+    if payload.isascii():
+        return True
+    beyond_ascii = payload.translate(None, _ASCII)  # UTF-8 resynchronises: no false joins
+    return not any(character in beyond_ascii for character in _FOLDING_BYTES)
+
+
+def required_words(rules: Iterable[Rule], normalizer: Normalizer) -> tuple[bytes, ...] | None:
+    """Return the lower-case words of which one occurs in every match of ``rules``, or None."""
+    found = [rule.plan.predicate.necessary(normalizer.raw_safe) for rule in rules]
+    if not found or None in found:
+        return None
+    words = frozenset().union(*(w for w in found if w is not None))
+    return tuple(sorted((word.encode() for word in words), key=len, reverse=True))
 
 
 class Prefilter:
-    """Skips events whose (source, EventCode) no rule listens to; anything unclear is parsed."""
+    """Skips events no rule can match, judged from the bytes; anything unclear is parsed."""
 
-    def __init__(self, normalizer: Normalizer, routes: Iterable[tuple[str, str]]) -> None:
-        self.routes = frozenset(routes)
+    def __init__(self, normalizer: Normalizer, router: Router) -> None:
+        self.routes = router.routes
+        self.route_words = {
+            route: words
+            for route in self.routes
+            if (words := required_words(router.rules_at(route), normalizer)) is not None
+        }
         self.by_channel = {
             m.identify.equals.casefold(): m.source
             for m in normalizer.mappings
@@ -46,8 +92,8 @@ class Prefilter:
             (m.source for m in normalizer.mappings if m.identify.field == "event_simpleName"), None
         )
 
-    def unroutable(self, payload: bytes) -> Verdict | None:
-        """Return the verdict when ``payload`` certainly reaches no rule, else None."""
+    def skip(self, payload: bytes) -> Verdict | None:
+        """Return the verdict when ``payload`` certainly matches no rule, else None."""
         head = payload.lstrip()[:1]
         if head == b"<":
             source, code = self._pair(_XML_CHANNEL.search(payload), _XML_EVENT_ID.search(payload))
@@ -61,9 +107,17 @@ class Prefilter:
                 )
         else:
             return None
-        if source is None or code is None or (source, code) in self.routes:
+        if source is None or code is None:
             return None
-        return Verdict(source, code)
+        if (source, code) not in self.routes:
+            return Verdict(source, code)
+        words = self.route_words.get((source, code))
+        if words is None or not plain_text(payload):
+            return None
+        lowered = payload.lower()
+        if any(word in lowered for word in words):
+            return None
+        return Verdict(source, code, routed=True)
 
     def _pair(
         self, channel: re.Match[bytes] | None, event_id: re.Match[bytes] | None

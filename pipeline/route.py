@@ -24,6 +24,10 @@ class Router:
         """Return every (source, EventCode) some rule listens to."""
         return frozenset(self._table)
 
+    def rules_at(self, route: tuple[str, str]) -> tuple[Rule, ...]:
+        """Return the rules listening to ``route`` (source, EventCode)."""
+        return self._table.get(route, ())
+
     def rules_for(self, event: Event) -> tuple[Rule, ...]:
         """Return the rules that can match ``event`` (normalized)."""
-        return self._table.get((event.source, event.fields.get("EventCode", "")), ())
+        return self.rules_at((event.source, event.fields.get("EventCode", "")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,6 +11,9 @@ from pipeline.event import Event
 from pipeline.wildcard import Wildcard
 
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
+Literals = frozenset[str] | None  # one of these occurs in the raw text of any match; None: unknown
+RawSafe = Callable[[str], bool]  # whether a field's value is always a substring of the raw text
+_WORD = re.compile(r"[a-z0-9_.-]{3,}")
 
 
 class Expr(Protocol):
@@ -22,6 +26,21 @@ class Expr(Protocol):
     def decide(self, known: Mapping[str, str]) -> Truth:
         """Decide from a few known fields (source, EventCode, datamodel), or return None."""
         ...
+
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return words of which one is in the raw text of every matching event, or None."""
+        ...
+
+
+def longest_word(pattern: Wildcard) -> Literals:
+    """Return the longest ASCII word (letters, digits, ``_.-``) of the pattern's pieces."""
+    words = [word for piece in pattern.pieces for word in _WORD.findall(piece)]
+    return frozenset({max(words, key=len)}) if words else None
+
+
+def _no_literals(self: object, raw_safe: RawSafe) -> Literals:
+    """Return None: a negation or comparison promises no word in the raw text."""
+    return None
 
 
 def number_or_none(text: str | None) -> float | None:
@@ -57,6 +76,10 @@ class Match:
         value = known.get(self.field)
         return None if value is None else self.pattern.matches(value)
 
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return the pattern's longest word when the field's value is copied from the raw text."""
+        return longest_word(self.pattern) if raw_safe(self.field) else None
+
 
 @dataclass(frozen=True, slots=True)
 class Differs:
@@ -74,6 +97,8 @@ class Differs:
         """Decide when the field is known."""
         value = known.get(self.field)
         return None if value is None else not self.pattern.matches(value)
+
+    necessary = _no_literals
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +122,8 @@ class Ordering:
         """Decide when the field is known."""
         return None if self.field not in known else self.holds(known[self.field])
 
+    necessary = _no_literals
+
 
 @dataclass(frozen=True, slots=True)
 class Keyword:
@@ -111,6 +138,10 @@ class Keyword:
     def decide(self, known: Mapping[str, str]) -> Truth:
         """Keywords cannot be decided before the event is read."""
         return None
+
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return the term's longest word."""
+        return longest_word(self.pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +158,8 @@ class Not:
         """Negate when decided."""
         truth = self.operand.decide(known)
         return None if truth is None else not truth
+
+    necessary = _no_literals
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +179,11 @@ class All:
             return False
         return True if all(truths) else None
 
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return the operand's words whose shortest word is longest (the most selective)."""
+        found = [words for o in self.operands if (words := o.necessary(raw_safe)) is not None]
+        return max(found, key=lambda words: min(map(len, words))) if found else None
+
 
 @dataclass(frozen=True, slots=True)
 class Any:
@@ -163,6 +201,13 @@ class Any:
         if True in truths:
             return True
         return False if all(truth is False for truth in truths) else None
+
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return the union of the operands' words, or None when one operand has none."""
+        found = [o.necessary(raw_safe) for o in self.operands]
+        if not found or None in found:
+            return None
+        return frozenset().union(*(words for words in found if words is not None))
 
 
 ALWAYS = All(())

@@ -1,0 +1,125 @@
+"""The byte-level prefilter never skips an event a rule would match."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from pipeline import PROJECT_ROOT
+from pipeline.engine import Detector
+from pipeline.files import read_records
+from pipeline.match import match_event
+from pipeline.normalize import default_normalizer
+from pipeline.parse import parse_event
+from pipeline.prefilter import CASEFOLDS_TO_ASCII
+from pipeline.rejects import Rejected
+from pipeline.rules.expr import All, Any, Keyword, Match, Not
+from pipeline.rules.loader import load_rules
+from pipeline.wildcard import Wildcard
+
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+SYSMON_1 = (
+    "<Event><System><EventID>1</EventID><TimeCreated SystemTime='2024-05-01T10:00:00Z'/>"
+    "<Channel>Microsoft-Windows-Sysmon/Operational</Channel><Computer>ws01</Computer></System>"
+    "<EventData><Data Name='Image'>{image}</Data><Data Name='CommandLine'>{command}</Data>"
+    "<Data Name='ParentImage'>C:\\Windows\\explorer.exe</Data><Data Name='User'>CORP\\ann</Data>"
+    "<Data Name='ProcessGuid'>{{1}}</Data><Data Name='ProcessId'>42</Data></EventData></Event>"
+)
+
+
+@cache
+def detector() -> Detector:
+    """Return a detector with the shipped rules."""
+    return Detector(load_rules(PROJECT_ROOT / "rules"))
+
+
+def full_path_matches(payload: bytes) -> list[str]:
+    """Return the rule ids that match ``payload`` when it is parsed, skipping no screen."""
+    core = detector()
+    try:
+        event = core.normalizer.normalize(parse_event(payload))
+    except Rejected:
+        return []
+    return [r.id for r in core.router.rules_for(event) if match_event(r, event) is not None]
+
+
+def test_no_fixture_event_that_some_rule_matches_is_skipped() -> None:
+    skipped_routed = matched = 0
+    for path in sorted(FIXTURES.rglob("*")):
+        if path.suffix not in (".xml", ".json", ".log", ".evtx", ".zip", ".gz"):
+            continue
+        for record in read_records(path):
+            verdict = detector().prefilter.skip(record.payload)
+            found = full_path_matches(record.payload)
+            matched += bool(found)
+            if verdict is not None:
+                assert found == [], f"{record.location}#{record.index} skipped but matches {found}"
+                skipped_routed += verdict.routed
+    assert matched > 10 and skipped_routed > 0  # the check ran on both kinds of event
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "&#87;MIC.exe /node:10.0.0.5 process call create calc.exe",  # character reference
+        "\u212anown-good wmic\u0131.exe",  # non-ASCII: casefolding could spell a word
+    ],
+)
+def test_events_whose_text_could_hide_a_word_are_parsed(command: str) -> None:
+    payload = SYSMON_1.format(image="C:\\Windows\\System32\\wbem\\WMIC.exe", command=command)
+    assert detector().prefilter.skip(payload.encode()) is None
+
+
+def test_a_routed_event_without_any_rule_word_is_skipped() -> None:
+    payload = SYSMON_1.format(image="C:\\Windows\\notepad.exe", command="notepad.exe a.txt")
+    verdict = detector().prefilter.skip(payload.encode())
+    assert verdict is not None and verdict.routed and verdict.source == "sysmon"
+
+
+def test_a_json_unicode_escape_is_parsed() -> None:
+    payload = (
+        b'{"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, '
+        b'"Image": "C:\\\\wbem\\\\\\u0057MIC.exe", "CommandLine": "x"}'
+    )
+    assert detector().prefilter.skip(payload) is None
+
+
+def words(expression: object) -> frozenset[str] | None:
+    """Return the necessary words of ``expression`` with every field copied from the raw text."""
+    return expression.necessary(lambda field: field != "derived")  # type: ignore[attr-defined]
+
+
+def test_necessary_words_follow_the_logic() -> None:
+    wmic = Match("process_name", Wildcard.compile("wmic.exe"))
+    node = Match("process", Wildcard.compile("*/node:*"))
+    derived = Match("derived", Wildcard.compile("anything"))
+    assert words(wmic) == {"wmic.exe"}
+    assert words(node) == {"node"}
+    assert words(All((node, wmic))) == {"wmic.exe"}  # the most selective operand
+    assert words(Any((wmic, Keyword(Wildcard.compile("*scrcons*"))))) == {"wmic.exe", "scrcons"}
+    assert words(Any((wmic, derived))) is None
+    assert words(Not(wmic)) is None
+    assert words(All(())) is None
+    assert words(Match("process", Wildcard.compile("*/c *"))) is None  # no word of 3 characters
+
+
+def test_derived_fields_are_not_trusted_to_be_in_the_raw_text() -> None:
+    normalizer = default_normalizer()
+    assert not normalizer.raw_safe("user")  # template DOMAIN\\name in some sources
+    assert not normalizer.raw_safe("_datamodel")
+    assert normalizer.raw_safe("process_name") and normalizer.raw_safe("CommandLine")
+
+
+def test_the_list_of_characters_that_casefold_to_ascii_is_complete() -> None:
+    found = {
+        chr(point)
+        for point in range(0x80, 0x110000)
+        if not 0xD800 <= point < 0xE000 and any(c < "\x80" for c in chr(point).casefold())
+    }
+    assert found == set(CASEFOLDS_TO_ASCII)
+
+
+def test_a_registered_sign_does_not_stop_the_word_screen() -> None:
+    payload = SYSMON_1.format(image="C:\\Windows\\notepad.exe", command="Microsoft\u00ae Notepad")
+    assert detector().prefilter.skip(payload.encode()) is not None
