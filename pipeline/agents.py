@@ -14,14 +14,16 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import faust
+import orjson
 from mode import Service
 
 from pipeline import metrics
-from pipeline.aggregate import Aggregator
+from pipeline.aggregate import Aggregator, StagedWrites
 from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.health import Health
 from pipeline.intake import Intake
+from pipeline.kafka import read_range
 from pipeline.match import RuleMatch
 from pipeline.ocsf import to_ocsf
 from pipeline.risk import RiskScorer
@@ -65,6 +67,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topic_partitions=matches_spec.partitions,
         topic_replication_factor=matches_spec.replication_factor,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.instance_id,
     )
     matches_topic = app.topic(topics.matches, value_serializer="json", internal=False)
     findings_topic = app.topic(topics.findings, value_serializer="json", internal=False)
@@ -78,53 +81,85 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         default=dict,
         partitions=topics.spec("wmiwatch.risk").partitions,
     )
-    aggregator = Aggregator(detector.rules, dest_to_rule_stats, settings.window_policy())
+    partition_offsets = app.Table("matches_partition_offsets", partitions=matches_spec.partitions)
+    staged = StagedWrites(dest_to_rule_stats)
+    aggregator = Aggregator(detector.rules, staged, settings.window_policy())
     scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())
     render = to_ocsf if settings.output_format == "ocsf" else dict
     watermarks: dict[int, float] = {}  # per partition of the matches topic, from its ticks
 
-    async def publish(record: dict[str, Any], ingested_at: float | None) -> None:
-        rule = detector.rules[record["rule_id"]]
-        await findings_topic.send(key=record["dest"], value=render(record))
-        metrics.findings_emitted_total.labels(rule.id, record["status"]).inc()
-        if record["status"] != "new":
-            return
-        risk_events = build_risk_events(rule, record)
-        for risk in risk_events:
-            await risk_topic.send(key=risk["risk_object"], value=risk)
-        metrics.risk_events_emitted_total.labels(rule.id).inc(len(risk_events))
-        if ingested_at is not None:
-            metrics.finding_latency_seconds.observe(time.time() - ingested_at)
+    async def publish(records: list[dict[str, Any]], ingested_at: float | None) -> None:
+        """Send findings (and risk events of new ones), wait for acks, then write the table."""
+        sent = []
+        for record in records:
+            rule = detector.rules[record["rule_id"]]
+            sent.append(await findings_topic.send(key=record["dest"], value=render(record)))
+            metrics.findings_emitted_total.labels(rule.id, record["status"]).inc()
+            if record["status"] != "new":
+                continue
+            risk_events = build_risk_events(rule, record)
+            for risk in risk_events:
+                sent.append(await risk_topic.send(key=risk["risk_object"], value=risk))
+            metrics.risk_events_emitted_total.labels(rule.id).inc(len(risk_events))
+            if ingested_at is not None:
+                metrics.finding_latency_seconds.observe(time.time() - ingested_at)
+        await asyncio.gather(*sent)
+        staged.apply()
+
+    async def handle(record: dict[str, Any], partition: int) -> None:
+        """Count a match, or advance the partition's watermark on a tick; publish what is due."""
+        watermark = watermarks.get(partition, -math.inf)
+        if record["type"] == "tick":
+            watermark = watermarks[partition] = max(watermark, record["watermark"])
+            metrics.event_time_watermark_seconds.set(max(watermarks.values()))
+            metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
+            metrics.table_keys.labels("risk_object_to_contributions").set(
+                len(risk_object_to_contributions)
+            )
+            owned = [
+                dest
+                for dest, groups in dest_to_rule_stats.items()
+                if any(g.get("partition") == partition for g in groups.values())
+            ]
+            due = aggregator.advance(watermark, time.time(), owned)
+            ingested_at = None
+        else:
+            match = RuleMatch.from_record(record)
+            if aggregator.is_redelivery(match):
+                metrics.matches_redelivered_total.labels(match.rule_id).inc()
+                return
+            due = aggregator.add(match, watermark, time.time(), {"partition": partition})
+            metrics.matches_aggregated_total.labels(match.rule_id).inc()
+            if aggregator.is_late(match, watermark):
+                metrics.late_matches_total.labels(match.rule_id).inc()
+            ingested_at = record["ingested_at"]
+        await publish(due, ingested_at)
+
+    async def skipped_records(partition: int, offset: int) -> list[dict[str, Any]]:
+        """Re-read the records of ``partition`` the stream skipped before ``offset``.
+
+        Faust 0.15 can commit past records it never delivered around restarts and rebalances
+        (faust-streaming issue 312); the next offset the aggregation expects is kept in a
+        changelog-backed table, so such a hole is seen and read again from the broker.
+        """
+        expected = partition_offsets.get(str(partition))
+        if expected is None or offset <= expected:
+            return []
+        records = await asyncio.to_thread(
+            read_range, settings, topics.matches, partition, expected, offset
+        )
+        metrics.matches_reread_total.inc(len(records))
+        return [orjson.loads(record.value() or b"{}") for record in records]
 
     @app.agent(matches_topic)
     async def aggregate(stream: faust.StreamT[dict[str, Any]]) -> None:
         """Count matches into their dest's table entry; on ticks, close windows and update."""
         async for event in stream.events():
-            record, partition = event.value, event.message.partition
-            watermark = watermarks.get(partition, -math.inf)
-            if record["type"] == "tick":
-                watermark = watermarks[partition] = max(watermark, record["watermark"])
-                metrics.event_time_watermark_seconds.set(max(watermarks.values()))
-                metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
-                metrics.table_keys.labels("risk_object_to_contributions").set(
-                    len(risk_object_to_contributions)
-                )
-                owned = [
-                    dest
-                    for dest, groups in dest_to_rule_stats.items()
-                    if any(g.get("partition") == partition for g in groups.values())
-                ]
-                due = aggregator.advance(watermark, time.time(), owned)
-                ingested_at = None
-            else:
-                match = RuleMatch.from_record(record)
-                due = aggregator.add(match, watermark, time.time(), {"partition": partition})
-                metrics.matches_aggregated_total.labels(match.rule_id).inc()
-                if aggregator.is_late(match, watermark):
-                    metrics.late_matches_total.labels(match.rule_id).inc()
-                ingested_at = record["ingested_at"]
-            for finding in due:
-                await publish(finding, ingested_at)
+            partition, offset = event.message.partition, event.message.offset
+            for record in await skipped_records(partition, offset):
+                await handle(record, partition)
+            await handle(event.value, partition)
+            partition_offsets[str(partition)] = offset + 1
 
     @app.agent(risk_topic)
     async def score(stream: faust.StreamT[dict[str, Any]]) -> None:

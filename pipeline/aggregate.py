@@ -5,16 +5,21 @@ matches make the group dirty and an ``update`` goes out at most once per update 
 the watermark passes the window's end plus the allowed lateness a ``final`` record goes out.
 All records of a group share its ``finding_id``. A match for a window that is already closed is
 still counted, and its record is flagged ``late``.
+
+Delivery is at least once, so a match can arrive twice (an intake or worker restarted before it
+committed). Each group keeps the highest raw offset it counted per source partition, and a match
+at or below it is a redelivery: not counted again. Matches of one dest from one source partition
+arrive in offset order (one producer per source partition, idempotent), so this is exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.emit import build_finding, finding_id
-from pipeline.match import RuleMatch
+from pipeline.match import Origin, RuleMatch
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 
@@ -79,13 +84,28 @@ class Aggregator:
         window = self.window_of(self.rules[match.rule_id])
         return self.closes_at(match.rule_id, window_start(match.time, window)) <= watermark
 
+    def group_of(self, match: RuleMatch) -> tuple[str, int]:
+        """Return the finding id and window start of the group ``match`` counts into."""
+        rule = self.rules[match.rule_id]
+        start = window_start(match.time, self.window_of(rule))
+        return finding_id(rule.id, start, match.group), start
+
+    def is_redelivery(self, match: RuleMatch) -> bool:
+        """Return True when the match's group has already counted its raw record."""
+        if match.origin is None:
+            return False
+        stats = (self.state.get(match.dest) or {}).get(self.group_of(match)[0])
+        counted = (stats or {}).get("counted", {}).get(_source_key(match.origin), -1)
+        return bool(match.origin.offset <= counted)
+
     def add(
         self, match: RuleMatch, watermark: float, now: float, extra: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """Count ``match``; return the records that become due (new, or a late update)."""
+        if self.is_redelivery(match):
+            return []
         rule = self.rules[match.rule_id]
-        start = window_start(match.time, self.window_of(rule))
-        fid = finding_id(rule.id, start, match.group)
+        fid, start = self.group_of(match)
         dest_state = dict(self.state.get(match.dest) or {})
         stats = _updated(dest_state.get(fid), match, fid, start, extra or {})
         stats["late"] = stats["late"] or self.is_late(match, watermark)
@@ -153,6 +173,10 @@ class Aggregator:
         )
 
 
+def _source_key(origin: Origin) -> str:
+    return f"{origin.topic}:{origin.partition}"
+
+
 def _updated(
     stats: GroupStats | None, match: RuleMatch, fid: str, start: int, extra: Mapping[str, Any]
 ) -> GroupStats:
@@ -168,6 +192,7 @@ def _updated(
             "last": match.time,
             "values": {},
             "evidence": [],
+            "counted": {},
             "emitted": False,
             "emitted_at": 0.0,
             "closed": False,
@@ -179,6 +204,7 @@ def _updated(
             **stats,
             "values": {k: list(v) for k, v in stats["values"].items()},
             "evidence": list(stats["evidence"]),
+            "counted": dict(stats["counted"]),
         }
     stats["count"] += 1
     stats["dirty"] = True
@@ -188,8 +214,10 @@ def _updated(
         seen = stats["values"].setdefault(name, [])
         if value not in seen:
             seen.append(value)
-    if match.origin is not None and len(stats["evidence"]) < MAX_EVIDENCE:
-        origin = match.origin
+    origin = match.origin
+    if origin is not None:
+        stats["counted"][_source_key(origin)] = origin.offset
+    if origin is not None and len(stats["evidence"]) < MAX_EVIDENCE:
         stats["evidence"].append(
             {
                 "topic": origin.topic,
@@ -199,3 +227,44 @@ def _updated(
             }
         )
     return stats
+
+
+class StagedWrites(MutableMapping[str, DestState]):
+    """A view of a table whose writes wait for ``apply``.
+
+    The worker applies them only after the findings they announce are acknowledged, so a
+    table never records a finding as sent that a crash kept from being sent.
+    """
+
+    def __init__(self, table: MutableMapping[str, DestState]) -> None:
+        self.table = table
+        self.pending: dict[str, DestState | None] = {}  # None: delete
+
+    def __getitem__(self, key: str) -> DestState:
+        if key not in self.pending:
+            return self.table[key]
+        value = self.pending[key]
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: DestState) -> None:
+        self.pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.pending[key] = None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def apply(self) -> None:
+        """Write the held changes to the table."""
+        for key, value in self.pending.items():
+            if value is not None:
+                self.table[key] = value
+            elif key in self.table:
+                del self.table[key]
+        self.pending.clear()

@@ -71,13 +71,13 @@ def start_broker(port: int, data_dir: Path, log: Path | None = None) -> subproce
     return process
 
 
-def stop_broker(process: subprocess.Popen[bytes]) -> None:
-    """Stop the broker's whole process group (SIGTERM, then SIGKILL)."""
+def stop_broker(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """Stop the broker's whole process group (SIGTERM, then SIGKILL after ``timeout``)."""
     if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

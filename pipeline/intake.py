@@ -53,8 +53,9 @@ class Intake:
     ) -> None:
         self.settings, self.topics, self.detector = settings, topics, detector
         self.health = health or Health()
+        membership = {"group.instance.id": settings.instance_id} if settings.instance_id else {}
         self.consumer = consumer(
-            settings, f"{settings.group_id}-intake", error_cb=self._on_client_error
+            settings, f"{settings.group_id}-intake", error_cb=self._on_client_error, **membership
         )
         self.producer = producer(settings)
         self.known_codes = {code for _, code in detector.router.routes}
@@ -63,6 +64,7 @@ class Intake:
         self.watermark = Watermark()
         self.rule_times: dict[str, float] = {}
         self.tick_partitions: list[int] = []
+        self.committed_at_assign: dict[tuple[str, int], int] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
@@ -91,6 +93,8 @@ class Intake:
     def _on_assign(self, _consumer: object, partitions: list[TopicPartition]) -> None:
         self.health.joined = True
         self.health.broker_error = None
+        for position in self.consumer.committed(partitions, timeout=30):
+            self.committed_at_assign[(position.topic, position.partition)] = position.offset
 
     def _on_client_error(self, error: KafkaError) -> None:
         log.warning("kafka client error: %s", error)
@@ -124,12 +128,17 @@ class Intake:
         backlog = []
         for position in self.consumer.position(self.consumer.assignment()):
             low, high = self.consumer.get_watermark_offsets(position, cached=True)
-            next_offset = position.offset if position.offset >= 0 else low
+            next_offset = self._next_offset(position, low)
             lag = metrics.consumer_lag.labels(position.topic, str(position.partition))
             lag.set(max(high - next_offset, 0) if high >= 0 else 0)
             if high < 0 or next_offset < high:
                 backlog.append((position.topic, position.partition))
         return backlog
+
+    def _next_offset(self, position: TopicPartition, low: int) -> int:
+        """Return the next offset to read: the position, else the commit seen at assignment."""
+        committed = self.committed_at_assign.get((position.topic, position.partition), -1)
+        return next((o for o in (position.offset, committed) if o >= 0), low)
 
     def _send_ticks(self) -> None:
         """Tell every aggregation partition how far event time has got (drives window closing)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.settings import Settings
@@ -39,6 +39,24 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
         **overrides,
     }
     return Consumer(config)
+
+
+def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int
+) -> list[Message]:
+    """Return the records of ``topic``/``partition`` with offsets in [start, end)."""
+    reader = consumer(settings, f"{settings.group_id}-reread")
+    reader.assign([TopicPartition(topic, partition, start)])
+    records: list[Message] = []
+    try:
+        while not records or (records[-1].offset() or 0) < end - 1:
+            batch = [m for m in reader.consume(end - start, timeout=10) if m.error() is None]
+            if not batch:
+                raise KafkaException(f"{topic}[{partition}] ended before offset {end - 1}")
+            records.extend(m for m in batch if (m.offset() or 0) < end)
+    finally:
+        reader.close()
+    return records
 
 
 def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> dict[str, str]:

@@ -54,6 +54,15 @@ matches_aggregated_total = Counter(
     "Matches counted into the dest table.",
     ["rule"],
 )
+matches_redelivered_total = Counter(
+    "wmiwatch_matches_redelivered_total",
+    "Matches delivered again after a restart (at-least-once) and not counted twice.",
+    ["rule"],
+)
+matches_reread_total = Counter(
+    "wmiwatch_matches_reread_total",
+    "Records of the matches topic the stream skipped and the aggregation read again.",
+)
 findings_emitted_total = Counter(
     "wmiwatch_findings_emitted_total",
     "Finding records produced (status: new, update, final).",

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     ssl_key_location: Path | None = None
     topic_prefix: str = ""
     group_id: str = "wmiwatch"
+    instance_id: str | None = None
     rules_dir: Path = PROJECT_ROOT / "rules"
     topics_dir: Path = PROJECT_ROOT / "topics"
     metrics_port: int = Field(default=9108, ge=0, le=65535)

@@ -78,6 +78,8 @@ def topics(settings: Settings) -> Topics:
 def settings_env(settings: Settings) -> dict[str, str]:
     """Return the WMIWATCH_* environment that reproduces ``settings`` in a child process."""
     values = settings.model_dump(exclude={"sasl_password"}, exclude_none=True)
+    if settings.sasl_password is not None:
+        values["sasl_password"] = settings.sasl_password.get_secret_value()
     return {**os.environ, **{f"WMIWATCH_{name.upper()}": str(v) for name, v in values.items()}}
 
 
@@ -99,8 +101,8 @@ class WorkerProcess:
                 self.process.wait()
 
 
-def start_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> WorkerProcess:
-    """Start a worker and wait until Faust reports it ready."""
+def launch_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> WorkerProcess:
+    """Start a worker process and return at once."""
     env = settings_env(settings)
     if metrics_port is not None:
         env["WMIWATCH_METRICS_PORT"] = str(metrics_port)
@@ -111,14 +113,19 @@ def start_worker(settings: Settings, log: Path, metrics_port: int | None = None)
         stdout=open(log, "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
     )
-    worker = WorkerProcess(process, log)
+    return WorkerProcess(process, log)
+
+
+def start_worker(settings: Settings, log: Path, metrics_port: int | None = None) -> WorkerProcess:
+    """Start a worker and wait until Faust reports it ready."""
+    worker = launch_worker(settings, log, metrics_port)
     deadline = time.monotonic() + 90
     while b"Worker ready" not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
+        if worker.process.poll() is not None or time.monotonic() > deadline:
             worker.stop()
             raise AssertionError(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-    wait_for_port(int(env["WMIWATCH_METRICS_PORT"]))
+    wait_for_port(metrics_port or settings.metrics_port)
     return worker
 
 

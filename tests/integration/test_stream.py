@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from pipeline.kafka import producer
 from pipeline.offline import detect_files
@@ -110,6 +111,25 @@ def test_stream_and_offline_detect_give_the_same_finding_ids(
     assert {f["finding_id"] for f in streamed} == {f["finding_id"] for f in offline.findings}
     first_emissions = sorted(f["finding_id"] for f in streamed if f["status"] == "new")
     assert first_emissions == sorted(f["finding_id"] for f in offline.findings)
+
+
+def test_a_configured_password_reaches_neither_logs_nor_metrics(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    secret = "s3cr3t-Pa55word-7f1c"
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings.model_copy(update={"sasl_password": SecretStr(secret)}), log)
+    try:
+        replay_files(SEED_SAMPLES, settings, topics)
+        read_topic(settings, topics.findings, expected=len(SEED_FINDINGS))
+        url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        metrics = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        worker.stop()
+    assert "wmiwatch_findings_emitted_total" in metrics
+    assert "Worker ready" in log.read_text()
+    assert secret not in metrics
+    assert secret not in log.read_text()
 
 
 def test_bad_records_go_to_the_dead_letter_topic(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import pytest
 
 from pipeline import PROJECT_ROOT
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState, WindowPolicy
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState, StagedWrites, WindowPolicy
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.match import Origin, RuleMatch
 from pipeline.rules.loader import load_rules
@@ -17,6 +18,7 @@ from tests.conftest import schema_validator
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+OFFSETS = itertools.count()  # raw offsets rise in arrival order, whatever the event times
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def aggregator(rules: dict[str, Any], state: dict[str, DestState]) -> Aggregator
 
 def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> RuleMatch:
     group = {"Processes.dest": dest, "Processes.user": "CORP\\bob", "Processes.process": process}
-    return RuleMatch(WMIC_NODE, dest, time, group, origin=Origin("t", 0, int(time)))
+    return RuleMatch(WMIC_NODE, dest, time, group, origin=Origin("t", 0, next(OFFSETS)))
 
 
 def statuses(records: list[dict[str, Any]]) -> list[tuple[str, int, bool]]:
@@ -51,7 +53,8 @@ def test_first_match_emits_new_and_later_ones_update_the_table(
     assert aggregator.add(match(7250.0), watermark=7400.0, now=2.0) == []  # out of order
     (stats,) = state["h1"].values()
     assert (stats["count"], stats["first"], stats["last"]) == (3, 7250.0, 7400.0)
-    assert [e["offset"] for e in stats["evidence"]] == [7300, 7400, 7250]
+    offsets = [e["offset"] for e in stats["evidence"]]
+    assert offsets == sorted(set(offsets)) and len(offsets) == 3  # in arrival order
     assert (first["status"], first["count"], first["late"]) == ("new", 1, False)
     assert first["finding_id"] == finding_id(WMIC_NODE, 7200, match(0).group)
     assert first["title"] == (
@@ -121,3 +124,31 @@ def test_closed_windows_expire_from_the_table(
     assert starts == [h * HOUR for h in range(10 - KEPT_WINDOWS - 1, 10)]  # current + 2 before
     aggregator.advance(math.inf, 0.0, ["h1"])
     assert state == {}
+
+
+def test_a_redelivered_match_is_not_counted_again(aggregator: Aggregator) -> None:
+    first, second = match(7300.0), match(7310.0)
+    (new,) = aggregator.add(first, 7300.0, now=0.0)
+    aggregator.add(second, 7310.0, now=0.0)
+    assert aggregator.is_redelivery(first) and aggregator.is_redelivery(second)
+    assert aggregator.add(first, 7320.0, now=1.0) == []  # replayed after a restart
+    assert aggregator.add(second, 7320.0, now=1.0) == []
+    other_partition = RuleMatch(
+        first.rule_id, "h1", 7330.0, first.group, origin=Origin("t", 1, first.origin.offset)
+    )
+    assert not aggregator.is_redelivery(other_partition)
+    aggregator.add(other_partition, 7330.0, now=2.0)
+    (final,) = aggregator.advance(HOUR * 3 + 300, now=3.0, dests=["h1"])
+    assert (new["status"], final["status"], final["count"]) == ("new", "final", 3)
+
+
+def test_staged_writes_reach_the_table_only_when_applied(rules: dict[str, Any]) -> None:
+    table: dict[str, DestState] = {"old": {"x": {}}}
+    staged = StagedWrites(table)
+    aggregator = Aggregator(rules, staged, POLICY)
+    (new,) = aggregator.add(match(7300.0), 7300.0, now=0.0)
+    del staged["old"]
+    assert "h1" not in table and "old" in table  # a crash here loses nothing sent
+    assert new["finding_id"] in staged["h1"] and "old" not in staged
+    staged.apply()
+    assert new["finding_id"] in table["h1"] and "old" not in table

@@ -1,0 +1,74 @@
+"""A busy Windows fleet's event stream, for the benchmark and the crash/restart test.
+
+Real-size XmlWinEventLog events varied from the test fixtures (real Sysmon and Security logs):
+Sysmon 1/3/5/7/10/11/12/13/22 and Security 4624/4688 dominate, a little PowerShell 4104, and
+rare WMI attacks (wmic /node:, Invoke-WMIExec) sprinkled in. Host names and times vary.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+
+from pipeline import PROJECT_ROOT
+from pipeline.files import read_records
+
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+SYSMON_MIX = {"1": 10, "3": 15, "5": 5, "7": 20, "10": 10, "11": 8, "12": 7, "13": 7, "22": 5}
+SECURITY_MIX = {"4624": 6, "4688": 4}
+POWERSHELL_SHARE, ATTACK_SHARE = 2.9, 0.1
+
+
+def templates() -> dict[str, list[bytes]]:
+    """Return real events to vary, by kind."""
+    sysmon = FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log"
+    lines = [record.payload for record in read_records(sysmon)]
+    security = [
+        r.payload
+        for r in read_records(
+            FIXTURES / "rules" / "hayabusa_4688_wmic_shadowcopy_delete_negative.evtx"
+        )
+    ]
+    powershell = (FIXTURES / "demo" / "synthetic_4104_invoke_wmiexec.xml").read_bytes()
+    attacks = [line for line in lines if b"/node:" in line] + [powershell.splitlines()[0]]
+    return {
+        "sysmon": [line for line in lines if b"/node:" not in line],
+        "security": [s for s in security if b"shadowcopy" not in s],
+        "powershell": [powershell.splitlines()[1]],
+        "attack": attacks,
+    }
+
+
+def events(count: int, seed: int = 1, per_second: int = 1000) -> Iterator[tuple[str, str, bytes]]:
+    """Yield (source, host, payload) for ``count`` events of the fleet mix, ``per_second``
+    events per second of event time."""
+    pick = random.Random(seed)
+    base = templates()
+    kinds = (
+        [("sysmon", code) for code in SYSMON_MIX]
+        + [("security", c) for c in SECURITY_MIX]
+        + [("powershell", "4104"), ("attack", "")]
+    )
+    weights = [*SYSMON_MIX.values(), *SECURITY_MIX.values(), POWERSHELL_SHARE, ATTACK_SHARE]
+    start = time.time() - count / per_second
+    for number in range(count):
+        kind, code = pick.choices(kinds, weights)[0]
+        host = f"ws{pick.randrange(2000):04d}.corp.example"
+        payload = pick.choice(base[kind])
+        if code and kind != "powershell":
+            payload = re.sub(
+                rb"<EventID>\d+</EventID>", f"<EventID>{code}</EventID>".encode(), payload, count=1
+            )
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + number / per_second))
+        payload = re.sub(
+            rb"SystemTime=(['\"])[^'\"]+\1",
+            f"SystemTime='{moment}.{number % 1000:03d}0000Z'".encode(),
+            payload,
+        )
+        payload = re.sub(
+            rb"<Computer>[^<]*</Computer>", f"<Computer>{host}</Computer>".encode(), payload
+        )
+        source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind, kind)
+        yield source, host, payload

@@ -1,0 +1,246 @@
+"""Crashes, a broker restart and scaling during a 200k-event replay: nothing lost or doubled.
+
+One scenario on a broker of its own (so that it can be restarted with its data kept): the
+whole fleet stream is produced, then workers work through it while the test scales from one
+worker to two, SIGKILLs the first one twice, scales back to one and restarts the broker. A
+supervisor loop restarts any worker that died, as Kubernetes would. At the end every finding
+the offline ``detect`` finds over the same events is on the findings topic with the same
+count (matches are counted exactly once despite redelivery), and no finding_id has two
+different ``new`` records (a ``new`` may be sent twice after a crash, always identical).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from bench.fleet import events
+from pipeline.broker import free_port, start_broker, stop_broker
+from pipeline.kafka import consumer, create_topics, producer
+from pipeline.offline import detect_files
+from pipeline.rules.loader import load_rules
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+from tests.conftest import WorkerProcess, launch_worker
+
+EVENTS = 200_000
+
+
+@dataclass
+class Fleet:
+    """The workers of the scenario, kept running by ``supervise`` like a StatefulSet."""
+
+    settings: Settings
+    folder: Path
+    workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    starts: int = 0
+
+    def start(self, name: str, static: bool = True) -> None:
+        """Launch worker ``name`` with its own data dir, metrics port and log; do not wait.
+
+        A static worker keeps its group instance id across restarts (a StatefulSet pod);
+        a dynamic one leaves the groups when stopped.
+        """
+        self.starts += 1
+        own = self.settings.model_copy(
+            update={
+                "data_dir": self.folder / name,
+                "metrics_port": free_port(),
+                "instance_id": name if static else None,
+            }
+        )
+        self.workers[name] = launch_worker(own, self.folder / f"{name}-{self.starts}.log")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL worker ``name`` (no shutdown, no commit) and start it again."""
+        os.kill(self.workers[name].process.pid, signal.SIGKILL)
+        self.workers[name].process.wait()
+        self.start(name)
+
+    def supervise(self) -> None:
+        """Restart any worker that exited on its own."""
+        for name, worker in list(self.workers.items()):
+            if worker.process.poll() is not None:
+                self.start(name)
+
+    def ready(self, name: str) -> bool:
+        """Return True once worker ``name`` has finished recovery."""
+        return b"Worker ready" in self.workers[name].log.read_bytes()
+
+    def stop(self, name: str) -> None:
+        """Stop worker ``name`` gracefully (scale down)."""
+        self.workers.pop(name).stop()
+
+
+@dataclass
+class LocalBroker:
+    """A local broker that keeps its data across restarts."""
+
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the broker on its port with its data dir."""
+        self.process = start_broker(self.port, self.folder / "data", self.folder / "broker.log")
+
+    def stop(self) -> None:
+        """Stop the broker's process group."""
+        if self.process is not None:
+            stop_broker(self.process)
+
+    def restart(self) -> None:
+        """Stop the broker gracefully and start it again on the same port and data.
+
+        The local broker writes its whole state to one file when it stops; a SIGKILL before
+        that finishes would lose data a real broker keeps, so wait for it however long it takes.
+        """
+        assert self.process is not None
+        began = time.monotonic()
+        stop_broker(self.process, timeout=600)
+        assert self.process.returncode == 0, f"broker exited with {self.process.returncode}"
+        self.start()
+        print(f"broker restarted in {time.monotonic() - began:.0f} s")
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Iterator[tuple[Settings, Topics, LocalBroker]]:
+    """Yield settings and topics on a broker of this test's own, with short windows."""
+    if os.environ.get("WMIWATCH_TEST_BOOTSTRAP"):
+        pytest.skip("restarts the broker: needs the local broker, not an external cluster")
+    broker = LocalBroker(free_port(), tmp_path / "broker")
+    broker.start()
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=f"127.0.0.1:{broker.port}",
+        topic_prefix=f"c{tag}.",
+        group_id=f"crash-{tag}",
+        window_seconds=60,
+        allowed_lateness_seconds=5,
+        update_interval_seconds=0,
+    )
+    topics = settings.topics()
+    create_topics(settings, topics)
+    try:
+        yield settings, topics, broker
+    finally:
+        broker.stop()
+
+
+def produce_fleet(settings: Settings, topics: Topics, path: Path) -> None:
+    """Produce the fleet stream to the raw topics and write the same events to ``path``."""
+    client, raw = producer(settings, **{"linger.ms": 50}), topics.raw()
+    with path.open("wb") as log:
+        for number, (source, host, payload) in enumerate(events(EVENTS)):
+            client.produce(raw[source], payload, key=host.encode())
+            log.write(payload + b"\n")
+            if number % 10_000 == 0:
+                client.poll(0)
+    assert client.flush(60) == 0
+
+
+def intake_progress(settings: Settings, topics: Topics) -> float | None:
+    """Return the share of raw records the intake group has committed (None: broker away)."""
+    reader = Consumer({**settings.librdkafka_config(), "group.id": f"{settings.group_id}-intake"})
+    try:
+        committed = ends = 0
+        for topic in topics.raw().values():
+            partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+            wanted = [TopicPartition(topic, p) for p in partitions]
+            for position in reader.committed(wanted, timeout=10):
+                ends += reader.get_watermark_offsets(position, timeout=10)[1]
+                committed += max(position.offset, 0)
+        return committed / max(ends, 1)
+    except KafkaException:
+        return None
+    finally:
+        reader.close()
+
+
+def findings_by_id(settings: Settings, topics: Topics) -> dict[str, list[dict[str, object]]]:
+    """Read the whole findings topic; return its records grouped by finding_id."""
+    reader = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
+    reader.subscribe([topics.findings])
+    grouped: dict[str, list[dict[str, object]]] = defaultdict(list)
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 5:
+        batch = [m for m in reader.consume(1000, timeout=0.5) if m.error() is None]
+        for message in batch:
+            record = orjson.loads(message.value())
+            grouped[record["finding_id"]].append(record)
+        if batch:
+            idle_since = time.monotonic()
+    reader.close()
+    return grouped
+
+
+@pytest.mark.timeout(1200)
+def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
+    scenario: tuple[Settings, Topics, LocalBroker], tmp_path: Path
+) -> None:
+    settings, topics, broker = scenario
+    log_file = tmp_path / "fleet.xml"
+    produce_fleet(settings, topics, log_file)
+    policy = settings.window_policy()
+    expected = {
+        f["finding_id"]: f["count"]
+        for f in detect_files([log_file], load_rules(settings.rules_dir), policy).findings
+    }
+    fleet = Fleet(settings, tmp_path)
+    fleet.start("a")
+    steps: list[tuple[Callable[[float], bool], Callable[[], None]]] = [
+        (lambda progress: progress >= 0.05, lambda: fleet.start("b", static=False)),
+        (lambda progress: progress >= 0.20, lambda: fleet.kill("a")),
+        (lambda progress: progress >= 0.35, lambda: fleet.kill("a")),
+        (lambda progress: progress >= 0.50 and fleet.ready("b"), lambda: fleet.stop("b")),
+        (lambda progress: progress >= 0.65, broker.restart),
+    ]
+    deadline = time.monotonic() + 900
+    try:
+        progress = 0.0
+        while steps or progress < 1.0:
+            assert time.monotonic() < deadline, f"stuck at {progress:.0%}, {len(steps)} steps left"
+            fleet.supervise()
+            progress = intake_progress(settings, topics) or progress
+            if steps and steps[0][0](progress):
+                steps.pop(0)[1]()
+            time.sleep(0.5)
+        found = wait_for_counts(settings, topics, expected, deadline)
+    finally:
+        for name in list(fleet.workers):
+            fleet.stop(name)
+    counts = {fid: max(int(str(r["count"])) for r in records) for fid, records in found.items()}
+    assert counts == expected
+    news = {fid: [r for r in records if r["status"] == "new"] for fid, records in found.items()}
+    assert all(len(records) >= 1 for records in news.values())
+    differing = {
+        fid: records
+        for fid, records in news.items()
+        if len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}) > 1
+    }
+    assert differing == {}
+    resent = sum(len(records) - 1 for records in news.values())
+    print(f"{len(expected)} findings, {fleet.starts} worker starts, {resent} new records re-sent")
+
+
+def wait_for_counts(
+    settings: Settings, topics: Topics, expected: dict[str, int], deadline: float
+) -> dict[str, list[dict[str, object]]]:
+    """Read the findings until every expected finding shows its full count (or time is up)."""
+    while True:
+        found = findings_by_id(settings, topics)
+        counts = {fid: max(int(str(r["count"])) for r in rs) for fid, rs in found.items()}
+        if counts == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
