@@ -64,9 +64,13 @@ class Fleet:
 
     def kill(self, name: str) -> None:
         """SIGKILL worker ``name`` (no shutdown, no commit) and start it again."""
+        self.crash(name)
+        self.start(name)
+
+    def crash(self, name: str) -> None:
+        """SIGKILL worker ``name``; ``supervise`` starts it again."""
         os.kill(self.workers[name].process.pid, signal.SIGKILL)
         self.workers[name].process.wait()
-        self.start(name)
 
     def supervise(self) -> None:
         """Restart any worker that exited on its own."""
@@ -101,17 +105,39 @@ class LocalBroker:
             stop_broker(self.process)
 
     def restart(self) -> None:
-        """Stop the broker gracefully and start it again on the same port and data.
+        """Stop the broker gracefully, start it again on the same port and data, wait for it.
 
-        The local broker writes its whole state to one file when it stops; a SIGKILL before
-        that finishes would lose data a real broker keeps, so wait for it however long it takes.
+        The local broker writes its whole state to one file when it stops (a SIGKILL before
+        that finishes would lose data a real broker keeps), and after a start it answers
+        requests before that state is loaded; so wait until every partition's end offset is
+        back to what it was.
         """
         assert self.process is not None
         began = time.monotonic()
+        ends = self.end_offsets()
         stop_broker(self.process, timeout=600)
         assert self.process.returncode == 0, f"broker exited with {self.process.returncode}"
         self.start()
+        while self.end_offsets() != ends:
+            assert time.monotonic() - began < 600, "the broker did not load its state"
+            time.sleep(1)
         print(f"broker restarted in {time.monotonic() - began:.0f} s")
+
+    def end_offsets(self) -> dict[tuple[str, int], int] | None:
+        """Return every partition's end offset (None while the broker cannot say)."""
+        reader = Consumer({"bootstrap.servers": f"127.0.0.1:{self.port}", "group.id": "ends"})
+        try:
+            return {
+                (name, partition): reader.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=10
+                )[1]
+                for name, topic in reader.list_topics(timeout=10).topics.items()
+                for partition in topic.partitions
+            }
+        except KafkaException:
+            return None
+        finally:
+            reader.close()
 
 
 @pytest.fixture
@@ -204,7 +230,7 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
         (lambda progress: progress >= 0.20, lambda: fleet.kill("a")),
         (lambda progress: progress >= 0.35, lambda: fleet.kill("a")),
         (lambda progress: progress >= 0.50 and fleet.ready("b"), lambda: fleet.stop("b")),
-        (lambda progress: progress >= 0.65, broker.restart),
+        (lambda progress: progress >= 0.65, lambda: (fleet.crash("a"), broker.restart())),
     ]
     deadline = time.monotonic() + 900
     try:
