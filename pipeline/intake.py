@@ -45,6 +45,19 @@ def dead_letter_record(message: Message, reason: str, detail: str) -> dict[str, 
     }
 
 
+# The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
+# again, and the aggregation does not count its matches twice.
+UNCOMMITTABLE = frozenset(
+    {
+        KafkaError._NO_OFFSET,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
 class Intake:
     """Consume raw topics in batches and produce matches and dead letters."""
 
@@ -177,8 +190,9 @@ class Intake:
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as error:
-            if error.args[0].code() != KafkaError._NO_OFFSET:
+            if error.args[0].code() not in UNCOMMITTABLE:
                 raise
+            log.info("batch not committed, its partitions moved: %s", error.args[0].str())
         metrics.intake_batch_seconds.observe(time.perf_counter() - started)
 
     def _observe_skipped_tails(self, tails: dict[tuple[str, int], tuple[bytes, Outcome]]) -> None:
