@@ -34,6 +34,8 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import WorkerProcess, launch_worker
 
+pytestmark = pytest.mark.reliability
+
 EVENTS = 200_000
 
 
