@@ -23,7 +23,7 @@ from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.health import Health
 from pipeline.intake import Intake
-from pipeline.kafka import read_range
+from pipeline.kafka import first_offset, read_range
 from pipeline.match import RuleMatch
 from pipeline.ocsf import to_ocsf
 from pipeline.risk import RiskScorer
@@ -140,10 +140,16 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
         Faust 0.15 can commit past records it never delivered around restarts and rebalances
         (faust-streaming issue 312); the next offset the aggregation expects is kept in a
-        changelog-backed table, so such a hole is seen and read again from the broker.
+        changelog-backed table (a partition never aggregated expects its oldest record), so
+        such a hole is seen and read again from the broker.
         """
-        expected = partition_offsets.get(str(partition))
-        if expected is None or offset <= expected:
+        stored = partition_offsets.get(str(partition))
+        expected = (  # a partition never aggregated here expects all it holds
+            stored
+            if stored is not None
+            else await asyncio.to_thread(first_offset, settings, topics.matches, partition)
+        )
+        if offset <= expected:
             return []
         records = await asyncio.to_thread(
             read_range, settings, topics.matches, partition, expected, offset

@@ -41,6 +41,15 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
+def first_offset(settings: Settings, topic: str, partition: int) -> int:
+    """Return the oldest offset still held in ``topic``/``partition``."""
+    reader = consumer(settings, f"{settings.group_id}-reread")
+    try:
+        return int(reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[0])
+    finally:
+        reader.close()
+
+
 def read_range(
     settings: Settings, topic: str, partition: int, start: int, end: int
 ) -> list[Message]:
