@@ -215,9 +215,10 @@ def _updated(
         if value not in seen:
             seen.append(value)
     origin = match.origin
-    if origin is not None:
-        stats["counted"][_source_key(origin)] = origin.offset
-    if origin is not None and len(stats["evidence"]) < MAX_EVIDENCE:
+    if origin is None:
+        return stats
+    stats["counted"][_source_key(origin)] = origin.offset
+    if len(stats["evidence"]) < MAX_EVIDENCE:
         stats["evidence"].append(
             {
                 "topic": origin.topic,

@@ -180,7 +180,7 @@ def produce_fleet(settings: Settings, topics: Topics, path: Path) -> None:
 
 def intake_progress(settings: Settings, topics: Topics) -> float | None:
     """Return the share of raw records the intake group has committed (None: broker away)."""
-    reader = Consumer({**settings.librdkafka_config(), "group.id": f"{settings.group_id}-intake"})
+    reader = consumer(settings, f"{settings.group_id}-intake")
     try:
         committed = ends = 0
         for topic in topics.raw().values():
