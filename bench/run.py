@@ -10,20 +10,27 @@ fixtures), produces them to a fresh set of topics on a local broker (started her
   a) a bare aiokafka getmany loop over the raw topics (the ceiling),
   b) the full wmiwatch worker(s), all rules, until every event is consumed and the last finding
      is out; then p50/p99 latency (raw record -> finding) with events produced at half that rate,
-  c) ``wmiwatch detect`` over the same events written as an XML file.
+  c) ``wmiwatch detect`` over the same events written as an XML file,
+  d) the intake stage alone (a fresh consumer group, no Faust process): what the worker's
+     intake process can do when the Faust process and the broker leave it a core.
+
+It also prints the CPU cores each process (Faust, intake, broker) used during b).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -33,10 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.fleet import events
 from pipeline.aggregate import WindowPolicy
-from pipeline.broker import free_port, running_broker, wait_for_port
+from pipeline.broker import free_port, start_broker, stop_broker, wait_for_port
+from pipeline.engine import Detector
+from pipeline.health import IntakeStatus
+from pipeline.intake import Intake
 from pipeline.kafka import create_topics, producer
+from pipeline.metrics import events_consumed_total
 from pipeline.offline import detect_files
 from pipeline.rules.loader import load_rules
+from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
@@ -117,12 +129,30 @@ def quantile(
     return next((bound for bound, seen in buckets if total and seen >= q * total), float("nan"))
 
 
+def process_tree(pid: int) -> list[int]:
+    """Return ``pid`` and every process under it (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
 def rss_mib(pid: int) -> float:
-    """Return the resident set size of ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Return the resident set size of ``pid`` and the processes it started, in MiB."""
+    return sum(
+        int(line.split()[1]) / 1024
+        for process in process_tree(pid)
+        for line in Path(f"/proc/{process}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """Return the CPU time (user + system) each process has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
 
 
 def start_workers(
@@ -155,6 +185,17 @@ def start_workers(
     return started
 
 
+@dataclass(frozen=True)
+class WorkerRun:
+    """What the worker measurement found."""
+
+    rate: float
+    p50: float
+    p99: float
+    rss: float
+    cores: dict[str, float]  # CPU cores used while consuming the backlog, per process role
+
+
 def run_worker(
     settings: Settings,
     topics: Topics,
@@ -162,10 +203,14 @@ def run_worker(
     workers: int,
     logs: Path,
     matches_expected: float,
-) -> tuple[float, float, float, float]:
+    broker_pid: int | None,
+) -> WorkerRun:
     """Measure the workers over the backlog, then latency at half rate; return the figures."""
     running = start_workers(settings, workers, logs)
     ports = [port for _, port in running]
+    roles = {process.pid: "faust" for process, _ in running}
+    roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
+    roles.update({broker_pid: "broker"} if broker_pid else {})
 
     def consumed() -> float:
         return sum(scrape(p).get("wmiwatch_events_consumed_total", 0) for p in ports)
@@ -176,7 +221,7 @@ def run_worker(
     deadline = time.monotonic() + 1800
     while consumed() == 0:
         time.sleep(0.05)
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
     while consumed() < count:
         assert time.monotonic() < deadline, f"consumed only {consumed()} of {count}"
         time.sleep(0.05)
@@ -184,7 +229,10 @@ def run_worker(
     while aggregated() != last:  # the last matches reach the table
         last, done = aggregated(), time.perf_counter()
         time.sleep(0.5)
-    rate = count / (done - started)
+    rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
+    cores: dict[str, float] = {}
+    for pid, role in roles.items():
+        cores[role] = cores.get(role, 0.0) + (cpu_after[pid] - cpu_before[pid]) / (done - started)
     print(f"(worker aggregated {last:.0f} matches; offline counted {matches_expected:.0f})")
     rss = max(rss_mib(process.pid) for process, _ in running)
     # latency: a fresh stream at half the measured rate for ~10 s
@@ -197,7 +245,7 @@ def run_worker(
     for process, _ in running:
         process.terminate()
         process.wait(60)
-    return rate, p50, p99, rss
+    return WorkerRun(rate, p50, p99, rss, cores)
 
 
 def main() -> None:
@@ -210,13 +258,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.bootstrap:
-            measure(args, args.bootstrap, folder)
-        else:
-            with running_broker(free_port(), folder / "broker") as address:
-                measure(args, address, folder)
+            measure(args, args.bootstrap, folder, broker_pid=None)
+            return
+        port = free_port()
+        broker = start_broker(port, folder / "broker")
+        try:
+            measure(args, f"127.0.0.1:{port}", folder, broker.pid)
+        finally:
+            stop_broker(broker)
 
 
-def measure(args: argparse.Namespace, bootstrap: str, folder: Path) -> None:
+def intake_alone(settings: Settings, rules: tuple[Rule, ...], count: int) -> float:
+    """Return events/s of the intake stage alone (no Faust process) over the raw backlog."""
+    detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
+    alone = settings.model_copy(update={"group_id": f"{settings.group_id}-alone"})
+    intake = Intake(alone, alone.topics(), detector, IntakeStatus())
+    stop = multiprocessing.get_context("spawn").Event()
+    thread = threading.Thread(target=intake.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def consumed() -> float:
+        return sum(
+            s.value
+            for m in events_consumed_total.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+
+    baseline = consumed()
+    while consumed() == baseline:
+        time.sleep(0.01)
+    started, deadline = time.perf_counter(), time.monotonic() + 600
+    while consumed() < baseline + count:
+        assert time.monotonic() < deadline, f"intake consumed only {consumed() - baseline}"
+        time.sleep(0.01)
+    rate = count / (time.perf_counter() - started)
+    stop.set()
+    thread.join()
+    return rate
+
+
+def measure(args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: int | None) -> None:
     """Generate, produce and measure against ``bootstrap``."""
     tag = uuid.uuid4().hex[:6]
     settings = Settings(
@@ -234,7 +316,8 @@ def measure(args: argparse.Namespace, bootstrap: str, folder: Path) -> None:
     report = detect_files([log_file], rules, WindowPolicy())
     detect_rate = args.events / (time.perf_counter() - started)
     matches = sum(f["count"] for f in report.findings)
-    rate, p50, p99, rss = run_worker(settings, topics, args.events, args.workers, folder, matches)
+    run = run_worker(settings, topics, args.events, args.workers, folder, matches, broker_pid)
+    alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"{args.events} events ({log_file.stat().st_size / args.events:.0f} B avg), "
@@ -242,13 +325,17 @@ def measure(args: argparse.Namespace, bootstrap: str, folder: Path) -> None:
     )
     print(f"{'measure':44} {'value':>14} {'vs a':>8}")
     print(f"{'a) bare aiokafka getmany (msg/s)':44} {bare:14,.0f} {1:8.2f}")
-    print(f"{'b) wmiwatch worker end to end (events/s)':44} {rate:14,.0f} {rate / bare:8.2f}")
-    print(
-        f"{'c) wmiwatch detect on XML lines (events/s)':44} {detect_rate:14,.0f} "
-        f"{detect_rate / bare:8.2f}"
-    )
-    print(f"{'b) latency p50 / p99 at half rate (s, <=)':44} {p50:>6} / {p99:<6}")
-    print(f"{'b) worker RSS (MiB)':44} {rss:14,.0f}")
+    rows = [
+        ("b) wmiwatch worker end to end (events/s)", run.rate),
+        ("c) wmiwatch detect on XML lines (events/s)", detect_rate),
+        ("d) intake stage alone, no Faust (events/s)", alone),
+    ]
+    for label, value in rows:
+        print(f"{label:44} {value:14,.0f} {value / bare:8.2f}")
+    print(f"{'b) latency p50 / p99 at half rate (s, <=)':44} {run.p50:>6} / {run.p99:<6}")
+    print(f"{'b) worker RSS (MiB)':44} {run.rss:14,.0f}")
+    for role, cores in sorted(run.cores.items()):
+        print(f"{f'b) CPU cores used by {role}':44} {cores:14.2f}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ This is the only module that uses Faust.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import multiprocessing
 import ssl
-import threading
 import time
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import faust
 import orjson
@@ -20,16 +21,14 @@ from mode import Service
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
 from pipeline.emit import build_risk_events
-from pipeline.engine import Detector
-from pipeline.health import Health
-from pipeline.intake import Intake
+from pipeline.health import Health, IntakeStatus
+from pipeline.intake import run_intake_process
 from pipeline.kafka import first_offset, read_range
 from pipeline.match import RuleMatch
 from pipeline.ocsf import to_ocsf
 from pipeline.risk import RiskScorer
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.topics import Topics
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -54,7 +53,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     """Build the worker app: rules, topics, tables, the two agents and the intake service."""
     rules = load_rules(settings.rules_dir)
     topics = settings.topics()
-    detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
+    rules_by_id = {rule.id: rule for rule in rules}
     metrics.rules_loaded.set(len(rules))
     matches_spec = topics.spec("wmiwatch.matches")
     app = faust.App(
@@ -83,7 +82,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     )
     partition_offsets = app.Table("matches_partition_offsets", partitions=matches_spec.partitions)
     staged = StagedWrites(dest_to_rule_stats)
-    aggregator = Aggregator(detector.rules, staged, settings.window_policy())
+    aggregator = Aggregator(rules_by_id, staged, settings.window_policy())
     scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())
     render = to_ocsf if settings.output_format == "ocsf" else dict
     watermarks: dict[int, float] = {}  # per partition of the matches topic, from its ticks
@@ -92,7 +91,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Send findings (and risk events of new ones), wait for acks, then write the table."""
         sent = []
         for record in records:
-            rule = detector.rules[record["rule_id"]]
+            rule = rules_by_id[record["rule_id"]]
             sent.append(await findings_topic.send(key=record["dest"], value=render(record)))
             metrics.findings_emitted_total.labels(rule.id, record["status"]).inc()
             if record["status"] != "new":
@@ -177,40 +176,38 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                 metrics.incidents_emitted_total.labels(incident["kind"]).inc()
 
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
-    app.service(_intake_service(settings, topics, detector, health))
+    app.service(_intake_service(settings, health.intake))
     return app
 
 
-def _intake_service(
-    settings: Settings, topics: Topics, detector: Detector, health: Health
-) -> type[Service]:
+def _intake_service(settings: Settings, status: IntakeStatus) -> type[Service]:
+    spawn = multiprocessing.get_context("spawn")
+
     class IntakeService(Service):
-        """Run the batched intake loop in a thread; its failure crashes the worker."""
+        """Run the batched intake in a child process; its exit crashes the worker."""
 
-        halt = threading.Event()
-        failure: ClassVar[list[BaseException]] = []
-
-        def _run(self) -> None:
-            try:
-                Intake(settings, topics, detector, health).run(self.halt)
-            except BaseException as error:
-                self.failure.append(error)
-                raise
+        halt = spawn.Event()
 
         async def on_start(self) -> None:
-            self.thread = threading.Thread(target=self._run, name="wmiwatch-intake", daemon=True)
-            self.thread.start()
+            self.process = spawn.Process(
+                target=run_intake_process,
+                args=(settings, status, self.halt, logging.getLogger().getEffectiveLevel()),
+                name="wmiwatch-intake",
+                daemon=True,
+            )
+            self.process.start()
 
         @Service.task
         async def _watch(self) -> None:
             while not self.should_stop:
-                if not self.thread.is_alive() and not self.halt.is_set():
-                    await self.crash(RuntimeError(f"intake stopped: {self.failure[:1]}"))
+                if not self.process.is_alive() and not self.halt.is_set():
+                    code = self.process.exitcode
+                    await self.crash(RuntimeError(f"intake process exited with code {code}"))
                     return
                 await self.sleep(1.0)
 
         async def on_stop(self) -> None:
             self.halt.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
+            await asyncio.get_running_loop().run_in_executor(None, self.process.join)
 
     return IntakeService

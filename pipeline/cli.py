@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,20 +174,28 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics here")] = None,
     loglevel: str = "warning",
 ) -> None:
-    """Run a detection worker (Faust) with Prometheus metrics."""
+    """Run a detection worker (Faust, and its intake process) with Prometheus metrics."""
+    settings = load_settings(bootstrap, rules_dir=rules, metrics_port=metrics_port)
+    load_rules_or_exit(settings.rules_dir)
+    _use_multiprocess_metrics(settings.data_dir / "metrics")
     import faust
 
     from pipeline.agents import create_app
     from pipeline.health import Health, serve
 
-    settings = load_settings(bootstrap, rules_dir=rules, metrics_port=metrics_port)
-    load_rules_or_exit(settings.rules_dir)
     health = Health()
     serve(settings.metrics_port, health)
     console.print(
         f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
     )
     faust.Worker(create_app(settings, health), loglevel=loglevel).execute_from_commandline()
+
+
+def _use_multiprocess_metrics(folder: Path) -> None:
+    """Start ``folder`` empty and keep every process's metrics there (before any is defined)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @app.command()

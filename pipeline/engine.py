@@ -8,7 +8,7 @@ from pipeline.event import Event
 from pipeline.match import Origin, RuleMatch, match_event
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.parse import parse_event
-from pipeline.prefilter import Prefilter
+from pipeline.prefilter import Prefilter, Verdict
 from pipeline.rejects import Rejected
 from pipeline.route import Router
 from pipeline.rules.model import Rule
@@ -48,15 +48,22 @@ class Detector:
         except Rejected:
             return None
 
-    def process(self, payload: bytes, origin: Origin | None = None) -> Outcome:
-        """Run one raw record through the pipeline; bad input becomes a rejection.
+    def screen(self, payload: bytes) -> Verdict | None:
+        """Return the prefilter's verdict when no rule can match ``payload``, unparsed.
 
-        Events the prefilter proves no rule can match are not parsed at all; a record too
-        large is rejected even then.
+        A record too large is never screened out: parsing it rejects it.
         """
-        verdict = self.prefilter.skip(payload)
-        if verdict is not None and len(payload) <= self.max_event_bytes:
+        return self.prefilter.skip(payload) if len(payload) <= self.max_event_bytes else None
+
+    def process(self, payload: bytes, origin: Origin | None = None) -> Outcome:
+        """Run one raw record through the pipeline; bad input becomes a rejection."""
+        verdict = self.screen(payload)
+        if verdict is not None:
             return Outcome(source=verdict.source, event_code=verdict.event_code)
+        return self.detect(payload, origin)
+
+    def detect(self, payload: bytes, origin: Origin | None = None) -> Outcome:
+        """Parse, normalize, route and match one raw record (one ``screen`` let through)."""
         try:
             event = self.normalizer.normalize(parse_event(payload, max_bytes=self.max_event_bytes))
         except Rejected as rejected:

@@ -2,7 +2,8 @@
 
 The bulk of raw events never reach Faust: this loop reads them in batches, runs the pure
 core, produces the few matches keyed by dest, and commits its offsets only after every
-produced record is acknowledged (at-least-once).
+produced record is acknowledged (at-least-once). The worker runs it in a process of its own, so
+parsing never waits for the Faust process's interpreter lock.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import multiprocessing
+import multiprocessing.connection
+import signal
 import threading
 import time
 from collections import Counter
+from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import orjson
@@ -21,9 +26,11 @@ from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
-from pipeline.health import Health
+from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer
 from pipeline.match import Origin
+from pipeline.prefilter import Verdict
+from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.suppress import Suppressions
 from pipeline.topics import Topics
@@ -62,10 +69,9 @@ class Intake:
     """Consume raw topics in batches and produce matches and dead letters."""
 
     def __init__(
-        self, settings: Settings, topics: Topics, detector: Detector, health: Health | None = None
+        self, settings: Settings, topics: Topics, detector: Detector, status: IntakeStatus
     ) -> None:
-        self.settings, self.topics, self.detector = settings, topics, detector
-        self.health = health or Health()
+        self.settings, self.topics, self.detector, self.status = settings, topics, detector, status
         membership = {"group.instance.id": settings.instance_id} if settings.instance_id else {}
         self.consumer = consumer(
             settings, f"{settings.group_id}-intake", error_cb=self._on_client_error, **membership
@@ -77,9 +83,10 @@ class Intake:
         self.watermark = Watermark()
         self.rule_times: dict[str, float] = {}
         self.tick_partitions: list[int] = []
+        self.tails: dict[tuple[str, int], bytes | None] = {}  # last payload, if screened out
         self.committed_at_assign: dict[tuple[str, int], int] = {}
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: ProcessEvent) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
         self.consumer.subscribe(list(self.topics.raw().values()), on_assign=self._on_assign)
         self._follow_suppressions()
@@ -90,7 +97,7 @@ class Intake:
         next_tick = 0.0
         try:
             while not stop.is_set():
-                self.health.beat()
+                self.status.beat()
                 self._read_suppressions(timeout=0)
                 batch = self.consumer.consume(self.settings.intake_batch_size, timeout=0.2)
                 if batch:
@@ -104,15 +111,15 @@ class Intake:
             self.suppression_reader.close()
 
     def _on_assign(self, _consumer: object, partitions: list[TopicPartition]) -> None:
-        self.health.joined = True
-        self.health.broker_error = None
+        self.status.joined = True
+        self.status.broker_error = None
         for position in self.consumer.committed(partitions, timeout=30):
             self.committed_at_assign[(position.topic, position.partition)] = position.offset
 
     def _on_client_error(self, error: KafkaError) -> None:
         log.warning("kafka client error: %s", error)
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.health.broker_error = error.str()
+            self.status.broker_error = error.str()
 
     def _follow_suppressions(self) -> None:
         """Read the whole suppressions topic before the first batch, then keep following it."""
@@ -155,6 +162,7 @@ class Intake:
 
     def _send_ticks(self) -> None:
         """Tell every aggregation partition how far event time has got (drives window closing)."""
+        self._observe_skipped_tails()
         watermark = self.watermark.value(self._backlog())
         if watermark == -math.inf:
             return
@@ -166,22 +174,25 @@ class Intake:
     def process_batch(self, batch: list[Message]) -> None:
         """Handle one batch, wait for its records to be acknowledged, then commit."""
         started = time.perf_counter()
-        self.health.broker_error = None
+        self.status.broker_error = None
         counts: Counter[tuple[CounterMetric, tuple[str, ...]]] = Counter()
-        tails: dict[tuple[str, int], tuple[bytes, Outcome]] = {}
+        screened: Counter[tuple[str, Verdict]] = Counter()
         for message in batch:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", error)
                 continue
-            outcome = self._handle(message)
-            self._count(counts, str(message.topic()), outcome)
-            tails[(str(message.topic()), message.partition() or 0)] = (
-                message.value() or b"",
-                outcome,
-            )
-        self._observe_skipped_tails(tails)
+            topic, payload = str(message.topic()), message.value() or b""
+            verdict = self.detector.screen(payload)  # most events end here, unparsed
+            if verdict is None:
+                self._count(counts, topic, self._handle(message, payload))
+            else:
+                screened[(topic, verdict)] += 1
+            self.tails[(topic, message.partition() or 0)] = None if verdict is None else payload
+        for (topic, verdict), amount in screened.items():
+            outcome = Outcome(source=verdict.source, event_code=verdict.event_code)
+            self._count(counts, topic, outcome, amount)
         for (counter, labels), amount in counts.items():
             counter.labels(*labels).inc(amount)
         undelivered = self.producer.flush(30)
@@ -195,21 +206,22 @@ class Intake:
             log.info("batch not committed, its partitions moved: %s", error.args[0].str())
         metrics.intake_batch_seconds.observe(time.perf_counter() - started)
 
-    def _observe_skipped_tails(self, tails: dict[tuple[str, int], tuple[bytes, Outcome]]) -> None:
+    def _observe_skipped_tails(self) -> None:
         """Read the time of each partition's last event when it was skipped unparsed.
 
         Skipped events are never parsed, so without this a partition of events no rule wants
-        would hold the watermark back; one parse per partition per batch keeps it moving.
+        would hold the watermark back; one parse per partition per tick keeps it moving.
         """
-        for partition, (payload, outcome) in tails.items():
-            if outcome.event is None and outcome.rejected is None:
+        for partition, payload in self.tails.items():
+            if payload is not None:
                 moment = self.detector.event_time(payload)
                 if moment is not None:
                     self.watermark.observe(partition, moment)
+        self.tails.clear()
 
-    def _handle(self, message: Message) -> Outcome:
+    def _handle(self, message: Message, payload: bytes) -> Outcome:
         origin = Origin(str(message.topic()), message.partition() or 0, message.offset() or 0)
-        outcome = self.detector.process(message.value() or b"", origin)
+        outcome = self.detector.detect(payload, origin)
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
             record = dead_letter_record(message, reason, outcome.rejected.detail)
@@ -231,20 +243,49 @@ class Intake:
             metrics.rule_watermark_seconds.labels(match.rule_id).set(newest)
             value = {"type": "match", **match.to_record(), "ingested_at": ingested_at}
             self.producer.produce(self.topics.matches, orjson.dumps(value), key=match.dest.encode())
-            self.producer.poll(0)
         return outcome
 
     def _count(
-        self, counts: Counter[tuple[CounterMetric, tuple[str, ...]]], topic: str, outcome: Outcome
+        self,
+        counts: Counter[tuple[CounterMetric, tuple[str, ...]]],
+        topic: str,
+        outcome: Outcome,
+        amount: int = 1,
     ) -> None:
-        """Tally one outcome; the batch adds the tallies to the metrics once (cheaper per event)."""
+        """Tally ``amount`` alike outcomes; the batch adds the tallies to the metrics once."""
         code = outcome.event_code if outcome.event_code in self.known_codes else OTHER_CODE
-        counts[(metrics.events_consumed_total, (topic, code))] += 1
+        counts[(metrics.events_consumed_total, (topic, code))] += amount
         if outcome.rejected is not None:
-            counts[(metrics.events_rejected_total, (outcome.rejected.reason,))] += 1
+            counts[(metrics.events_rejected_total, (outcome.rejected.reason,))] += amount
         elif outcome.routed:
-            counts[(metrics.events_routed_total, (outcome.source,))] += 1
+            counts[(metrics.events_routed_total, (outcome.source,))] += amount
         else:
-            counts[(metrics.events_dropped_total, (outcome.source,))] += 1
+            counts[(metrics.events_dropped_total, (outcome.source,))] += amount
         for match in outcome.matches:
             counts[(metrics.rule_matches_total, (match.rule_id,))] += 1
+
+
+def run_intake_process(
+    settings: Settings, status: IntakeStatus, stop: ProcessEvent, loglevel: int
+) -> None:
+    """Run the intake until ``stop`` is set or the worker process is gone (process target)."""
+    for number in (signal.SIGINT, signal.SIGTERM):  # the worker stops the intake via ``stop``
+        signal.signal(number, signal.SIG_IGN)
+    logging.basicConfig(
+        level=loglevel, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(name)s: %(message)s"
+    )
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_stop_with, args=(parent.sentinel, stop), daemon=True).start()
+    detector = Detector(load_rules(settings.rules_dir), max_event_bytes=settings.max_event_bytes)
+    try:
+        Intake(settings, settings.topics(), detector, status).run(stop)
+    except Exception:
+        log.exception("intake failed")
+        raise SystemExit(1) from None
+
+
+def _stop_with(sentinel: int, stop: ProcessEvent) -> None:
+    """Set ``stop`` when the process behind ``sentinel`` ends (a killed worker's intake ends)."""
+    multiprocessing.connection.wait([sentinel])
+    stop.set()

@@ -1,8 +1,15 @@
-"""Prometheus metrics of every stage; label sets are bounded."""
+"""Prometheus metrics of every stage; label sets are bounded.
+
+The worker runs its intake in a process of its own, so it sets ``PROMETHEUS_MULTIPROC_DIR``
+before this module is imported and serves the metrics of both processes together. Each gauge is
+set by one process only, so the most recent value is the one exposed.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 events_consumed_total = Counter(
     "wmiwatch_events_consumed_total",
@@ -48,6 +55,7 @@ incidents_emitted_total = Counter(
 event_time_watermark_seconds = Gauge(
     "wmiwatch_event_time_watermark_seconds",
     "Newest event time the aggregation has seen.",
+    multiprocess_mode="mostrecent",
 )
 matches_aggregated_total = Counter(
     "wmiwatch_matches_aggregated_total",
@@ -87,15 +95,29 @@ consumer_lag = Gauge(
     "wmiwatch_consumer_lag",
     "Records not yet read by the intake, per raw partition (from the last fetch).",
     ["topic", "partition"],
+    multiprocess_mode="mostrecent",
 )
 rule_watermark_seconds = Gauge(
     "wmiwatch_rule_watermark_seconds",
     "Newest event time of a match, per rule.",
     ["rule"],
+    multiprocess_mode="mostrecent",
 )
 table_keys = Gauge(
     "wmiwatch_table_keys",
     "Keys this worker holds in each table (dests, risk objects).",
     ["table"],
+    multiprocess_mode="mostrecent",
 )
-rules_loaded = Gauge("wmiwatch_rules_loaded", "Rules compiled at start-up.")
+rules_loaded = Gauge(
+    "wmiwatch_rules_loaded", "Rules compiled at start-up.", multiprocess_mode="mostrecent"
+)
+
+
+def exposed_registry() -> CollectorRegistry:
+    """Return the registry to serve: every process's metrics in multiprocess mode."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry

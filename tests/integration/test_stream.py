@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -185,3 +187,35 @@ def test_a_restarted_worker_recovers_its_table_and_repeats_no_finding(
     assert [f["status"] for f in before] == ["new", "new"]
     first_emissions = sorted(f["finding_id"] for f in after if f["status"] == "new")
     assert first_emissions == sorted(f["finding_id"] for f in before)
+
+
+def intake_pids(pid: int) -> list[int]:
+    """Return the processes worker ``pid`` spawned (not its resource tracker; Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def wait_until_gone(pid: int, timeout: float) -> bool:
+    """Return whether process ``pid`` ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_the_intake_process_lives_and_dies_with_its_worker(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    crashing = start_worker(settings, tmp_path / "crashing.log")
+    (intake,) = intake_pids(crashing.process.pid)
+    os.kill(intake, signal.SIGKILL)
+    assert crashing.process.wait(60) != 0  # a worker without its intake stops (and is restarted)
+    assert b"intake process exited with code -9" in (tmp_path / "crashing.log").read_bytes()
+
+    killed = start_worker(settings, tmp_path / "killed.log")
+    (intake,) = intake_pids(killed.process.pid)
+    os.kill(killed.process.pid, signal.SIGKILL)
+    killed.process.wait(10)
+    assert wait_until_gone(intake, timeout=30)  # no orphan intake keeps consuming

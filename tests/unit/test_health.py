@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 from pipeline import health as health_module
-from pipeline.health import Health
+from pipeline.health import Health, IntakeStatus
 
 
 def test_ready_only_when_joined_recovered_and_broker_reachable() -> None:
@@ -13,13 +15,29 @@ def test_ready_only_when_joined_recovered_and_broker_reachable() -> None:
         "intake has not joined its consumer group",
         "table recovery has not finished",
     ]
-    health.joined, health.recovered = True, lambda: True
+    health.intake.joined, health.recovered = True, lambda: True
     assert health.problems(ready=True) == []
-    health.broker_error = "1/1 brokers are down"
+    health.intake.broker_error = "1/1 brokers are down"
     assert health.problems(ready=True) == ["broker: 1/1 brokers are down"]
 
 
 def test_a_stalled_intake_loop_fails_liveness() -> None:
     health = Health()
-    health.heartbeat -= health_module.STALL_SECONDS + 1
+    health.intake.heartbeat -= health_module.STALL_SECONDS + 1
     assert health.problems(ready=False) == ["intake loop stalled for over 60s"]
+
+
+def test_intake_status_is_shared_with_a_child_process() -> None:
+    status = IntakeStatus()
+    child = multiprocessing.get_context("spawn").Process(target=_report_broker_down, args=(status,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert status.joined
+    assert status.broker_error == "1/1 brokers are down"
+    status.broker_error = None
+    assert status.broker_error is None
+
+
+def _report_broker_down(status: IntakeStatus) -> None:
+    status.joined, status.broker_error = True, "1/1 brokers are down"
