@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import multiprocessing
 import ssl
 import time
@@ -29,6 +28,9 @@ from pipeline.ocsf import to_ocsf
 from pipeline.risk import RiskScorer
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
+from pipeline.watermark import MergedWatermark
+
+STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -85,7 +87,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     aggregator = Aggregator(rules_by_id, staged, settings.window_policy())
     scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())
     render = to_ocsf if settings.output_format == "ocsf" else dict
-    watermarks: dict[int, float] = {}  # per partition of the matches topic, from its ticks
+    watermarks: dict[int, MergedWatermark] = {}  # per matches partition, from its ticks
+    stale_after = STALE_TICKS * settings.tick_interval_seconds
 
     async def publish(records: list[dict[str, Any]], ingested_at: float | None) -> None:
         """Send findings (and risk events of new ones), wait for acks, then write the table."""
@@ -107,10 +110,10 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
     async def handle(record: dict[str, Any], partition: int) -> None:
         """Count a match, or advance the partition's watermark on a tick; publish what is due."""
-        watermark = watermarks.get(partition, -math.inf)
+        merged = watermarks.setdefault(partition, MergedWatermark(stale_after))
+        watermark = merged.apply(record) if record["type"] == "tick" else merged.value
         if record["type"] == "tick":
-            watermark = watermarks[partition] = max(watermark, record["watermark"])
-            metrics.event_time_watermark_seconds.set(max(watermarks.values()))
+            metrics.event_time_watermark_seconds.set(max(w.value for w in watermarks.values()))
             metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
             metrics.table_keys.labels("risk_object_to_contributions").set(
                 len(risk_object_to_contributions)

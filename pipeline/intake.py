@@ -84,11 +84,17 @@ class Intake:
         self.rule_times: dict[str, float] = {}
         self.tick_partitions: list[int] = []
         self.tails: dict[tuple[str, int], bytes | None] = {}  # last payload, if screened out
+        self.source_count = 0  # partitions of the raw topics, all intakes together
         self.committed_at_assign: dict[tuple[str, int], int] = {}
 
     def run(self, stop: ProcessEvent) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
-        self.consumer.subscribe(list(self.topics.raw().values()), on_assign=self._on_assign)
+        raw = list(self.topics.raw().values())
+        self.consumer.subscribe(raw, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.source_count = sum(
+            len(self.producer.list_topics(topic, timeout=30).topics[topic].partitions)
+            for topic in raw
+        )
         self._follow_suppressions()
         matches = self.topics.matches
         self.tick_partitions = list(
@@ -115,6 +121,15 @@ class Intake:
         self.status.broker_error = None
         for position in self.consumer.committed(partitions, timeout=30):
             self.committed_at_assign[(position.topic, position.partition)] = position.offset
+
+    def _on_revoke(self, _consumer: object, partitions: list[TopicPartition]) -> None:
+        """Forget revoked partitions; deliver their ticks before the new owner sends its own."""
+        self.producer.flush(30)
+        revoked = [(p.topic, p.partition) for p in partitions]
+        self.watermark.forget(revoked)
+        for partition in revoked:
+            self.committed_at_assign.pop(partition, None)
+            self.tails.pop(partition, None)
 
     def _on_client_error(self, error: KafkaError) -> None:
         log.warning("kafka client error: %s", error)
@@ -143,17 +158,22 @@ class Intake:
             self.suppressions.apply(key, message.value())
         return messages
 
-    def _backlog(self) -> list[tuple[str, int]]:
-        """Return the assigned partitions with records not yet read (per the last fetch)."""
-        backlog = []
+    def _sources(self) -> list[list[Any]]:
+        """Return each assigned partition's report for the ticks.
+
+        A report is [topic, partition, newest event time read or None, whether records remain
+        unread (per the last fetch)].
+        """
+        sources = []
         for position in self.consumer.position(self.consumer.assignment()):
             low, high = self.consumer.get_watermark_offsets(position, cached=True)
             next_offset = self._next_offset(position, low)
             lag = metrics.consumer_lag.labels(position.topic, str(position.partition))
             lag.set(max(high - next_offset, 0) if high >= 0 else 0)
-            if high < 0 or next_offset < high:
-                backlog.append((position.topic, position.partition))
-        return backlog
+            newest = self.watermark.newest((position.topic, position.partition))
+            backlog = high < 0 or next_offset < high
+            sources.append([position.topic, position.partition, _finite(newest), backlog])
+        return sources
 
     def _next_offset(self, position: TopicPartition, low: int) -> int:
         """Return the next offset to read: the position, else the commit seen at assignment."""
@@ -161,12 +181,22 @@ class Intake:
         return next((o for o in (position.offset, committed) if o >= 0), low)
 
     def _send_ticks(self) -> None:
-        """Tell every aggregation partition how far event time has got (drives window closing)."""
+        """Tell every aggregation partition how far event time has got in this intake's partitions.
+
+        The aggregation merges the reports of all intakes into the watermark that closes windows.
+        """
         self._observe_skipped_tails()
-        watermark = self.watermark.value(self._backlog())
-        if watermark == -math.inf:
+        sources = self._sources()
+        if not sources:
             return
-        tick = orjson.dumps({"type": "tick", "watermark": watermark})
+        tick = orjson.dumps(
+            {
+                "type": "tick",
+                "sent_at": time.time(),
+                "source_count": self.source_count,
+                "sources": sources,
+            }
+        )
         for partition in self.tick_partitions:  # resolved once at start, not every tick
             self.producer.produce(self.topics.matches, tick, partition=partition)
         self.producer.poll(0)
@@ -289,3 +319,8 @@ def _stop_with(sentinel: int, stop: ProcessEvent) -> None:
     """Set ``stop`` when the process behind ``sentinel`` ends (a killed worker's intake ends)."""
     multiprocessing.connection.wait([sentinel])
     stop.set()
+
+
+def _finite(moment: float) -> float | None:
+    """Return ``moment``, or None for -inf (JSON has no infinities)."""
+    return None if moment == -math.inf else moment

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 Partition = tuple[str, int]
 
@@ -30,3 +31,49 @@ class Watermark:
         if held:
             return min(held)
         return max(self._newest.values(), default=-math.inf)
+
+    def newest(self, partition: Partition) -> float:
+        """Return the newest event time read from ``partition`` (-inf if none)."""
+        return self._newest.get(partition, -math.inf)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """Drop what was read from ``partitions`` (they moved to another intake)."""
+        for partition in partitions:
+            self._newest.pop(partition, None)
+
+
+@dataclass
+class MergedWatermark:
+    """The watermark of one matches partition, merged from the ticks of every intake.
+
+    An intake's own watermark covers only the raw partitions it owns, so the aggregation merges
+    the per-partition reports: each tick gives, for each raw partition its intake owns, the
+    newest event time read and whether unread records remain. Until every raw partition has
+    reported, the watermark stays at -inf; a partition whose last report is older than
+    ``stale_after`` seconds (tick time) is taken to have unread records (its intake is gone or
+    stalled). The watermark never goes back.
+    """
+
+    stale_after: float
+    _reports: dict[Partition, tuple[float, bool, float]] = field(default_factory=dict)
+    value: float = field(default=-math.inf, init=False)
+
+    def apply(self, tick: dict[str, Any]) -> float:
+        """Take in one tick record; return the watermark."""
+        sent_at = float(tick["sent_at"])
+        for topic, partition, newest, backlog in tick["sources"]:
+            reported = -math.inf if newest is None else float(newest)
+            self._reports[(topic, partition)] = (reported, bool(backlog), sent_at)
+        if len(self._reports) < tick["source_count"]:
+            return self.value
+        fresh_since = max(at for _, _, at in self._reports.values()) - self.stale_after
+        merged = Watermark()
+        for partition, (newest, _, _) in self._reports.items():
+            merged.observe(partition, newest)
+        held = [
+            partition
+            for partition, (_, backlog, at) in self._reports.items()
+            if backlog or at < fresh_since
+        ]
+        self.value = max(self.value, merged.value(held))
+        return self.value

@@ -1,10 +1,11 @@
-"""The intake's event-time watermark across partitions."""
+"""Event-time watermarks: one intake's across its partitions, and the merge of all intakes."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from pipeline.watermark import Watermark
+from pipeline.watermark import MergedWatermark, Watermark
 
 P0, P1, P2 = ("raw", 0), ("raw", 1), ("raw", 2)
 
@@ -30,3 +31,33 @@ def test_when_all_are_caught_up_it_is_the_newest_time_seen() -> None:
     watermark.observe(P0, 1000.0)
     watermark.observe(P1, 1200.0)
     assert watermark.value(backlog=[]) == 1200.0
+
+
+def tick(sent_at: float, *sources: tuple[tuple[str, int], float | None, bool]) -> dict[str, Any]:
+    """Return a tick record as an intake sends it, for a universe of three raw partitions."""
+    reports = [[topic, number, newest, backlog] for (topic, number), newest, backlog in sources]
+    return {"type": "tick", "sent_at": sent_at, "source_count": 3, "sources": reports}
+
+
+def test_the_merged_watermark_waits_for_every_raw_partition() -> None:
+    merged = MergedWatermark(stale_after=30)
+    assert merged.apply(tick(0, (P0, 1000.0, False), (P1, 1200.0, False))) == -math.inf
+    assert merged.apply(tick(1, (P2, 500.0, True))) == 500.0
+
+
+def test_an_intake_ahead_does_not_close_windows_another_has_not_read() -> None:
+    merged = MergedWatermark(stale_after=30)
+    merged.apply(tick(0, (P2, None, True)))  # intake b: assigned P2, read nothing yet
+    assert merged.apply(tick(1, (P0, 5000.0, False), (P1, 4000.0, False))) == -math.inf
+    assert merged.apply(tick(2, (P2, 300.0, True))) == 300.0
+    assert merged.apply(tick(3, (P2, 350.0, False))) == 5000.0  # all caught up: newest
+
+
+def test_a_silent_intake_s_partitions_hold_the_watermark_and_it_never_goes_back() -> None:
+    merged = MergedWatermark(stale_after=30)
+    merged.apply(tick(0, (P2, 700.0, False)))  # intake b reports once, then dies
+    assert merged.apply(tick(10, (P0, 900.0, False), (P1, 800.0, False))) == 900.0
+    assert merged.apply(tick(60, (P0, 2000.0, False), (P1, 1500.0, False))) == 900.0
+    # P2 is stale: held at 700, but the watermark does not step back below 900
+    merged.apply(tick(61, (P2, 1800.0, False)))  # its partitions' new owner reports
+    assert merged.value == 2000.0
