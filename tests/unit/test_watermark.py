@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+from jsonschema import ValidationError
+
 from pipeline.watermark import MergedWatermark, Watermark
+from tests.conftest import schema_validator
 
 P0, P1, P2 = ("raw", 0), ("raw", 1), ("raw", 2)
 
@@ -61,3 +65,10 @@ def test_a_silent_intake_s_partitions_hold_the_watermark_and_it_never_goes_back(
     # P2 is stale: held at 700, but the watermark does not step back below 900
     merged.apply(tick(61, (P2, 1800.0, False)))  # its partitions' new owner reports
     assert merged.value == 2000.0
+
+
+def test_the_ticks_used_here_follow_the_published_schema() -> None:
+    validator = schema_validator("wmiwatch.matches")
+    validator.validate(tick(0, (P0, 1000.0, False), (P2, None, True)))
+    with pytest.raises(ValidationError):
+        validator.validate({"type": "tick", "watermark": 1000.0})  # the old, per-intake form
