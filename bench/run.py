@@ -244,7 +244,13 @@ def run_worker(
     p50, p99 = quantile(before, after, 0.5), quantile(before, after, 0.99)
     for process, _ in running:
         process.terminate()
-        process.wait(60)
+    for number, (process, _) in enumerate(running):
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            print(f"(worker {number} did not stop within 120 s of SIGTERM; killed)")
+            process.kill()
+            process.wait()
     return WorkerRun(rate, p50, p99, rss, cores)
 
 

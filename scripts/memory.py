@@ -19,8 +19,8 @@ from pipeline.aggregate import Aggregator, DestState, WindowPolicy
 from pipeline.engine import Detector
 from pipeline.rules.loader import load_rules
 
-sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-from run import events
+sys.path.insert(0, str(PROJECT_ROOT))  # run as a script from anywhere
+from bench.fleet import events
 
 
 def rss_mib() -> float:
