@@ -111,8 +111,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     async def handle(record: dict[str, Any], partition: int) -> None:
         """Count a match, or advance the partition's watermark on a tick; publish what is due."""
         merged = watermarks.setdefault(partition, MergedWatermark(stale_after))
-        watermark = merged.apply(record) if record["type"] == "tick" else merged.value
         if record["type"] == "tick":
+            watermark = merged.apply(record)
             metrics.event_time_watermark_seconds.set(max(w.value for w in watermarks.values()))
             metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
             metrics.table_keys.labels("risk_object_to_contributions").set(
@@ -130,9 +130,9 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             if aggregator.is_redelivery(match):
                 metrics.matches_redelivered_total.labels(match.rule_id).inc()
                 return
-            due = aggregator.add(match, watermark, time.time(), {"partition": partition})
+            due = aggregator.add(match, merged.value, time.time(), {"partition": partition})
             metrics.matches_aggregated_total.labels(match.rule_id).inc()
-            if aggregator.is_late(match, watermark):
+            if aggregator.is_late(match, merged.value):
                 metrics.late_matches_total.labels(match.rule_id).inc()
             ingested_at = record["ingested_at"]
         await publish(due, ingested_at)
