@@ -1,9 +1,14 @@
-"""Crashes, a broker restart and scaling during a 200k-event replay: nothing lost or doubled.
+"""Crashes, a broker restart and scaling during a 210k-event replay: nothing lost or doubled.
 
 One scenario on a broker of its own (so that it can be restarted with its data kept): the
-whole fleet stream is produced, then workers work through it while the test scales from one
-worker to two, SIGKILLs the first one twice, scales back to one and restarts the broker. A
-supervisor loop restarts any worker that died, as Kubernetes would. At the end every finding
+fleet stream is produced in six chunks, and while the intake is half-way through each of the
+first five the test takes one step: it SIGKILLs the worker twice, scales from one worker to
+two and back to one, and SIGKILLs the last worker while restarting the broker. A supervisor
+loop restarts any worker that died, as Kubernetes would. The SIGKILLs hit a worker alone in
+its groups: the local broker names a restarted static member the leader of a stable group
+(Kafka names the old leader and, since 3.2, tells it to skip assignment), so with a second,
+dynamic member present its fresh assignment reaches only itself and half of the partitions
+are owned by no one. At the end every finding
 the offline ``detect`` finds over the same events is on the findings topic with the same
 count (matches are counted exactly once despite redelivery), and no finding_id has two
 different ``new`` records (a ``new`` may be sent twice after a crash, always identical).
@@ -11,6 +16,8 @@ different ``new`` records (a ``new`` may be sent twice after a crash, always ide
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import signal
 import subprocess
@@ -20,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import orjson
 import pytest
@@ -36,7 +44,9 @@ from tests.conftest import WorkerProcess, launch_worker
 
 pytestmark = pytest.mark.reliability
 
-EVENTS = 200_000
+EVENTS = 210_000
+CHUNK = 35_000  # produced before each step, and once after the last
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,9 +90,23 @@ class Fleet:
             if worker.process.poll() is not None:
                 self.start(name)
 
+    def wait(self, what: str, condition: Callable[[], T | None], timeout: float = 300) -> T:
+        """Keep the workers running until ``condition`` returns a truthy value; return it."""
+        deadline = time.monotonic() + timeout
+        while not (outcome := condition()):
+            assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
+            self.supervise()
+            time.sleep(0.5)
+        return outcome
+
     def ready(self, name: str) -> bool:
         """Return True once worker ``name`` has finished recovery."""
         return b"Worker ready" in self.workers[name].log.read_bytes()
+
+    def scale_down(self, name: str) -> None:
+        """Stop worker ``name`` gracefully once it has finished recovery."""
+        self.wait(f"{name} ready", lambda: self.ready(name))
+        self.stop(name)
 
     def stop(self, name: str) -> None:
         """Stop worker ``name`` gracefully (scale down)."""
@@ -166,32 +190,35 @@ def scenario(tmp_path: Path) -> Iterator[tuple[Settings, Topics, LocalBroker]]:
         broker.stop()
 
 
-def produce_fleet(settings: Settings, topics: Topics, path: Path) -> None:
-    """Produce the fleet stream to the raw topics and write the same events to ``path``."""
+def produce_chunk(
+    settings: Settings, topics: Topics, stream: Iterator[tuple[str, str, bytes]], log: BinaryIO
+) -> int:
+    """Produce the next ``CHUNK`` events of ``stream`` to the raw topics, append them to ``log``."""
     client, raw = producer(settings, **{"linger.ms": 50}), topics.raw()
-    with path.open("wb") as log:
-        for number, (source, host, payload) in enumerate(events(EVENTS)):
-            client.produce(raw[source], payload, key=host.encode())
-            log.write(payload + b"\n")
-            if number % 10_000 == 0:
-                client.poll(0)
+    produced = 0
+    for source, host, payload in itertools.islice(stream, CHUNK):
+        client.produce(raw[source], payload, key=host.encode())
+        log.write(payload + b"\n")
+        produced += 1
+        if produced % 10_000 == 0:
+            client.poll(0)
     assert client.flush(60) == 0
+    log.flush()
+    return produced
 
 
-def intake_progress(settings: Settings, topics: Topics) -> float | None:
-    """Return the share of raw records the intake group has committed (None: broker away)."""
+def has_committed(settings: Settings, topics: Topics, count: int) -> bool:
+    """Return True once the intake group has committed ``count`` raw records (or more)."""
     reader = consumer(settings, f"{settings.group_id}-intake")
     try:
-        committed = ends = 0
+        committed = 0
         for topic in topics.raw().values():
             partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
             wanted = [TopicPartition(topic, p) for p in partitions]
-            for position in reader.committed(wanted, timeout=10):
-                ends += reader.get_watermark_offsets(position, timeout=10)[1]
-                committed += max(position.offset, 0)
-        return committed / max(ends, 1)
-    except KafkaException:
-        return None
+            committed += sum(max(p.offset, 0) for p in reader.committed(wanted, timeout=10))
+        return committed >= count
+    except KafkaException:  # the broker is restarting
+        return False
     finally:
         reader.close()
 
@@ -205,7 +232,7 @@ def findings_by_id(settings: Settings, topics: Topics) -> dict[str, list[dict[st
     while time.monotonic() - idle_since < 5:
         batch = [m for m in reader.consume(1000, timeout=0.5) if m.error() is None]
         for message in batch:
-            record = orjson.loads(message.value())
+            record = orjson.loads(message.value() or b"")
             grouped[record["finding_id"]].append(record)
         if batch:
             idle_since = time.monotonic()
@@ -218,33 +245,43 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
     scenario: tuple[Settings, Topics, LocalBroker], tmp_path: Path
 ) -> None:
     settings, topics, broker = scenario
-    log_file = tmp_path / "fleet.xml"
-    produce_fleet(settings, topics, log_file)
-    policy = settings.window_policy()
+    fleet = Fleet(settings, tmp_path)
+
+    def crash_a_and_restart_the_broker() -> None:
+        fleet.crash("a")
+        broker.restart()
+
+    steps: list[Callable[[], None]] = [
+        lambda: fleet.kill("a"),
+        lambda: fleet.kill("a"),
+        lambda: fleet.start("b", static=False),
+        lambda: fleet.scale_down("b"),
+        crash_a_and_restart_the_broker,
+    ]
+    stream, log_file, produced = events(EVENTS), tmp_path / "fleet.xml", 0
+    fleet.start("a")
+    with log_file.open("wb") as log:
+        for step in steps:  # each step lands while the intake is inside a fresh chunk
+            produced += produce_chunk(settings, topics, stream, log)
+            target = produced - CHUNK // 2
+            fleet.wait(
+                f"{target} records committed",
+                functools.partial(has_committed, settings, topics, target),
+            )
+            step()
+        produced += produce_chunk(settings, topics, stream, log)
+    assert produced == EVENTS
     expected = {
         f["finding_id"]: f["count"]
-        for f in detect_files([log_file], load_rules(settings.rules_dir), policy).findings
+        for f in detect_files(
+            [log_file], load_rules(settings.rules_dir), settings.window_policy()
+        ).findings
     }
-    fleet = Fleet(settings, tmp_path)
-    fleet.start("a")
-    steps: list[tuple[Callable[[float], bool], Callable[[], None]]] = [
-        (lambda progress: progress >= 0.05, lambda: fleet.start("b", static=False)),
-        (lambda progress: progress >= 0.20, lambda: fleet.kill("a")),
-        (lambda progress: progress >= 0.35, lambda: fleet.kill("a")),
-        (lambda progress: progress >= 0.50 and fleet.ready("b"), lambda: fleet.stop("b")),
-        (lambda progress: progress >= 0.65, lambda: (fleet.crash("a"), broker.restart())),
-    ]
-    deadline = time.monotonic() + 900
     try:
-        progress = 0.0
-        while steps or progress < 1.0:
-            assert time.monotonic() < deadline, f"stuck at {progress:.0%}, {len(steps)} steps left"
-            fleet.supervise()
-            progress = intake_progress(settings, topics) or progress
-            if steps and steps[0][0](progress):
-                steps.pop(0)[1]()
-            time.sleep(0.5)
-        found = wait_for_counts(settings, topics, expected, deadline)
+        fleet.wait("all committed", functools.partial(has_committed, settings, topics, EVENTS))
+        found = fleet.wait(
+            "every finding counted", lambda: findings_if_complete(settings, topics, expected)
+        )
     finally:
         for name in list(fleet.workers):
             fleet.stop(name)
@@ -262,13 +299,10 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
     print(f"{len(expected)} findings, {fleet.starts} worker starts, {resent} new records re-sent")
 
 
-def wait_for_counts(
-    settings: Settings, topics: Topics, expected: dict[str, int], deadline: float
-) -> dict[str, list[dict[str, object]]]:
-    """Read the findings until every expected finding shows its full count (or time is up)."""
-    while True:
-        found = findings_by_id(settings, topics)
-        counts = {fid: max(int(str(r["count"])) for r in rs) for fid, rs in found.items()}
-        if counts == expected or time.monotonic() > deadline:
-            return found
-        time.sleep(2)
+def findings_if_complete(
+    settings: Settings, topics: Topics, expected: dict[str, int]
+) -> dict[str, list[dict[str, object]]] | None:
+    """Return the findings grouped by id once every expected count shows, else None."""
+    found = findings_by_id(settings, topics)
+    counts = {fid: max(int(str(r["count"])) for r in rs) for fid, rs in found.items()}
+    return found if counts == expected else None
