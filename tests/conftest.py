@@ -171,3 +171,27 @@ def schema_validator(topic: str) -> Draft202012Validator:
     ]
     registry: Registry = Registry().with_resources(resources)
     return Draft202012Validator(loaded.schema(topic), registry=registry)
+
+
+def intake_pids(pid: int) -> list[int]:
+    """Return the processes worker ``pid`` spawned (not its resource tracker; Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def wait_until_gone(pid: int, timeout: float) -> bool:
+    """Return whether process ``pid`` ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def is_running(pid: int) -> bool:
+    """Return whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

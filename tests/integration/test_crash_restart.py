@@ -40,7 +40,7 @@ from pipeline.offline import detect_files
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import WorkerProcess, launch_worker
+from tests.conftest import WorkerProcess, intake_pids, launch_worker, wait_until_gone
 
 pytestmark = pytest.mark.reliability
 
@@ -80,9 +80,16 @@ class Fleet:
         self.start(name)
 
     def crash(self, name: str) -> None:
-        """SIGKILL worker ``name``; ``supervise`` starts it again."""
-        os.kill(self.workers[name].process.pid, signal.SIGKILL)
-        self.workers[name].process.wait()
+        """SIGKILL worker ``name`` and wait until its intake has finished too.
+
+        ``supervise`` starts it again. The intake of a killed worker finishes its batch and
+        flushes before it exits, so the topics only stop growing once it is gone.
+        """
+        worker = self.workers[name].process
+        intakes = intake_pids(worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert all(wait_until_gone(pid, 60) for pid in intakes), "an intake outlived its worker"
 
     def supervise(self) -> None:
         """Restart any worker that exited on its own."""

@@ -19,7 +19,15 @@ from pipeline.replay import replay_files
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import FIXTURES, WorkerProcess, read_topic, schema_validator, start_worker
+from tests.conftest import (
+    FIXTURES,
+    WorkerProcess,
+    intake_pids,
+    read_topic,
+    schema_validator,
+    start_worker,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -187,22 +195,6 @@ def test_a_restarted_worker_recovers_its_table_and_repeats_no_finding(
     assert [f["status"] for f in before] == ["new", "new"]
     first_emissions = sorted(f["finding_id"] for f in after if f["status"] == "new")
     assert first_emissions == sorted(f["finding_id"] for f in before)
-
-
-def intake_pids(pid: int) -> list[int]:
-    """Return the processes worker ``pid`` spawned (not its resource tracker; Linux /proc)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
-def wait_until_gone(pid: int, timeout: float) -> bool:
-    """Return whether process ``pid`` ended within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_the_intake_process_lives_and_dies_with_its_worker(
