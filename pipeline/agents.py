@@ -114,6 +114,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         if record["type"] == "tick":
             watermark = merged.apply(record)
             metrics.event_time_watermark_seconds.set(max(w.value for w in watermarks.values()))
+            metrics.raw_partitions_silent.set(max(w.silent for w in watermarks.values()))
             metrics.table_keys.labels("dest_to_rule_stats").set(len(dest_to_rule_stats))
             metrics.table_keys.labels("risk_object_to_contributions").set(
                 len(risk_object_to_contributions)

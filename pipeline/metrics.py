@@ -57,6 +57,11 @@ event_time_watermark_seconds = Gauge(
     "Newest event time the aggregation has seen.",
     multiprocess_mode="mostrecent",
 )
+raw_partitions_silent = Gauge(
+    "wmiwatch_raw_partitions_silent",
+    "Raw partitions no intake has reported on lately: read by no one, the watermark holds.",
+    multiprocess_mode="mostrecent",
+)
 matches_aggregated_total = Counter(
     "wmiwatch_matches_aggregated_total",
     "Matches counted into the dest table.",

@@ -51,12 +51,14 @@ class MergedWatermark:
     newest event time read and whether unread records remain. Until every raw partition has
     reported, the watermark stays at -inf; a partition whose last report is older than
     ``stale_after`` seconds (tick time) is taken to have unread records (its intake is gone or
-    stalled). The watermark never goes back.
+    stalled), and ``silent`` counts the partitions that have no fresh report: read by no intake.
+    The watermark never goes back.
     """
 
     stale_after: float
     _reports: dict[Partition, tuple[float, bool, float]] = field(default_factory=dict)
     value: float = field(default=-math.inf, init=False)
+    silent: int = field(default=0, init=False)  # raw partitions with no fresh report
 
     def apply(self, tick: dict[str, Any]) -> float:
         """Take in one tick record; return the watermark."""
@@ -64,16 +66,18 @@ class MergedWatermark:
         for topic, partition, newest, backlog in tick["sources"]:
             reported = -math.inf if newest is None else float(newest)
             self._reports[(topic, partition)] = (reported, bool(backlog), sent_at)
+        fresh_since = max(at for _, _, at in self._reports.values()) - self.stale_after
+        stale = {partition for partition, (_, _, at) in self._reports.items() if at < fresh_since}
+        self.silent = tick["source_count"] - len(self._reports) + len(stale)
         if len(self._reports) < tick["source_count"]:
             return self.value
-        fresh_since = max(at for _, _, at in self._reports.values()) - self.stale_after
         merged = Watermark()
         for partition, (newest, _, _) in self._reports.items():
             merged.observe(partition, newest)
         held = [
             partition
-            for partition, (_, backlog, at) in self._reports.items()
-            if backlog or at < fresh_since
+            for partition, (_, backlog, _) in self._reports.items()
+            if backlog or partition in stale
         ]
         self.value = max(self.value, merged.value(held))
         return self.value

@@ -101,6 +101,7 @@ def test_seed_detections_fire_on_the_stream(
     lag = (("partition", "0"), ("topic", topics.name("windows.sysmon")))
     assert ("wmiwatch_consumer_lag", lag) in metrics
     assert total(metrics, "wmiwatch_rule_watermark_seconds") > 0
+    assert metrics[("wmiwatch_raw_partitions_silent", ())] == 0  # its intake reads them all
     consumed = (
         "wmiwatch_events_consumed_total",
         (("event_code", "4104"), ("topic", topics.name("windows.powershell"))),

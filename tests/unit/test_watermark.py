@@ -67,6 +67,18 @@ def test_a_silent_intake_s_partitions_hold_the_watermark_and_it_never_goes_back(
     assert merged.value == 2000.0
 
 
+def test_silent_counts_the_raw_partitions_no_intake_reports_on() -> None:
+    merged = MergedWatermark(stale_after=30)
+    merged.apply(tick(0, (P0, 100.0, False)))
+    assert merged.silent == 2  # P1 and P2 never reported
+    merged.apply(tick(1, (P1, 100.0, False), (P2, 100.0, False)))
+    assert merged.silent == 0
+    merged.apply(tick(40, (P0, 200.0, False), (P1, 200.0, False)))
+    assert merged.silent == 1  # P2's owner went quiet: its report is stale
+    merged.apply(tick(41, (P2, 200.0, False)))  # a new owner reports it
+    assert merged.silent == 0
+
+
 def test_the_ticks_used_here_follow_the_published_schema() -> None:
     validator = schema_validator("wmiwatch.matches")
     validator.validate(tick(0, (P0, 1000.0, False), (P2, None, True)))
