@@ -23,11 +23,11 @@ class Watermark:
 
     def observe(self, partition: Partition, event_time: float) -> None:
         """Record an event time read from ``partition``."""
-        self._newest[partition] = max(self._newest.get(partition, -math.inf), event_time)
+        self._newest[partition] = max(self.newest(partition), event_time)
 
     def value(self, backlog: Iterable[Partition]) -> float:
         """Return the watermark, given the partitions that have unread records."""
-        held = [self._newest.get(partition, -math.inf) for partition in backlog]
+        held = [self.newest(partition) for partition in backlog]
         if held:
             return min(held)
         return max(self._newest.values(), default=-math.inf)
