@@ -192,6 +192,7 @@ def wait_until_gone(pid: int, timeout: float) -> bool:
 def is_running(pid: int) -> bool:
     """Return whether process ``pid`` exists and is not a zombie (Linux /proc)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"  # after the command name, which may hold spaces
     except FileNotFoundError:
         return False
