@@ -176,7 +176,24 @@ def schema_validator(topic: str) -> Draft202012Validator:
 def intake_pids(pid: int) -> list[int]:
     """Return the processes worker ``pid`` spawned (not its resource tracker; Linux /proc)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [int(c) for c in children if b"spawn_main" in command_line(int(c))]
+
+
+def command_line(pid: int) -> bytes:
+    """Return the command line of process ``pid`` (empty once it has gone; Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def the_intake(pid: int, timeout: float = 30) -> int:
+    """Return the intake process of worker ``pid``, waiting until its spawn has completed."""
+    deadline = time.monotonic() + timeout
+    while len(found := intake_pids(pid)) != 1:
+        assert time.monotonic() < deadline, f"worker {pid} runs {len(found)} intake processes"
+        time.sleep(0.1)
+    return found[0]
 
 
 def wait_until_gone(pid: int, timeout: float) -> bool:

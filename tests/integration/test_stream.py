@@ -22,10 +22,10 @@ from pipeline.topics import Topics
 from tests.conftest import (
     FIXTURES,
     WorkerProcess,
-    intake_pids,
     read_topic,
     schema_validator,
     start_worker,
+    the_intake,
     wait_until_gone,
 )
 
@@ -202,13 +202,13 @@ def test_the_intake_process_lives_and_dies_with_its_worker(
     settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
     crashing = start_worker(settings, tmp_path / "crashing.log")
-    (intake,) = intake_pids(crashing.process.pid)
+    intake = the_intake(crashing.process.pid)
     os.kill(intake, signal.SIGKILL)
     assert crashing.process.wait(60) != 0  # a worker without its intake stops (and is restarted)
     assert b"intake process exited with code -9" in (tmp_path / "crashing.log").read_bytes()
 
     killed = start_worker(settings, tmp_path / "killed.log")
-    (intake,) = intake_pids(killed.process.pid)
+    intake = the_intake(killed.process.pid)
     os.kill(killed.process.pid, signal.SIGKILL)
     killed.process.wait(10)
     assert wait_until_gone(intake, timeout=30)  # no orphan intake keeps consuming
