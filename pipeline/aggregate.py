@@ -197,6 +197,7 @@ def _updated(
             "emitted_at": 0.0,
             "closed": False,
             "late": False,
+            "time_clamped": False,
             **extra,
         }
     else:
@@ -208,6 +209,7 @@ def _updated(
         }
     stats["count"] += 1
     stats["dirty"] = True
+    stats["time_clamped"] = stats.get("time_clamped", False) or match.time_clamped
     stats["first"] = min(stats["first"], match.time)
     stats["last"] = max(stats["last"], match.time)
     for name, value in match.values.items():

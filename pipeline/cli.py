@@ -213,6 +213,7 @@ def detect(
         load_rules_or_exit(settings.rules_dir),
         settings.window_policy(),
         settings.max_event_bytes,
+        settings.time_policy(),
     )
     if format == "jsonl":
         for finding in report.findings:

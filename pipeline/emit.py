@@ -60,6 +60,7 @@ def build_finding(rule: Rule, stats: dict[str, Any], row: dict[str, str]) -> dic
         "group": stats["group"],
         "fields": row,
         "evidence": stats["evidence"],
+        "time_clamped": stats.get("time_clamped", False),
     }
 
 

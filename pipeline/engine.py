@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.event import Event
+from pipeline.eventtime import TimePolicy
 from pipeline.match import Origin, RuleMatch, match_event
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.parse import parse_event
 from pipeline.prefilter import Prefilter, Verdict
-from pipeline.rejects import Rejected
+from pipeline.rejects import Rejected, RejectReason
 from pipeline.route import Router
 from pipeline.rules.model import Rule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,40 +40,69 @@ class Detector:
         rules: tuple[Rule, ...],
         normalizer: Normalizer | None = None,
         max_event_bytes: int = 1_048_576,
+        time_policy: TimePolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = {rule.id: rule for rule in rules}
         self.normalizer = normalizer or default_normalizer()
         self.router = Router(rules)
         self.prefilter = Prefilter(self.normalizer, self.router)
         self.max_event_bytes = max_event_bytes
+        self.time_policy = time_policy or TimePolicy()
+        self.clock = clock
 
-    def event_time(self, payload: bytes) -> float | None:
-        """Return the event time of a raw record, or None when it cannot be read."""
+    def event_time(self, payload: bytes, received: float | None = None) -> float | None:
+        """Return the trusted event time of a raw record, or None when it cannot be read.
+
+        ``received`` is the record's Kafka timestamp (epoch seconds), if it has one.
+        """
         try:
-            return parse_event(payload, max_bytes=self.max_event_bytes).time
+            moment = parse_event(payload, max_bytes=self.max_event_bytes).time
         except Rejected:
             return None
+        return self.time_policy.trusted(moment, received, self.clock())[0]
 
     def screen(self, payload: bytes) -> Verdict | None:
         """Return the prefilter's verdict when no rule can match ``payload``, unparsed.
 
-        A record too large is never screened out: parsing it rejects it.
+        A record too large is never screened out: parsing it rejects it. Nor is one the screen
+        fails on: parsing it finds out what is wrong.
         """
-        return self.prefilter.skip(payload) if len(payload) <= self.max_event_bytes else None
+        if len(payload) > self.max_event_bytes:
+            return None
+        try:
+            return self.prefilter.skip(payload)
+        except Exception:
+            log.exception("screen failed; the record is parsed instead")
+            return None
 
-    def process(self, payload: bytes, origin: Origin | None = None) -> Outcome:
+    def process(
+        self, payload: bytes, origin: Origin | None = None, received: float | None = None
+    ) -> Outcome:
         """Run one raw record through the pipeline; bad input becomes a rejection."""
         verdict = self.screen(payload)
         if verdict is not None:
             return Outcome(source=verdict.source, event_code=verdict.event_code)
-        return self.detect(payload, origin)
+        return self.detect(payload, origin, received)
 
-    def detect(self, payload: bytes, origin: Origin | None = None) -> Outcome:
-        """Parse, normalize, route and match one raw record (one ``screen`` let through)."""
+    def detect(
+        self, payload: bytes, origin: Origin | None = None, received: float | None = None
+    ) -> Outcome:
+        """Parse, normalize, route and match one raw record (one ``screen`` let through).
+
+        An event time outside the trusted bounds is replaced by the arrival time and flagged.
+        """
         try:
-            event = self.normalizer.normalize(parse_event(payload, max_bytes=self.max_event_bytes))
+            return self._detect(payload, origin, received)
         except Rejected as rejected:
             return Outcome(rejected=rejected)
+        except Exception as error:  # a defect one record triggers must not stop the stream
+            log.exception("record could not be processed")
+            return Outcome(rejected=Rejected(RejectReason.UNPROCESSABLE, repr(error)))
+
+    def _detect(self, payload: bytes, origin: Origin | None, received: float | None) -> Outcome:
+        event = self.normalizer.normalize(parse_event(payload, max_bytes=self.max_event_bytes))
+        event.time, event.clamped = self.time_policy.trusted(event.time, received, self.clock())
         rules = self.router.rules_for(event)
         if origin is not None:
             origin = Origin(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.eventtime import Clamp
+
 _RAW_KEY = "\x00raw"
 
 
@@ -16,6 +18,7 @@ class Event:
     raw: str
     source: str = ""
     datamodel: str | None = None
+    clamped: Clamp | None = None  # the bound its own time broke; ``time`` is then its arrival
     _folded: dict[str, str] = field(default_factory=dict, repr=False)
 
     def folded(self, name: str) -> str | None:

@@ -21,7 +21,14 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
@@ -83,7 +90,8 @@ class Intake:
         self.watermark = Watermark()
         self.rule_times: dict[str, float] = {}
         self.tick_partitions: list[int] = []
-        self.tails: dict[tuple[str, int], bytes | None] = {}  # last payload, if screened out
+        # Each partition's last record, with its Kafka timestamp, if it was screened out.
+        self.tails: dict[tuple[str, int], tuple[bytes, float | None] | None] = {}
         self.source_count = 0  # partitions of the raw topics, all intakes together
         self.committed_at_assign: dict[tuple[str, int], int] = {}
 
@@ -219,7 +227,8 @@ class Intake:
                 self._count(counts, topic, self._handle(message, payload))
             else:
                 screened[(topic, verdict)] += 1
-            self.tails[(topic, message.partition() or 0)] = None if verdict is None else payload
+            tail = None if verdict is None else (payload, received_at(message))
+            self.tails[(topic, message.partition() or 0)] = tail
         for (topic, verdict), amount in screened.items():
             outcome = Outcome(source=verdict.source, event_code=verdict.event_code)
             self._count(counts, topic, outcome, amount)
@@ -240,18 +249,19 @@ class Intake:
         """Read the time of each partition's last event when it was skipped unparsed.
 
         Skipped events are never parsed, so without this a partition of events no rule wants
-        would hold the watermark back; one parse per partition per tick keeps it moving.
+        would hold the watermark back; one parse per partition per tick keeps it moving. The
+        time is bounded like any event time (``TimePolicy``), so one host's clock cannot move it.
         """
-        for partition, payload in self.tails.items():
-            if payload is not None:
-                moment = self.detector.event_time(payload)
+        for partition, tail in self.tails.items():
+            if tail is not None:
+                moment = self.detector.event_time(*tail)
                 if moment is not None:
                     self.watermark.observe(partition, moment)
         self.tails.clear()
 
     def _handle(self, message: Message, payload: bytes) -> Outcome:
         origin = Origin(str(message.topic()), message.partition() or 0, message.offset() or 0)
-        outcome = self.detector.detect(payload, origin)
+        outcome = self.detector.detect(payload, origin, received_at(message))
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
             record = dead_letter_record(message, reason, outcome.rejected.detail)
@@ -261,7 +271,7 @@ class Intake:
             return outcome
         if outcome.event is not None:
             self.watermark.observe((origin.topic, origin.partition), outcome.event.time)
-        ingested_at = message.timestamp()[1] / 1000
+        ingested_at = received_at(message) or time.time()
         for match in outcome.matches:
             fields = {**outcome.event.fields, **match.group} if outcome.event else match.group
             if self.suppressions.match(match.rule_id, fields, time.time()) is not None:
@@ -307,7 +317,11 @@ def run_intake_process(
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_stop_with, args=(parent.sentinel, stop), daemon=True).start()
-    detector = Detector(load_rules(settings.rules_dir), max_event_bytes=settings.max_event_bytes)
+    detector = Detector(
+        load_rules(settings.rules_dir),
+        max_event_bytes=settings.max_event_bytes,
+        time_policy=settings.time_policy(),
+    )
     try:
         Intake(settings, settings.topics(), detector, status).run(stop)
     except Exception:
@@ -319,6 +333,12 @@ def _stop_with(sentinel: int, stop: ProcessEvent) -> None:
     """Set ``stop`` when the process behind ``sentinel`` ends (a killed worker's intake ends)."""
     multiprocessing.connection.wait([sentinel])
     stop.set()
+
+
+def received_at(message: Message) -> float | None:
+    """Return the record's Kafka timestamp in epoch seconds, or None when it has none."""
+    kind, milliseconds = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else milliseconds / 1000
 
 
 def _finite(moment: float) -> float | None:

@@ -30,6 +30,7 @@ class RuleMatch:
     group: dict[str, str]
     values: dict[str, str] = field(default_factory=dict)
     origin: Origin | None = None
+    time_clamped: bool = False
 
     def to_record(self) -> dict[str, Any]:
         """Return the JSON-ready record for the internal matches topic."""
@@ -46,6 +47,7 @@ class RuleMatch:
             group=dict(record["group"]),
             values=dict(record.get("values") or {}),
             origin=Origin(**origin) if origin else None,
+            time_clamped=bool(record.get("time_clamped", False)),
         )
 
 
@@ -71,4 +73,4 @@ def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> RuleM
         if a.function in ("values", "dc") and a.field in row
     }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
-    return RuleMatch(rule.id, dest, event.time, group, values, origin)
+    return RuleMatch(rule.id, dest, event.time, group, values, origin, event.clamped is not None)

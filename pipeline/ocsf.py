@@ -62,6 +62,7 @@ def to_ocsf(finding: dict[str, Any]) -> dict[str, Any]:
         "unmapped": {
             "group": finding["group"],
             "late": finding["late"],
+            "time_clamped": finding["time_clamped"],
             "analytic_story": finding["analytic_story"],
         },
     }

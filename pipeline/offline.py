@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.aggregate import Aggregator, DestState, WindowPolicy
 from pipeline.engine import Detector
+from pipeline.eventtime import TimePolicy
 from pipeline.files import read_records
 from pipeline.match import Origin
 from pipeline.rules.model import Rule
@@ -30,12 +31,13 @@ def detect_files(
     rules: tuple[Rule, ...],
     policy: WindowPolicy,
     max_event_bytes: int = 1_048_576,
+    time_policy: TimePolicy | None = None,
 ) -> DetectReport:
     """Return each finding's final record, in a stable order.
 
     Files hold all their events, so nothing is late here: windows close only at the end.
     """
-    detector = Detector(rules, max_event_bytes=max_event_bytes)
+    detector = Detector(rules, max_event_bytes=max_event_bytes, time_policy=time_policy)
     state: dict[str, DestState] = {}
     aggregator = Aggregator(detector.rules, state, policy)
     report = DetectReport()

@@ -17,6 +17,12 @@ _XML_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False
 )
 _FORBIDDEN_XML = (b"<!DOCTYPE", b"<!ENTITY")
+# Shape caps: Windows events hold a few dozen fields a few levels deep. Anything past these is
+# refused (``too_complex``) before work that grows faster than its size (lxml reads an
+# element's attributes in quadratic time).
+MAX_DEPTH = 32
+MAX_ATTRIBUTES = 64  # per element
+MAX_FIELDS = 2048
 
 # JSON shippers name the XML System fields differently; first alias present wins.
 _JSON_ALIASES: dict[str, tuple[str, ...]] = {
@@ -48,7 +54,7 @@ def parse_event(payload: bytes, *, max_bytes: int = 1_048_576) -> Event:
     if stripped.startswith("<"):
         fields = _xml_fields(payload)
     elif stripped.startswith("{"):
-        fields = _json_fields(stripped)
+        fields = json_fields(stripped)
     else:
         raise Rejected(RejectReason.NOT_XML, "record is neither XML nor a JSON object")
     return Event(fields=fields, time=event_time(fields), raw=text)
@@ -66,6 +72,7 @@ def _xml_fields(payload: bytes) -> dict[str, str]:
         root = etree.fromstring(payload.strip(), parser=_XML_PARSER)
     except etree.XMLSyntaxError as error:
         raise Rejected(RejectReason.NOT_XML, str(error)) from None
+    _check_xml_shape(payload, root)
     fields: dict[str, str] = {}
     for section in root:
         name = _local(section.tag)
@@ -87,6 +94,24 @@ def _xml_fields(payload: bytes) -> dict[str, str]:
     return fields
 
 
+def _check_xml_shape(payload: bytes, root: etree._Element) -> None:
+    """Refuse an element tree past the caps; the byte counts bound it cheaply first."""
+    if payload.count(b"<") <= MAX_DEPTH and payload.count(b"=") <= MAX_ATTRIBUTES:
+        return  # fewer tags than the depth cap, fewer '=' than one element's attribute cap
+    elements = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        elements += 1
+        if depth > MAX_DEPTH:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"XML nested deeper than {MAX_DEPTH}")
+        if elements > MAX_FIELDS:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"more than {MAX_FIELDS} XML elements")
+        if len(node.attrib) > MAX_ATTRIBUTES:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"over {MAX_ATTRIBUTES} attributes")
+        stack.extend((child, depth + 1) for child in node)
+
+
 def _system_fields(system: etree._Element, fields: dict[str, str]) -> None:
     for child in system:
         if not isinstance(child.tag, str):
@@ -98,15 +123,15 @@ def _system_fields(system: etree._Element, fields: dict[str, str]) -> None:
             fields.setdefault(str(attribute), str(value))
 
 
-def _json_fields(text: str) -> dict[str, str]:
+def json_fields(text: str) -> dict[str, str]:
+    """Return the flat fields of a JSON record, as ``parse_event`` reads them."""
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as error:
         raise Rejected(RejectReason.NOT_JSON, str(error)) from None
     if not isinstance(document, dict):
         raise Rejected(RejectReason.NOT_JSON, "the JSON value is not an object")
-    flat: dict[str, str] = {}
-    _flatten(document, "", flat)
+    flat = _flatten(document)
     for name, aliases in _JSON_ALIASES.items():
         if name not in flat:
             found = next((flat[a] for a in aliases if a in flat), None)
@@ -114,19 +139,43 @@ def _json_fields(text: str) -> dict[str, str]:
                 flat[name] = found
     for key in [k for k in flat if k.startswith(_JSON_NESTED_PREFIXES)]:
         flat.setdefault(key.split(".", 2)[2], flat[key])
-    for name, value in _MESSAGE_FIELD.findall(flat.get("Message", "")):
-        flat.setdefault(name, value.strip())
+    for line in _MESSAGE_FIELD.finditer(flat.get("Message", "")):
+        if len(flat) >= MAX_FIELDS:
+            break
+        flat.setdefault(line[1], line[2].strip())
     return flat
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}{key}.", out)
-    elif isinstance(value, list):
-        out[prefix[:-1]] = orjson.dumps(value).decode()
-    elif value is not None:
-        out[prefix[:-1]] = value if isinstance(value, str) else orjson.dumps(value).decode()
+def _flatten(document: dict[str, Any]) -> dict[str, str]:
+    """Flatten nested objects to dotted keys (lists stay JSON text), iteratively, within caps."""
+    flat: dict[str, str] = {}
+    stack: list[tuple[str, Any, int]] = [("", document, 1)]
+    while stack:
+        prefix, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"JSON nested deeper than {MAX_DEPTH}")
+        if isinstance(value, dict):
+            items = [(f"{prefix}{key}.", item, depth + 1) for key, item in value.items()]
+            stack.extend(reversed(items))  # depth first, in document order: later keys win
+        elif isinstance(value, list):
+            _check_depth(value, depth)
+            flat[prefix[:-1]] = orjson.dumps(value).decode()
+        elif value is not None:
+            flat[prefix[:-1]] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if len(flat) > MAX_FIELDS:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"more than {MAX_FIELDS} JSON fields")
+    return flat
+
+
+def _check_depth(value: list[Any], depth: int) -> None:
+    """Refuse a list holding containers nested past the depth cap (iteratively)."""
+    stack: list[tuple[list[Any] | dict[str, Any], int]] = [(value, depth)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_DEPTH:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"JSON nested deeper than {MAX_DEPTH}")
+        items = node.values() if isinstance(node, dict) else node
+        stack.extend((item, level + 1) for item in items if isinstance(item, dict | list))
 
 
 def event_time(fields: dict[str, str]) -> float:

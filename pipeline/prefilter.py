@@ -1,10 +1,18 @@
-"""Decide from the raw bytes, before any parse, that an event can match no rule.
+"""Decide, before the event is parsed, that it can match no rule.
 
 Two screens, both sound (they never skip an event a rule would match): the event's
 (source, EventCode) is routed to no rule; or none of the words that every match of the
 routed rules must contain (see ``Expr.necessary``) occurs in the bytes. The word screen is not
 used on text whose decoded, casefolded form could spell a word the bytes do not: character
 references, ``\\u`` escapes, and the few characters that casefold to ASCII.
+
+(source, EventCode) must be the parser's. In XML they are read from the bytes only when the
+parser cannot read other ones: the names of the identifying fields occur just in the one
+``<Channel>`` and ``<EventID>`` element (the parser also takes fields from ``Data Name=``,
+``UserData`` leaves and attributes, and a later duplicate wins), and nothing decodes into a
+name (character references, an encoding declaration, comments or CDATA). Anything else is
+parsed. JSON is read by the parser's own field extraction: duplicate keys, escapes, nesting and
+aliases are resolved as the parser resolves them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from pipeline.normalize import Normalizer
+from pipeline.parse import json_fields
+from pipeline.rejects import Rejected
 from pipeline.route import Router
 from pipeline.rules.model import Rule
 
@@ -24,14 +34,14 @@ _XML_CHANNEL = re.compile(rb"<Channel>([^<]{1,128})</Channel>")
 _XML_EVENT_ID = re.compile(rb"<EventID(?:\s[^>]*)?>(\d{1,6})</EventID>")
 
 
-def _json_key(name: str, value: bytes) -> re.Pattern[bytes]:
-    return re.compile(rb'(?<!\\)"' + name.encode() + rb'"\s*:\s*' + value)
-
-
-_JSON_STRING = rb'"([^"\\]{1,128})"'
-_JSON_CHANNEL = _json_key("Channel", _JSON_STRING)
-_JSON_EVENT_ID = _json_key("EventID", rb'"?(\d{1,6})\b')
-_JSON_SIMPLE_NAME = _json_key("event_simpleName", _JSON_STRING)
+# Markup after which the bytes no longer show every name the parser reads; an XML declaration
+# is allowed only at the start and only for UTF-8 (another encoding could spell other names).
+# Each is preceded by a byte it contains that is cheaper to look for alone.
+_XML_HIDES_NAMES = ((b"#", b"&#"), (b"!", b"<!"))
+_XML_UTF8_DECLARATION = re.compile(
+    rb"""\s*<\?xml\s+version=(["'])1\.[0-9]\1(?:\s+encoding=(["'])utf-8\2)?\s*\?>""",
+    re.IGNORECASE,
+)
 
 
 # The characters beyond ASCII whose case folding yields ASCII (U+212A KELVIN SIGN folds to "k"):
@@ -82,6 +92,21 @@ def required_words(rules: Iterable[Rule], normalizer: Normalizer) -> tuple[bytes
     return tuple(sorted((word.encode() for word in words), key=len, reverse=True))
 
 
+def _instruction_after(payload: bytes, start: int) -> bool:
+    """Return whether ``<?`` occurs at or after ``start`` (found from its rarer ``?``)."""
+    at = payload.find(b"?", start + 1)
+    while at != -1:
+        if payload[at - 1] == ord("<"):
+            return True
+        at = payload.find(b"?", at + 1)
+    return False
+
+
+def _only_in(payload: bytes, name: bytes, element: re.Match[bytes]) -> bool:
+    """Return whether ``name`` occurs in no other place than the element found (``<name>``)."""
+    return payload.find(name) == element.start() + 1 and payload.find(name, element.end()) == -1
+
+
 class Prefilter:
     """Skips events no rule can match, judged from the bytes; anything unclear is parsed."""
 
@@ -97,9 +122,12 @@ class Prefilter:
             for m in normalizer.mappings
             if m.identify.field == "Channel" and m.identify.equals
         }
-        self.simple_name_source = next(
-            (m.source for m in normalizer.mappings if m.identify.field == "event_simpleName"), None
-        )
+        self.normalizer = normalizer
+        # The other field names that decide a source or an event code: in XML they may not
+        # occur at all (Channel and EventID only in the elements the screen reads).
+        names = {m.identify.field for m in normalizer.mappings}
+        names |= {m.event_code for m in normalizer.mappings}
+        self.absent_names = tuple(n.encode() for n in sorted(names - {"Channel", "EventID"}))
         # Few (channel, code) pairs occur; each is judged once. Bounded: the bytes are untrusted.
         self._source = functools.lru_cache(maxsize=1024)(self._channel_source)
         self._screen = functools.lru_cache(maxsize=4096)(self._judge)
@@ -108,16 +136,9 @@ class Prefilter:
         """Return the verdict when ``payload`` certainly matches no rule, else None."""
         head = payload.lstrip()[:1]
         if head == b"<":
-            escape = _XML_ESCAPE
-            screen = self._screen_found(_XML_CHANNEL.search(payload), _XML_EVENT_ID.search(payload))
+            escape, screen = _XML_ESCAPE, self._xml_screen(payload)
         elif head == b"{":
-            escape = _JSON_ESCAPE
-            simple = _JSON_SIMPLE_NAME.search(payload)
-            if simple is not None and self.simple_name_source is not None:
-                screen = self._screen(self.simple_name_source, simple.group(1))
-            else:
-                channel, event_id = _JSON_CHANNEL.search(payload), _JSON_EVENT_ID.search(payload)
-                screen = self._screen_found(channel, event_id)
+            escape, screen = _JSON_ESCAPE, self._json_screen(payload)
         else:
             return None
         if screen is None:
@@ -130,13 +151,32 @@ class Prefilter:
         lowered = payload.lower()
         return None if any(word in lowered for word in words) else verdict
 
-    def _screen_found(
-        self, channel: re.Match[bytes] | None, event_id: re.Match[bytes] | None
-    ) -> Screen:
+    def _xml_screen(self, payload: bytes) -> Screen:
+        """Read (source, code) from the bytes when the parser could read no other ones."""
+        declared = _XML_UTF8_DECLARATION.match(payload)
+        if _instruction_after(payload, declared.end() if declared else 0):
+            return None
+        if any(rare in payload and marker in payload for rare, marker in _XML_HIDES_NAMES):
+            return None
+        channel, event_id = _XML_CHANNEL.search(payload), _XML_EVENT_ID.search(payload)
         if channel is None or event_id is None:
+            return None
+        if not (_only_in(payload, b"Channel", channel) and _only_in(payload, b"EventID", event_id)):
+            return None
+        if any(name in payload for name in self.absent_names):
             return None
         source = self._source(channel.group(1))
         return None if source is None else self._screen(source, event_id.group(1))
+
+    def _json_screen(self, payload: bytes) -> Screen:
+        """Read (source, code) with the parser's field extraction (no time, no normalizing)."""
+        try:
+            fields = json_fields(payload.decode("utf-8"))
+            mapping = self.normalizer.identify(fields)
+        except (UnicodeDecodeError, Rejected):
+            return None
+        code = fields.get(mapping.event_code)
+        return None if code is None else self._screen(mapping.source, code.encode())
 
     def _channel_source(self, channel: bytes) -> str | None:
         return self.by_channel.get(channel.decode("utf-8", "replace").casefold())

@@ -16,6 +16,8 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     UNKNOWN_SOURCE = "unknown_source"
     BAD_ENCODING = "bad_encoding"
+    TOO_COMPLEX = "too_complex"
+    UNPROCESSABLE = "unprocessable"
 
 
 class Rejected(Exception):

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import PROJECT_ROOT
 from pipeline.aggregate import WindowPolicy
+from pipeline.eventtime import TimePolicy
 from pipeline.risk import RiskPolicy
 from pipeline.topics import Topics, load_topics
 
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     output_format: Literal["native", "ocsf"] = "native"
     intake_batch_size: int = Field(default=1000, gt=0)
     max_event_bytes: int = Field(default=1_048_576, gt=0)
+    max_event_future_seconds: float = Field(default=300.0, ge=0)
+    max_event_age_seconds: float | None = Field(default=None, gt=0)
 
     def topics(self) -> Topics:
         """Return the topic definitions with this deployment's name prefix."""
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
         return WindowPolicy(
             self.window_seconds, self.allowed_lateness_seconds, self.update_interval_seconds
         )
+
+    def time_policy(self) -> TimePolicy:
+        """Return how far event times are trusted."""
+        return TimePolicy(self.max_event_future_seconds, self.max_event_age_seconds)
 
     def risk_policy(self) -> RiskPolicy:
         """Return the risk incident policy."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.parse import parse_event
+from pipeline.parse import MAX_ATTRIBUTES, MAX_DEPTH, MAX_FIELDS, parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
+from tests.synthetic_hostile import attribute_flood, nested_json
 
 SYSMON_LINE = (FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log").read_bytes()
 
@@ -98,3 +99,34 @@ def test_bad_records_are_rejected_with_a_reason(payload: bytes, reason: RejectRe
 
 def test_oversized_records_are_rejected() -> None:
     assert rejected(SYSMON_LINE, max_bytes=100) == RejectReason.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [nested_json(1000), nested_json(MAX_DEPTH + 1), attribute_flood(50_000)],
+    ids=["json-1000-deep", "json-past-the-cap", "50k-attributes"],
+)
+def test_records_past_the_shape_caps_are_too_complex(payload: bytes) -> None:
+    assert rejected(payload) == RejectReason.TOO_COMPLEX
+
+
+def test_lists_nested_past_the_cap_are_too_complex_not_an_encoder_error() -> None:
+    payload = b'{"timestamp":"1","x":' + b"[" * 300 + b"]" * 300 + b"}"  # orjson writes <= 255
+    assert rejected(payload) == RejectReason.TOO_COMPLEX
+
+
+def test_shapes_at_the_caps_pass() -> None:
+    assert parse_event(nested_json(MAX_DEPTH - 2)).fields["event_simpleName"] == "ProcessRollup2"
+    # attribute_flood(n) gives its element n + 2 attributes: SystemTime and a closing one
+    assert parse_event(attribute_flood(MAX_ATTRIBUTES - 2)).fields["a0"] == "x"
+    assert rejected(attribute_flood(MAX_ATTRIBUTES - 1)) == RejectReason.TOO_COMPLEX
+
+
+def test_json_past_the_field_cap_is_too_complex() -> None:
+    many = ",".join(f'"f{n}":{n}' for n in range(MAX_FIELDS + 1))
+    assert rejected(f'{{"timestamp":"1",{many}}}'.encode()) == RejectReason.TOO_COMPLEX
+
+
+def test_flattening_keeps_document_order_later_keys_win() -> None:
+    fields = parse_event(b'{"timestamp":"1","a.b":"first","a":{"b":"second"}}').fields
+    assert fields["a.b"] == "second"

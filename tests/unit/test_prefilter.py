@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import PROJECT_ROOT
 from pipeline.engine import Detector
@@ -17,6 +19,15 @@ from pipeline.rejects import Rejected
 from pipeline.rules.expr import All, Any, Keyword, Match, Not
 from pipeline.rules.loader import load_rules
 from pipeline.wildcard import Wildcard
+from tests.synthetic_hostile import (
+    DUPLICATE_KEYS,
+    NESTED_JSON,
+    ROLLUP,
+    WMIC_NODE,
+    XML_DECOYS,
+    crowdstrike,
+    sysmon,
+)
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 SYSMON_1 = (
@@ -123,3 +134,47 @@ def test_the_list_of_characters_that_casefold_to_ascii_is_complete() -> None:
 def test_a_registered_sign_does_not_stop_the_word_screen() -> None:
     payload = SYSMON_1.format(image="C:\\Windows\\notepad.exe", command="Microsoft\u00ae Notepad")
     assert detector().prefilter.skip(payload.encode()) is not None
+
+
+def full_parse(payload: bytes) -> tuple[str, str] | None:
+    """Return the (source, EventCode) the parser and normalizer give, or None if rejected."""
+    try:
+        event = detector().normalizer.normalize(parse_event(payload))
+    except Rejected:
+        return None
+    return event.source, event.fields["EventCode"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        crowdstrike([("event_simpleName", "DnsRequest"), *ROLLUP]),  # duplicate key: last wins
+        crowdstrike([("x", {"event_simpleName": "DnsRequest"}), *ROLLUP]),  # nested decoy
+        sysmon("h", "2024-03-05T11:00:00Z", code=3, data=WMIC_NODE).replace(
+            b"<EventID>3</EventID>", b"<EventID>3</EventID><EventID>1</EventID>"
+        ),
+        sysmon(
+            "h", "2024-03-05T11:00:00Z", code=3, data=WMIC_NODE + "<Data Name='EventID'>1</Data>"
+        ),
+        sysmon(
+            "h",
+            "2024-03-05T11:00:00Z",
+            code=3,
+            data=WMIC_NODE + "<Data Name='Event&#73;D'>1</Data>",
+        ),
+    ],
+    ids=["json-duplicate", "json-nested", "xml-duplicate", "xml-data-name", "xml-char-ref"],
+)
+def test_where_the_bytes_and_the_parser_could_disagree_the_event_is_parsed(payload: bytes) -> None:
+    assert full_path_matches(payload)  # the parser sees the wmic /node: process creation
+    assert detector().prefilter.skip(payload) is None
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(XML_DECOYS, DUPLICATE_KEYS, NESTED_JSON))
+def test_the_screen_agrees_with_the_full_parse_on_adversarial_records(payload: bytes) -> None:
+    verdict = detector().prefilter.skip(payload)
+    if verdict is not None:
+        assert full_path_matches(payload) == []
+        parsed = full_parse(payload)
+        assert parsed is None or parsed == (verdict.source, verdict.event_code)
