@@ -119,12 +119,17 @@ class Aggregator:
         return records
 
     def advance(self, watermark: float, now: float, dests: Iterable[str]) -> list[dict[str, Any]]:
-        """For ``dests``: emit due updates and finals, and forget groups long closed."""
+        """For ``dests``: emit due updates and finals, and forget groups long closed.
+
+        Groups of a rule no longer loaded (removed in a redeploy) are forgotten too.
+        """
         records = []
         for dest in list(dests):
             before = self.state.get(dest) or {}
             after = {}
             for fid, old in before.items():
+                if old["rule_id"] not in self.rules:
+                    continue
                 stats = dict(old)
                 records += self._advance_group(stats, watermark, now)
                 if not self._expired(stats, watermark):
@@ -262,6 +267,10 @@ class StagedWrites(MutableMapping[str, DestState]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def discard(self) -> None:
+        """Forget the held changes (the record that made them could not be handled)."""
+        self.pending.clear()
 
     def apply(self) -> None:
         """Write the held changes to the table."""

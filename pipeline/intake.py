@@ -8,7 +8,6 @@ parsing never waits for the Faust process's interpreter lock.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import multiprocessing
@@ -37,6 +36,7 @@ from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer
 from pipeline.match import Origin
 from pipeline.prefilter import Verdict
+from pipeline.rejects import dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.suppress import Suppressions
@@ -45,18 +45,6 @@ from pipeline.watermark import Watermark
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
-
-
-def dead_letter_record(message: Message, reason: str, detail: str) -> dict[str, Any]:
-    """Return the dead-letter record for a rejected raw message."""
-    return {
-        "reason": reason,
-        "error": detail[:2000],
-        "topic": message.topic(),
-        "partition": message.partition(),
-        "offset": message.offset(),
-        "payload_base64": base64.b64encode(message.value() or b"").decode(),
-    }
 
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
@@ -264,7 +252,10 @@ class Intake:
         outcome = self.detector.detect(payload, origin, received_at(message))
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
-            record = dead_letter_record(message, reason, outcome.rejected.detail)
+            detail = outcome.rejected.detail
+            record = dead_letter_record(
+                reason, detail, origin.topic, origin.partition, origin.offset, payload
+            )
             self.producer.produce(
                 self.topics.dead_letter, orjson.dumps(record), key=origin.topic.encode()
             )

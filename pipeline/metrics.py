@@ -29,7 +29,7 @@ events_dropped_total = Counter(
 )
 events_rejected_total = Counter(
     "wmiwatch_events_rejected_total",
-    "Raw records sent to the dead-letter topic.",
+    "Raw records the intake sent to the dead-letter topic.",
     ["reason"],
 )
 rule_matches_total = Counter(
@@ -113,6 +113,27 @@ table_keys = Gauge(
     "Keys this worker holds in each table (dests, risk objects).",
     ["table"],
     multiprocess_mode="mostrecent",
+)
+intake_idle_seconds = Gauge(
+    "wmiwatch_intake_idle_seconds",
+    "Seconds since the intake loop last went round (stuck on one record, or stopped).",
+    multiprocess_mode="mostrecent",
+)
+aggregation_idle_seconds = Gauge(
+    "wmiwatch_aggregation_idle_seconds",
+    "Seconds since the aggregation last handled a record of the matches partitions it owns"
+    " (every intake ticks each partition every second; 0 when it owns none).",
+    multiprocess_mode="mostrecent",
+)
+agent_crashes_total = Counter(
+    "wmiwatch_agent_crashes_total",
+    "Faust agents that raised out of their loop and were restarted.",
+    ["agent"],
+)
+aggregation_rejected_total = Counter(
+    "wmiwatch_aggregation_rejected_total",
+    "Records of an internal topic the aggregation could not handle, sent to the dead-letter topic.",
+    ["topic"],
 )
 rules_loaded = Gauge(
     "wmiwatch_rules_loaded", "Rules compiled at start-up.", multiprocess_mode="mostrecent"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
+from typing import Any
 
 
 class RejectReason(StrEnum):
@@ -26,3 +28,17 @@ class Rejected(Exception):
     def __init__(self, reason: RejectReason, detail: str) -> None:
         self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
+
+
+def dead_letter_record(
+    reason: str, detail: str, topic: str, partition: int, offset: int, payload: bytes
+) -> dict[str, Any]:
+    """Return the dead-letter record of a record that could not be processed."""
+    return {
+        "reason": reason,
+        "error": detail[:2000],
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "payload_base64": base64.b64encode(payload).decode(),
+    }

@@ -52,24 +52,34 @@ class MergedWatermark:
     reported, the watermark stays at -inf; a partition whose last report is older than
     ``stale_after`` seconds (tick time) is taken to have unread records (its intake is gone or
     stalled), and ``silent`` counts the partitions that have no fresh report: read by no intake.
-    The watermark never goes back.
+    The watermark never goes back. Ticks are read whole before they change anything, and the
+    aggregation's own clock bounds them: no report counts as sent later than ``now``, nor as
+    reading an event newer than ``now`` plus ``max_future_seconds``.
     """
 
     stale_after: float
+    max_future_seconds: float = 300.0
     _reports: dict[Partition, tuple[float, bool, float]] = field(default_factory=dict)
     value: float = field(default=-math.inf, init=False)
     silent: int = field(default=0, init=False)  # raw partitions with no fresh report
 
-    def apply(self, tick: dict[str, Any]) -> float:
-        """Take in one tick record; return the watermark."""
-        sent_at = float(tick["sent_at"])
-        for topic, partition, newest, backlog in tick["sources"]:
-            reported = -math.inf if newest is None else float(newest)
-            self._reports[(topic, partition)] = (reported, bool(backlog), sent_at)
+    def apply(self, tick: dict[str, Any], now: float = math.inf) -> float:
+        """Take in one tick record received at wall-clock time ``now``; return the watermark."""
+        sent_at, count = min(float(tick["sent_at"]), now), int(tick["source_count"])
+        ceiling = now + self.max_future_seconds
+        reports = {
+            (str(topic), int(partition)): (
+                -math.inf if newest is None else min(float(newest), ceiling),
+                bool(backlog),
+                sent_at,
+            )
+            for topic, partition, newest, backlog in tick["sources"]
+        }
+        self._reports.update(reports)
         fresh_since = max(at for _, _, at in self._reports.values()) - self.stale_after
         stale = {partition for partition, (_, _, at) in self._reports.items() if at < fresh_since}
-        self.silent = tick["source_count"] - len(self._reports) + len(stale)
-        if len(self._reports) < tick["source_count"]:
+        self.silent = count - len(self._reports) + len(stale)
+        if len(self._reports) < count:
             return self.value
         merged = Watermark()
         for partition, (newest, _, _) in self._reports.items():

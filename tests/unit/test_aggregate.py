@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -152,3 +153,30 @@ def test_staged_writes_reach_the_table_only_when_applied(rules: dict[str, Any]) 
     assert new["finding_id"] in staged["h1"] and "old" not in staged
     staged.apply()
     assert new["finding_id"] in table["h1"] and "old" not in table
+
+
+def test_discarded_writes_never_reach_the_table(rules: dict[str, Any]) -> None:
+    table: dict[str, DestState] = {}
+    staged = StagedWrites(table)
+    Aggregator(rules, staged, POLICY).add(match(7300.0), 7300.0, now=0.0)
+    staged.discard()
+    staged.apply()
+    assert table == {}
+
+
+def test_a_clamped_event_flags_its_finding(aggregator: Aggregator) -> None:
+    plain = match(7300.0)
+    (new,) = aggregator.add(plain, 7300.0, now=0.0)
+    clamped = replace(plain, origin=Origin("t", 0, next(OFFSETS)), time_clamped=True)
+    aggregator.add(clamped, 7300.0, now=1.0)
+    (final,) = aggregator.advance(HOUR * 3 + 300, now=2.0, dests=["h1"])
+    assert (new["time_clamped"], final["time_clamped"], final["count"]) == (False, True, 2)
+
+
+def test_groups_of_a_rule_no_longer_loaded_are_forgotten(
+    rules: dict[str, Any], state: dict[str, DestState]
+) -> None:
+    Aggregator(rules, state, POLICY).add(match(7300.0), 7300.0, now=0.0)
+    without = {rule_id: rule for rule_id, rule in rules.items() if rule_id != WMIC_NODE}
+    assert Aggregator(without, state, POLICY).advance(7400.0, now=1.0, dests=["h1"]) == []
+    assert state == {}

@@ -41,3 +41,47 @@ def test_intake_status_is_shared_with_a_child_process() -> None:
 
 def _report_broker_down(status: IntakeStatus) -> None:
     status.joined, status.broker_error = True, "1/1 brokers are down"
+
+
+def recovered_health() -> Health:
+    health = Health()
+    health.intake.joined, health.recovered = True, lambda: True
+    return health
+
+
+def test_matches_not_aggregated_while_they_arrive_fail_liveness() -> None:
+    health = recovered_health()
+    health.agents.assigned(True)
+    assert health.problems(ready=False) == []
+    health.agents.progress -= health_module.STALL_SECONDS + 1
+    stalled = ["matches arrive but none was aggregated for over 60s"]
+    assert health.problems(ready=False) == stalled
+    assert health.problems(ready=True) == stalled
+    health.agents.handled()
+    assert health.problems(ready=True) == []
+
+
+def test_a_worker_owning_no_matches_partition_expects_nothing_to_aggregate() -> None:
+    health = recovered_health()
+    health.agents.progress -= health_module.STALL_SECONDS + 1
+    assert health.agents.idle_seconds() == 0.0 and health.problems(ready=True) == []
+    health.agents.assigned(True)  # a new assignment starts the clock again
+    assert health.problems(ready=True) == []
+
+
+def test_no_stall_is_reported_while_tables_recover() -> None:
+    health = Health()
+    health.agents.assigned(True)
+    health.agents.progress -= health_module.STALL_SECONDS + 1
+    assert health.problems(ready=False) == []
+
+
+def test_agents_crashing_repeatedly_fail_liveness() -> None:
+    health = recovered_health()
+    for _ in range(health_module.CRASH_LIMIT - 1):
+        health.agents.crashed()
+    assert health.problems(ready=False) == []
+    health.agents.crashed()
+    assert health.problems(ready=False) == ["agents crashed 3 times in 300s"]
+    health.agents.crashes.extend([-1e9] * 3)  # long ago: forgotten
+    assert health.agents.recent_crashes() == 3

@@ -84,3 +84,22 @@ def test_the_ticks_used_here_follow_the_published_schema() -> None:
     validator.validate(tick(0, (P0, 1000.0, False), (P2, None, True)))
     with pytest.raises(ValidationError):
         validator.validate({"type": "tick", "watermark": 1000.0})  # the old, per-intake form
+
+
+def test_a_tick_is_bounded_by_the_aggregation_s_clock() -> None:
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
+    now = 10_000.0
+    forged = tick(10**12, (P0, 4e12, False), (P1, 9000.0, False), (P2, 9000.0, False))
+    assert merged.apply(forged, now) == now + 300  # not year 128,000
+    assert merged.apply(tick(now, (P1, 9500.0, False)), now) == now + 300  # never goes back
+    assert merged.silent == 0  # a forged send time does not make the others stale
+
+
+def test_a_malformed_tick_changes_nothing() -> None:
+    merged = MergedWatermark(stale_after=30)
+    merged.apply(tick(0, (P0, 100.0, False), (P1, 100.0, False), (P2, 100.0, False)))
+    broken = tick(1, (P0, 900.0, False))
+    broken["sources"].append(["windows.sysmon", "not a partition", 1.0, False])
+    with pytest.raises(ValueError):
+        merged.apply(broken)
+    assert merged.apply(tick(2)) == 100.0
