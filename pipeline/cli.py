@@ -18,6 +18,7 @@ import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -261,23 +262,35 @@ def suppress_add(
     value: Annotated[str, typer.Option(help="Value; * matches any run, case-insensitive")],
     reason: Annotated[str, typer.Option()],
     author: Annotated[str, typer.Option()],
-    rule: Annotated[str, typer.Option(help="Rule id, or * for every rule")] = "*",
+    rule: Annotated[str, typer.Option(help="Rule id, or * for every rule (needs --broad)")],
     expires: Annotated[str | None, typer.Option(help="ISO-8601 expiry")] = None,
+    broad: Annotated[
+        bool, typer.Option(help="Allow an entry of every rule, or of every value (*)")
+    ] = False,
+    rules: RulesDir = None,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Add or replace a suppression; running workers apply it within a second."""
-    from pipeline.suppress import Suppression
+    """Add or replace a suppression; running workers apply it within a second.
 
-    entry = Suppression.model_validate(
-        {
-            "rule_id": rule,
-            "field": field,
-            "value": value,
-            "expires_at": expires,
-            "reason": reason,
-            "author": author,
-        }
-    )
+    The rule id and the field must be known to the loaded rules.
+    """
+    from pipeline.normalize import default_normalizer
+    from pipeline.suppress import Suppression, known_fields
+
+    values = {"rule_id": rule, "field": field, "value": value, "expires_at": expires}
+    try:
+        entry = Suppression.model_validate(
+            {**values, "reason": reason, "author": author, "broad": broad}
+        )
+    except ValidationError as error:
+        invalid = "; ".join(e["msg"] for e in error.errors())
+        console.print(f"[red]suppression refused[/red]: {escape(invalid)}")
+        raise typer.Exit(2) from None
+    settings = load_settings(bootstrap, rules_dir=rules)
+    known = known_fields(load_rules_or_exit(settings.rules_dir), default_normalizer())
+    if problems := entry.problems(known):
+        console.print(f"[red]suppression refused[/red]: {escape('; '.join(problems))}")
+        raise typer.Exit(2)
     _write_suppression(bootstrap, key, entry.model_dump_json().encode())
 
 

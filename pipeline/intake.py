@@ -39,7 +39,7 @@ from pipeline.prefilter import Verdict
 from pipeline.rejects import dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.suppress import Suppressions
+from pipeline.suppress import Suppressions, known_fields
 from pipeline.topics import Topics
 from pipeline.watermark import Watermark
 
@@ -73,7 +73,7 @@ class Intake:
         )
         self.producer = producer(settings)
         self.known_codes = {code for _, code in detector.router.routes}
-        self.suppressions = Suppressions()
+        self.suppressions = Suppressions(known_fields(detector.rules.values(), detector.normalizer))
         self.suppression_reader = consumer(settings, f"{settings.group_id}-suppressions")
         self.watermark = Watermark()
         self.rule_times: dict[str, float] = {}

@@ -42,6 +42,13 @@ matches_suppressed_total = Counter(
     "Matches dropped by a suppression entry.",
     ["rule"],
 )
+suppressions_total = Counter(
+    "wmiwatch_suppressions_total",
+    "Suppression entries taken from the suppressions topic, by action (applied, removed,"
+    " refused: malformed or broad without the flag; flagged: naming an unknown rule or field)"
+    " and scope (values, whole_rule, all_rules).",
+    ["action", "scope"],
+)
 late_matches_total = Counter(
     "wmiwatch_late_matches_total",
     "Matches whose window had closed when they arrived.",

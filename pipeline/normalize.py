@@ -100,6 +100,15 @@ class FieldSpec(BaseModel):
         """Return whether the output is always a substring of an input field."""
         return self.transform_items()[0][0] in SUBSTRING_TRANSFORMS
 
+    def inputs(self) -> set[str]:
+        """Return the names of the fields the transform reads."""
+        name, argument = self.transform_items()[0]
+        if name == "value":
+            return set()
+        if name == "template":
+            return {n for _, n, _, _ in string.Formatter().parse(str(argument)) if n}
+        return set(argument) if isinstance(argument, list) else {argument}
+
     def transform(self) -> tuple[Transform, str | list[str]]:
         """Return the transform function and its argument."""
         name, argument = self.transform_items()[0]
@@ -156,6 +165,15 @@ class SourceMapping(BaseModel):
     @staticmethod
     def _resolve(specs: dict[str, FieldSpec]) -> list[Step]:
         return [(name, *spec.transform(), spec.keep_existing) for name, spec in specs.items()]
+
+    def field_names(self, code: str) -> frozenset[str]:
+        """Return the fields events of ``code`` carry: those mapped and those read."""
+        mapping = self.events.get(code)
+        specs = {**self.common, **(mapping.fields if mapping else {})}
+        names = {self.event_code, self.identify.field, *specs}
+        for spec in specs.values():
+            names |= spec.inputs()
+        return frozenset(names)
 
     def apply(self, event: Event) -> None:
         """Set source, EventCode, data model and the CIM fields on ``event`` in place."""

@@ -48,3 +48,33 @@ def test_a_bad_rules_directory_stops_start_up_with_status_2(tmp_path: Path) -> N
     result = runner.invoke(app, ["detect", "--rules", str(tmp_path), str(SEEDS / "SOURCES.md")])
     assert result.exit_code == 2
     assert str(tmp_path / "bad.yml") in result.stderr
+
+
+def suppress_add(*options: str) -> tuple[int, str]:
+    """Run ``suppress add`` (refused before it connects); return exit code and output."""
+    result = runner.invoke(
+        app,
+        ["suppress", "add", "k1", "--reason", "pen test", "--author", "alice", *options],
+        env={"COLUMNS": "300"},
+    )
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_suppress_add_refuses_broad_entries_without_the_flag() -> None:
+    code, output = suppress_add("--rule", "*", "--field", "dest", "--value", "build-*")
+    assert code == 2 and "this entry silences every rule: set broad to true" in output
+    wmic = "272df6de-61f1-4784-877c-1fbc3e2d0838"
+    code, output = suppress_add("--rule", wmic, "--field", "dest", "--value", "*")
+    assert code == 2 and "this entry silences every match of its rule" in output
+
+
+def test_suppress_add_refuses_unknown_rules_fields_and_bad_expiry() -> None:
+    code, output = suppress_add("--rule", "no-such-rule", "--field", "dest", "--value", "x")
+    assert (code, output) == (2, "suppression refused: unknown rule id 'no-such-rule'")
+    wmic = "272df6de-61f1-4784-877c-1fbc3e2d0838"
+    code, output = suppress_add("--rule", wmic, "--field", "dset", "--value", "x")
+    assert (code, output) == (2, "suppression refused: no rule's events carry field 'dset'")
+    code, output = suppress_add(
+        "--rule", wmic, "--field", "dest", "--value", "x", "--expires", "soon"
+    )
+    assert code == 2 and output.startswith("suppression refused: Input should be a valid datetime")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import orjson
+import logging
 
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from pipeline import PROJECT_ROOT
+from pipeline.normalize import default_normalizer
 from pipeline.ocsf import to_ocsf
-from pipeline.suppress import Suppressions
+from pipeline.rules.loader import load_rules
+from pipeline.suppress import Suppression, Suppressions, known_fields
 from tests.conftest import FIXTURES
+
+SUPPRESSIONS = "wmiwatch_suppressions_total"
 
 
 def entry(**fields: object) -> bytes:
@@ -31,7 +40,7 @@ def test_entries_match_by_rule_field_and_wildcard_until_they_expire() -> None:
 
 def test_star_covers_every_rule_and_a_tombstone_removes_the_entry() -> None:
     suppressions = Suppressions()
-    suppressions.apply("k1", entry(rule_id="*", field="user", value="svc_*"))
+    suppressions.apply("k1", entry(rule_id="*", field="user", value="svc_*", broad=True))
     assert suppressions.match("any", {"user": "svc_backup"}, 0.0) is not None
     suppressions.apply("k1", None)
     assert suppressions.match("any", {"user": "svc_backup"}, 0.0) is None
@@ -42,6 +51,66 @@ def test_malformed_entries_are_ignored() -> None:
     suppressions.apply("k1", b"{not json")
     suppressions.apply("k2", orjson.dumps({"rule_id": "r1"}))
     assert suppressions.entries == {}
+
+
+@pytest.mark.parametrize(
+    ("fields", "scope"),
+    [
+        ({"rule_id": "*"}, "all_rules"),
+        ({"value": "*"}, "whole_rule"),
+        ({"value": "**"}, "whole_rule"),
+        ({"rule_id": "*", "value": "*"}, "all_rules"),
+    ],
+)
+def test_broad_entries_are_refused_unless_flagged(
+    fields: dict[str, str], scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    suppressions = Suppressions()
+    refused = REGISTRY.get_sample_value(SUPPRESSIONS, {"action": "refused", "scope": ""}) or 0
+    suppressions.apply("k1", entry(**fields))
+    assert suppressions.entries == {}
+    silences = {"all_rules": "every rule", "whole_rule": "every match of its rule"}[scope]
+    assert f"this entry silences {silences}: set broad to true" in caplog.text
+    assert (
+        REGISTRY.get_sample_value(SUPPRESSIONS, {"action": "refused", "scope": ""}) == refused + 1
+    )
+    suppressions.apply("k1", entry(**fields, broad=True))
+    assert suppressions.entries["k1"][0].scope == scope
+    assert suppressions.match("r1", {"dest": "build-7"}, 0.0) is not None
+
+
+def test_applied_entries_are_logged_with_author_reason_and_scope(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    applied = {"action": "applied", "scope": "values"}
+    before = REGISTRY.get_sample_value(SUPPRESSIONS, applied) or 0
+    with caplog.at_level(logging.WARNING):
+        Suppressions().apply("pentest", entry(expires_at="2030-01-01T00:00:00Z"))
+    assert (
+        "suppression 'pentest' applied: scope=values rule=r1 dest='build-*'"
+        " expires=2030-01-01T00:00:00+00:00 author='alice' reason='CI hosts'"
+    ) in caplog.text
+    assert REGISTRY.get_sample_value(SUPPRESSIONS, applied) == before + 1
+
+
+def test_entries_naming_an_unknown_rule_or_field_are_flagged() -> None:
+    known = known_fields(load_rules(PROJECT_ROOT / "rules"), default_normalizer())
+    wmic = "272df6de-61f1-4784-877c-1fbc3e2d0838"
+    assert Suppression.model_validate(orjson.loads(entry(rule_id=wmic))).problems(known) == []
+    unknown_rule = orjson.loads(entry(rule_id="no-such-rule"))
+    assert Suppression.model_validate(unknown_rule).problems(known) == [
+        "unknown rule id 'no-such-rule'"
+    ]
+    typo = orjson.loads(entry(rule_id=wmic, field="dset"))
+    assert Suppression.model_validate(typo).problems(known) == [
+        "no rule's events carry field 'dset'"
+    ]
+    flagged = {"action": "flagged", "scope": "values"}
+    before = REGISTRY.get_sample_value(SUPPRESSIONS, flagged) or 0
+    suppressions = Suppressions(known)
+    suppressions.apply("k1", entry(rule_id=wmic, field="dset"))
+    assert "k1" in suppressions.entries  # applied all the same: the worker is not the gate
+    assert REGISTRY.get_sample_value(SUPPRESSIONS, flagged) == before + 1
 
 
 def test_findings_render_as_ocsf_detection_findings() -> None:
