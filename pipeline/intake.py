@@ -292,6 +292,10 @@ class Intake:
             counts[(metrics.events_routed_total, (outcome.source,))] += amount
         else:
             counts[(metrics.events_dropped_total, (outcome.source,))] += amount
+        if outcome.event is not None and outcome.event.clamped is not None:
+            counts[
+                (metrics.event_times_clamped_total, (outcome.source, outcome.event.clamped))
+            ] += 1
         for match in outcome.matches:
             counts[(metrics.rule_matches_total, (match.rule_id,))] += 1
 

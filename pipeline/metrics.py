@@ -32,6 +32,12 @@ events_rejected_total = Counter(
     "Raw records the intake sent to the dead-letter topic.",
     ["reason"],
 )
+event_times_clamped_total = Counter(
+    "wmiwatch_event_times_clamped_total",
+    "Parsed events whose own time was outside the trusted bounds (too far in the future, or"
+    " older than the maximum age) and was replaced by their arrival time.",
+    ["source", "bound"],
+)
 rule_matches_total = Counter(
     "wmiwatch_rule_matches_total",
     "Events that passed a rule's filters.",

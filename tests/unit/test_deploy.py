@@ -18,6 +18,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from pipeline import PROJECT_ROOT, metrics
 from pipeline.deploy import drift
+from pipeline.topics import load_topics
 from tests.conftest import tool
 
 K8S = PROJECT_ROOT / "k8s"
@@ -130,3 +131,35 @@ def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
     assert "USER 10001:10001" in dockerfile
     assert 'ENTRYPOINT ["wmiwatch"]' in dockerfile and "wmiwatch" in project["scripts"]
     assert "COPY rules ./rules" in dockerfile and "COPY topics ./topics" in dockerfile
+
+
+def test_only_the_suppressions_principal_may_write_suppressions() -> None:
+    output = subprocess.run(
+        [tool("kubectl"), "kustomize", str(K8S / "kafka-users")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    users = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(output) if doc}
+    assert {u["metadata"]["namespace"] for u in users.values()} == {"kafka"}
+
+    def rights(user: str) -> dict[str, set[str]]:
+        acls = users[user]["spec"]["authorization"]["acls"]
+        return {
+            acl["resource"]["name"]: set(acl["operations"])
+            for acl in acls
+            if acl["resource"]["type"] == "topic"
+        }
+
+    topics = load_topics(PROJECT_ROOT / "topics")
+    worker = rights("wmiwatch")
+    assert worker["wmiwatch.suppressions"] == {"Read", "Describe"}
+    for spec in topics.specs:
+        expected = (
+            "Write" if spec.role != "raw" and spec.name != "wmiwatch.suppressions" else "Read"
+        )
+        assert expected in worker[spec.name], spec.name
+        assert spec.role != "raw" or "Write" not in worker[spec.name]
+    assert rights("wmiwatch-suppressions") == {
+        "wmiwatch.suppressions": {"Read", "Write", "Describe"}
+    }
