@@ -65,9 +65,9 @@ def nested_json(depth: int) -> bytes:
 
 
 def attribute_flood(count: int) -> bytes:
-    """Return a Sysmon event whose TimeCreated element carries ``count`` extra attributes."""
+    """Return a routed Sysmon 1 event whose TimeCreated carries ``count`` extra attributes."""
     extra = " ".join(f"a{n}='x'" for n in range(count))
-    return sysmon("flood", f"2024-03-05T11:00:00Z' {extra} b='", code=3, data="")
+    return sysmon("flood", f"2024-03-05T11:00:00Z' {extra} b='")
 
 
 @dataclass(frozen=True)

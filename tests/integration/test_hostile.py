@@ -1,0 +1,200 @@
+"""One hostile record at a time into a live worker: none may blind it.
+
+After each hostile record a fresh canary (a real-format 4104 Invoke-WMIExec event from a host
+of its own, stamped now) must come out as exactly one ``new`` finding within seconds, the worker
+and its intake must never restart, and the probes must stay green. Each hostile record must
+end as documented: dead-lettered with its reason, dropped (counted), or matched with its time
+clamped.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+
+from pipeline.kafka import consumer, producer
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+from tests.conftest import WorkerProcess, read_topic, schema_validator, the_intake
+from tests.integration.test_stream import scrape
+from tests.synthetic import WMIEXEC, script_block
+from tests.synthetic_hostile import suite
+
+pytestmark = pytest.mark.integration
+
+CANARY_SECONDS = 30.0  # each canary's finding arrives within this (seconds on a loaded machine)
+WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"
+
+
+class Findings:
+    """Follows the findings topic and counts records per (dest, status)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.reader: Consumer = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
+        self.reader.subscribe([topic])
+        self.records: list[dict[str, Any]] = []
+
+    def wait_for_new(self, dest: str, timeout: float = CANARY_SECONDS) -> dict[str, Any]:
+        """Return the first ``new`` finding of ``dest``, waiting up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.records if r["dest"] == dest and r["status"] == "new"]
+            if found:
+                return found[0]
+            for message in self.reader.consume(100, timeout=0.5):
+                if message.error() is None:
+                    self.records.append(orjson.loads(message.value() or b"{}"))
+        raise AssertionError(f"no new finding for {dest} within {timeout:.0f}s")
+
+    def news(self) -> Counter[str]:
+        """Return how many ``new`` records each dest has."""
+        return Counter(r["dest"] for r in self.records if r["status"] == "new")
+
+
+def send(client: Producer, topic: str, payload: bytes, key: str) -> tuple[int, int]:
+    """Produce one record and return its partition and offset."""
+    delivered: list[Message] = []
+    client.produce(topic, payload, key=key.encode(), on_delivery=lambda _, m: delivered.append(m))
+    assert client.flush(30) == 0
+    (message,) = delivered
+    return message.partition() or 0, message.offset() or 0
+
+
+def assert_healthy(settings: Settings, worker: WorkerProcess, intake: int) -> None:
+    """The worker and its first intake still run, and both probes answer 200."""
+    assert worker.process.poll() is None, "the worker exited"
+    assert the_intake(worker.process.pid) == intake, "the intake was restarted"
+    for probe in ("healthz", "readyz"):
+        url = f"http://127.0.0.1:{settings.metrics_port}/{probe}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert answer.status == 200, answer.read()
+
+
+def internal_hostiles(now: float) -> list[tuple[str, str, bytes]]:
+    """Return forged records of internal topics: (topic base name, key, payload)."""
+    match = {
+        "type": "match",
+        "rule_id": WMIEXEC_RULE,
+        "dest": "forged",
+        "time": 1e20,  # a time no finding can render
+        "group": {"Computer": "forged"},
+        "values": {},
+        "origin": {"topic": "x", "partition": 0, "offset": 0, "record_id": ""},
+        "ingested_at": now,
+        "time_clamped": False,
+    }
+    tick = {"type": "tick", "sent_at": now, "source_count": 30, "sources": [["x", "y", 1, 0]]}
+    return [
+        ("wmiwatch.matches", "forged", b"\x00not json"),
+        ("wmiwatch.matches", "forged", orjson.dumps({**match, "rule_id": "no-such-rule"})),
+        ("wmiwatch.matches", "forged", orjson.dumps(match)),
+        ("wmiwatch.matches", "forged", orjson.dumps(tick)),
+        ("wmiwatch.risk", "forged", b"{}"),
+    ]
+
+
+def test_no_hostile_record_blinds_the_worker(
+    settings: Settings, topics: Topics, worker: WorkerProcess
+) -> None:
+    client = producer(settings)
+    findings = Findings(settings, topics.findings)
+    intake = the_intake(worker.process.pid)
+    idle = [socket.create_connection(("127.0.0.1", settings.metrics_port)) for _ in range(4)]
+    canaries = 0
+
+    def canary() -> None:
+        nonlocal canaries
+        canaries += 1
+        host = f"canary-{canaries}"
+        payload = script_block(host, time.time(), WMIEXEC, canaries)
+        send(client, topics.name("windows.powershell"), payload, host)
+        assert findings.wait_for_new(host)["rule_id"] == WMIEXEC_RULE
+        assert_healthy(settings, worker, intake)
+
+    canary()  # the worker detects before anything hostile arrives
+    now = time.time()
+    placed = []
+    for number, hostile in enumerate(suite(now)):
+        topic = topics.name(hostile.topic)
+        placed.append((hostile, topic, *send(client, topic, hostile.payload, f"hostile-{number}")))
+        canary()
+    internal = []
+    for base, key, payload in internal_hostiles(now):
+        topic = topics.name(base)
+        internal.append((topic, *send(client, topic, payload, key)))
+        canary()
+    blanket = {"rule_id": "*", "field": "dest", "value": "*", "reason": "x", "author": "mallory"}
+    send(client, topics.suppressions, orjson.dumps(blanket), "blanket")
+    time.sleep(2)  # the intake reads suppressions between batches
+    canary()  # the blanket entry was refused: detection goes on
+
+    # Every canary gave exactly one new finding.
+    assert all(findings.news()[f"canary-{n}"] == 1 for n in range(1, canaries + 1))
+
+    # Each hostile raw record ended as documented.
+    expected_letters = [h for h, *_ in placed if h.outcome not in ("dropped", "clamped", "matched")]
+    letters = read_topic(
+        settings, topics.dead_letter, expected=len(expected_letters) + len(internal), timeout=30
+    )
+    validator = schema_validator("wmiwatch.dead-letter")
+    for letter in letters:
+        validator.validate(letter)
+    reasons = {(d["topic"], d["partition"], d["offset"]): d["reason"] for d in letters}
+    for hostile, topic, partition, offset in placed:
+        if hostile.outcome in ("dropped", "clamped", "matched"):
+            assert (topic, partition, offset) not in reasons, hostile.name
+        else:
+            assert reasons.get((topic, partition, offset)) == hostile.outcome, hostile.name
+    for topic, partition, offset in internal:
+        assert reasons.get((topic, partition, offset)) == "unprocessable"
+    assert len(letters) == len(expected_letters) + len(internal)  # nothing else
+
+    clamped = [findings.wait_for_new(dest) for dest in ("h-y10k", "h-digits")]
+    assert all(f["time_clamped"] for f in clamped)
+    assert all(abs(_epoch(f["first_time"]) - now) < 120 for f in clamped)  # arrival time
+    assert findings.wait_for_new("cs-host")["rule_name"]  # duplicate keys: the last one counts
+    assert "forged" not in findings.news()
+
+    metrics = scrape(settings.metrics_port)
+    assert family(metrics, "wmiwatch_event_times_clamped_total") == {
+        (("bound", "future"), ("source", "powershell")): 1.0,
+        (("bound", "future"), ("source", "sysmon")): 1.0,
+    }
+    suppressions = family(metrics, "wmiwatch_suppressions_total")
+    assert suppressions == {(("action", "refused"), ("scope", "")): 1.0}
+    assert family(metrics, "wmiwatch_aggregation_rejected_total") == {
+        (("topic", topics.matches),): 4.0,
+        (("topic", topics.risk),): 1.0,
+    }
+    assert sum(family(metrics, "wmiwatch_events_dropped_total").values()) >= 1  # Sysmon 3
+    assert metrics[("wmiwatch_event_time_watermark_seconds", ())] <= time.time() + 300
+    assert metrics[("wmiwatch_intake_idle_seconds", ())] < 60
+    assert metrics[("wmiwatch_aggregation_idle_seconds", ())] < 60
+    assert sum(family(metrics, "wmiwatch_agent_crashes_total").values()) == 0
+    log = worker.log.read_text()
+    assert "suppression 'blanket' refused" in log
+
+    # Idle connections to the probe port were closed by the server, not left holding it.
+    for connection in idle:
+        connection.settimeout(30)
+        assert connection.recv(1) == b""
+        connection.close()
+    assert_healthy(settings, worker, intake)
+
+
+def family(metrics: dict[tuple[str, Any], float], name: str) -> dict[Any, float]:
+    """Return the samples of metric ``name`` by their labels."""
+    return {labels: value for (metric, labels), value in metrics.items() if metric == name}
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
