@@ -8,12 +8,17 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 .venv/bin/python -m pip install --quiet --editable ".[${extras}]"
-# The tests run promtool and a real Prometheus server: Debian's prometheus package.
-if [ "$extras" = dev ] && ! command -v promtool >/dev/null; then
+# The tests run promtool and a real Prometheus server (Debian's prometheus package), and Apache
+# Kafka, whose jars Maven fetches and Java runs (openjdk-17-jre-headless, maven).
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ "$extras" = dev ] && [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "setup: promtool and prometheus are missing; install Debian's prometheus package" >&2
+    echo "setup: missing Debian packages: ${missing[*]}" >&2
   fi
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite: lint, types, rule self-tests, unit and integration tests.
+# Set up and run the whole test suite: lint, types, rule self-tests, unit and integration tests
+# on the embedded broker, then the integration tests again on Apache Kafka (one node) and the
+# cluster tests on a three-node Apache Kafka cluster.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh dev
@@ -7,4 +9,5 @@ cd "$(dirname "$0")"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/wmiwatch test-rules
-.venv/bin/pytest "$@"
+.venv/bin/pytest -m "not cluster" "$@"
+WMIWATCH_TEST_BROKER=apache-kafka .venv/bin/pytest -m "integration or cluster" "$@"

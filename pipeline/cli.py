@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pipeline import PROJECT_ROOT
-from pipeline.broker import free_port, running_broker, start_broker, stop_broker
+from pipeline.broker import (
+    BrokerUnavailable,
+    free_port,
+    running_broker,
+    start_broker,
+    stop_broker,
+)
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
@@ -82,17 +89,31 @@ def load_rules_or_exit(folder: Path) -> tuple[Rule, ...]:
         raise typer.Exit(2) from None
 
 
+class Engine(StrEnum):
+    """Which broker ``wmiwatch broker`` runs."""
+
+    EMBEDDED = "embedded"
+    APACHE_KAFKA = "apache-kafka"
+
+
 @app.command()
 def broker(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (of the first broker)")] = 9092,
     data_dir: Annotated[Path, typer.Option(help="Where the broker keeps data")] = Path(
         ".wmiwatch/broker"
     ),
+    engine: Annotated[
+        Engine, typer.Option(help="embedded: the noida-db broker; apache-kafka: KRaft nodes")
+    ] = Engine.EMBEDDED,
+    brokers: Annotated[int, typer.Option(min=1, help="Apache Kafka nodes to run")] = 1,
 ) -> None:
-    """Run a local Kafka-protocol broker in the foreground until SIGTERM/SIGINT."""
+    """Run a local Kafka broker (or an Apache Kafka cluster) in the foreground until SIGTERM."""
     received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda number, _frame: received.append(number))
+    if engine is Engine.APACHE_KAFKA:
+        _run_apache_kafka(port, data_dir, brokers, received)
+        return
     process = start_broker(port, data_dir)
     console.print(f"broker listening on 127.0.0.1:{port} (data in {data_dir}); Ctrl-C stops it")
     try:
@@ -102,6 +123,29 @@ def broker(
         stop_broker(process)
     if not received:
         console.print(f"[red]the broker exited with status {process.returncode}[/red]")
+        raise typer.Exit(1)
+
+
+def _run_apache_kafka(port: int, data_dir: Path, brokers: int, received: list[int]) -> None:
+    """Run Apache Kafka nodes until a signal arrives or a node exits."""
+    from pipeline.apache_kafka import KAFKA_VERSION, KafkaCluster
+
+    cluster = KafkaCluster(data_dir, brokers, port)
+    try:
+        cluster.start()
+        console.print(
+            f"Apache Kafka {KAFKA_VERSION}, {len(cluster.nodes)} node(s): "
+            f"{cluster.bootstrap} (data in {data_dir}); Ctrl-C stops it"
+        )
+        while not received and all(n.process and n.process.poll() is None for n in cluster.nodes):
+            time.sleep(0.2)
+    except BrokerUnavailable as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        cluster.stop()
+    if not received:
+        console.print("[red]a Kafka node exited[/red]")
         raise typer.Exit(1)
 
 

@@ -1,4 +1,10 @@
-"""Shared fixtures: a real Kafka-protocol broker per test session, and worker processes."""
+"""Shared fixtures: a real broker per test session, and worker processes.
+
+``WMIWATCH_TEST_BROKER`` chooses the broker the integration tests run on: ``embedded`` (the
+default: the noida-db broker) or ``apache-kafka`` (a single Apache Kafka node). Tests marked
+``cluster`` run on a three-node Apache Kafka cluster, started once per session. Apache Kafka
+needs Java and Maven: without them a test fails in CI and is skipped elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +26,17 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from pipeline import PROJECT_ROOT
+from pipeline.apache_kafka import KafkaCluster, running_kafka
 from pipeline.broker import free_port, running_broker, wait_for_port
 from pipeline.kafka import consumer, create_topics
 from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+ENGINE = os.environ.get("WMIWATCH_TEST_BROKER", "embedded")
 MISSING_TOOL = {
+    "java": "Java 17+ is missing: apt-get install openjdk-17-jre-headless (./setup.sh dev does)",
+    "mvn": "Maven is missing: apt-get install maven (./setup.sh dev does)",
     "kubectl": "kubectl with kustomize v5 (on the machine image) is missing",
     "promtool": "promtool is missing: apt-get install prometheus (./setup.sh dev does)",
     "prometheus": "prometheus is missing: apt-get install prometheus (./setup.sh dev does)",
@@ -50,8 +61,28 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     folder = tmp_path_factory.mktemp("broker")
+    if ENGINE == "apache-kafka":
+        with apache_kafka(folder, brokers=1) as cluster:
+            yield cluster.bootstrap
+        return
     with running_broker(free_port(), folder / "data", folder / "broker.log") as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Yield a three-node Apache Kafka cluster for the session's ``cluster`` tests."""
+    with apache_kafka(tmp_path_factory.mktemp("cluster"), brokers=3) as cluster:
+        yield cluster
+
+
+@contextmanager
+def apache_kafka(folder: Path, brokers: int) -> Iterator[KafkaCluster]:
+    """Run Apache Kafka for tests; without Java or Maven, fail in CI and skip elsewhere."""
+    for name in ("java", "mvn"):
+        tool(name)
+    with running_kafka(folder, brokers) as cluster:
+        yield cluster
 
 
 @pytest.fixture
