@@ -82,7 +82,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         datadir=str(settings.data_dir),
         web_enabled=False,
         topic_partitions=matches_spec.partitions,
-        topic_replication_factor=matches_spec.replication_factor,
+        topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
     )
@@ -92,15 +92,24 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     risk_topic = app.topic(topics.risk, value_serializer="raw", internal=False)
     incidents_topic = app.topic(topics.incidents, value_serializer="json", internal=False)
     dead_letter_topic = app.topic(topics.dead_letter, value_serializer="raw", internal=False)
+    changelog = settings.topic_config()  # Faust creates the changelogs with these
     dest_to_rule_stats = app.Table(
-        "dest_to_rule_stats", default=dict, partitions=matches_spec.partitions
+        "dest_to_rule_stats",
+        default=dict,
+        partitions=matches_spec.partitions,
+        extra_topic_configs=changelog,
     )
     risk_object_to_contributions = app.Table(
         "risk_object_to_contributions",
         default=dict,
         partitions=topics.spec("wmiwatch.risk").partitions,
+        extra_topic_configs=changelog,
     )
-    partition_offsets = app.Table("matches_partition_offsets", partitions=matches_spec.partitions)
+    partition_offsets = app.Table(
+        "matches_partition_offsets",
+        partitions=matches_spec.partitions,
+        extra_topic_configs=changelog,
+    )
     staged = StagedWrites(dest_to_rule_stats)
     aggregator = Aggregator(rules_by_id, staged, settings.window_policy())
     scorer = RiskScorer(risk_object_to_contributions, settings.risk_policy())

@@ -151,6 +151,7 @@ class KafkaCluster:
     data_dir: Path
     brokers: int = 1
     port: int = 9092
+    min_insync_replicas: int = 1  # the brokers' default for topics that do not set it
     nodes: list[Node] = field(default_factory=list)
     cluster_id: str = ""
 
@@ -275,6 +276,7 @@ class KafkaCluster:
             "transaction.state.log.replication.factor": replicas,
             "transaction.state.log.min.isr": min(2, replicas),
             "default.replication.factor": 1,
+            "min.insync.replicas": self.min_insync_replicas,
             "group.initial.rebalance.delay.ms": 0,
             "num.partitions": 1,
             "log.segment.bytes": 64 << 20,
@@ -309,10 +311,10 @@ class KafkaCluster:
 
 @contextmanager
 def running_kafka(
-    data_dir: Path, brokers: int = 1, port: int | None = None
+    data_dir: Path, brokers: int = 1, port: int | None = None, min_insync_replicas: int = 1
 ) -> Iterator[KafkaCluster]:
     """Run an Apache Kafka cluster for the duration of the block."""
-    cluster = KafkaCluster(data_dir, brokers, port or free_port())
+    cluster = KafkaCluster(data_dir, brokers, port or free_port(), min_insync_replicas)
     try:
         cluster.start()
         yield cluster

@@ -174,7 +174,9 @@ def topics_render(
     if not strimzi:
         console.print("only --strimzi rendering exists")
         raise typer.Exit(2)
-    resources = strimzi_topics(settings.topics(), cluster)
+    resources = strimzi_topics(
+        settings.topics(), cluster, settings.replication_factor, settings.min_insync_replicas
+    )
     sys.stdout.write(yaml.safe_dump_all(resources, sort_keys=False))
 
 
@@ -224,10 +226,16 @@ def worker(
     load_rules_or_exit(settings.rules_dir)
     _use_multiprocess_metrics(settings.data_dir / "metrics")
     import faust
+    from confluent_kafka import KafkaException
 
     from pipeline.agents import create_app
     from pipeline.health import Health, serve
+    from pipeline.kafka import create_leader_topic
 
+    try:
+        create_leader_topic(settings)
+    except KafkaException as error:  # Faust creates it then, with the broker's defaults
+        console.print(f"[yellow]could not create Faust's leader topic[/yellow]: {error}")
     health = Health()
     serve(settings.metrics_port, health)
     console.print(

@@ -15,7 +15,9 @@ from pipeline.topics import Topics, load_topics
 STRIMZI_CLUSTER = "kafka"
 
 
-def strimzi_topics(topics: Topics, cluster: str = STRIMZI_CLUSTER) -> list[dict[str, Any]]:
+def strimzi_topics(
+    topics: Topics, cluster: str = STRIMZI_CLUSTER, replicas: int = 1, min_insync: int = 1
+) -> list[dict[str, Any]]:
     """Return a Strimzi KafkaTopic resource for every topic definition."""
     return [
         {
@@ -28,8 +30,8 @@ def strimzi_topics(topics: Topics, cluster: str = STRIMZI_CLUSTER) -> list[dict[
             "spec": {
                 "topicName": topics.name(spec.name),
                 "partitions": spec.partitions,
-                "replicas": spec.replication_factor,
-                "config": dict(spec.config),
+                "replicas": replicas,
+                "config": {**spec.config, "min.insync.replicas": str(min_insync)},
             },
         }
         for spec in topics.specs

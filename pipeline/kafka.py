@@ -73,17 +73,37 @@ def read_range(
 
 def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> dict[str, str]:
     """Create every topic that does not exist yet; return name -> 'created' | 'exists'."""
-    admin = AdminClient(settings.librdkafka_config())
-    existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(
             topics.name(spec.name),
             num_partitions=spec.partitions,
-            replication_factor=spec.replication_factor,
-            config=dict(spec.config),
+            replication_factor=settings.replication_factor,
+            config={**spec.config, **settings.topic_config()},
         )
         for spec in topics.specs
     ]
+    return _create(settings, wanted, timeout)
+
+
+def create_leader_topic(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create Faust's leader topic with the deployment's replication before Faust would.
+
+    Faust creates it with the replication factor but no topic config, so it would get the
+    broker's ``min.insync.replicas`` rather than the deployment's.
+    """
+    name = f"{settings.group_id}-__assignor-__leader"
+    leader = NewTopic(
+        name,
+        num_partitions=1,
+        replication_factor=settings.replication_factor,
+        config=settings.topic_config(),
+    )
+    return _create(settings, [leader], timeout)
+
+
+def _create(settings: Settings, wanted: list[NewTopic], timeout: float) -> dict[str, str]:
+    admin = AdminClient(settings.librdkafka_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
     status = {topic.topic: "exists" for topic in wanted if topic.topic in existing}
     missing = [topic for topic in wanted if topic.topic not in existing]
     if missing:

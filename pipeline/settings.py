@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import PROJECT_ROOT
@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=1_048_576, gt=0)
     max_event_future_seconds: float = Field(default=300.0, ge=0)
     max_event_age_seconds: float | None = Field(default=None, gt=0)
+    replication_factor: int = Field(default=1, gt=0)
+    min_insync_replicas: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _in_sync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds"
+                f" replication_factor ({self.replication_factor}): every write would fail"
+            )
+        return self
+
+    def topic_config(self) -> dict[str, str]:
+        """Return the replication config every topic wmiwatch creates gets."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
 
     def topics(self) -> Topics:
         """Return the topic definitions with this deployment's name prefix."""

@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TopicSpec(BaseModel):
-    """One topic: name, role, partitions, config, key and value schema."""
+    """One topic: name, role, partitions, config, key and value schema.
+
+    Replication is the deployment's (``WMIWATCH_REPLICATION_FACTOR``,
+    ``WMIWATCH_MIN_INSYNC_REPLICAS``), not the topic's.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,7 +24,6 @@ class TopicSpec(BaseModel):
     role: Literal["raw", "internal", "output"]
     source: str | None = None
     partitions: int = Field(gt=0)
-    replication_factor: int = Field(gt=0)
     config: dict[str, str]
     key: str
     value_schema: str

@@ -71,17 +71,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """Yield a three-node Apache Kafka cluster for the session's ``cluster`` tests."""
-    with apache_kafka(tmp_path_factory.mktemp("cluster"), brokers=3) as cluster:
+    """Yield a three-node Apache Kafka cluster for the session's ``cluster`` tests.
+
+    Its brokers default to ``min.insync.replicas=2``, as production clusters (Strimzi's
+    examples among them) usually do.
+    """
+    with apache_kafka(tmp_path_factory.mktemp("cluster"), brokers=3, min_insync=2) as cluster:
         yield cluster
 
 
 @contextmanager
-def apache_kafka(folder: Path, brokers: int) -> Iterator[KafkaCluster]:
+def apache_kafka(folder: Path, brokers: int, min_insync: int = 1) -> Iterator[KafkaCluster]:
     """Run Apache Kafka for tests; without Java or Maven, fail in CI and skip elsewhere."""
     for name in ("java", "mvn"):
         tool(name)
-    with running_kafka(folder, brokers) as cluster:
+    with running_kafka(folder, brokers, min_insync_replicas=min_insync) as cluster:
         yield cluster
 
 
