@@ -1,11 +1,13 @@
 """Throughput and latency benchmark: bare consumer vs. the wmiwatch worker vs. offline detect.
 
-    .venv/bin/python bench/run.py [--events 200000] [--workers 1] [--bootstrap HOST:PORT]
+    .venv/bin/python bench/run.py [--events 200000] [--workers 1]
+        [--broker embedded|apache-kafka | --bootstrap HOST:PORT] [--json PATH]
 
 Generates a busy-fleet mix of real-size XmlWinEventLog events (Sysmon 1/3/5/7/10/11/12/13/22
 and Security 4624/4688 dominating, a little PowerShell 4104, rare WMI attacks from the test
-fixtures), produces them to a fresh set of topics on a local broker (started here unless
---bootstrap is given), then measures in the same run:
+fixtures), produces them to a fresh set of topics on a local broker started here (the embedded
+broker, or a single Apache Kafka node; or an existing one with --bootstrap), then measures in
+the same run:
 
   a) a bare aiokafka getmany loop over the raw topics (the ceiling),
   b) the full wmiwatch worker(s), all rules, until every event is consumed and the last finding
@@ -14,13 +16,15 @@ fixtures), produces them to a fresh set of topics on a local broker (started her
   d) the intake stage alone (a fresh consumer group, no Faust process): what the worker's
      intake process can do when the Faust process and the broker leave it a core.
 
-It also prints the CPU cores each process (Faust, intake, broker) used during b).
+It also prints the CPU cores each process (Faust, intake, broker) used during b). With
+--json PATH it also writes the figures as one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import subprocess
@@ -40,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.fleet import events
 from pipeline.aggregate import WindowPolicy
+from pipeline.apache_kafka import KAFKA_VERSION, KafkaCluster
 from pipeline.broker import free_port, start_broker, stop_broker, wait_for_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
@@ -259,19 +264,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--bootstrap")
+    parser.add_argument("--broker", choices=["embedded", "apache-kafka"], default="embedded")
+    parser.add_argument("--bootstrap", help="an existing broker instead of one started here")
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.bootstrap:
-            measure(args, args.bootstrap, folder, broker_pid=None)
-            return
-        port = free_port()
-        broker = start_broker(port, folder / "broker")
-        try:
-            measure(args, f"127.0.0.1:{port}", folder, broker.pid)
-        finally:
-            stop_broker(broker)
+            figures = measure(args, args.bootstrap, folder, broker_pid=None)
+        elif args.broker == "apache-kafka":
+            cluster = KafkaCluster(folder / "kafka", 1, free_port())
+            try:
+                cluster.start()
+                node = cluster.nodes[0].process
+                pid = node.pid if node else None
+                figures = measure(args, cluster.bootstrap, folder, pid)
+            finally:
+                cluster.stop()
+        else:
+            port = free_port()
+            broker = start_broker(port, folder / "broker")
+            try:
+                figures = measure(args, f"127.0.0.1:{port}", folder, broker.pid)
+            finally:
+                stop_broker(broker)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def broker_name(args: argparse.Namespace) -> str:
+    """Return the broker measured, as the table and the JSON name it."""
+    if args.bootstrap:
+        return f"external {args.bootstrap}"
+    return f"apache-kafka {KAFKA_VERSION}" if args.broker == "apache-kafka" else "embedded"
 
 
 def intake_alone(settings: Settings, rules: tuple[Rule, ...], count: int) -> float:
@@ -304,8 +329,10 @@ def intake_alone(settings: Settings, rules: tuple[Rule, ...], count: int) -> flo
     return rate
 
 
-def measure(args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: int | None) -> None:
-    """Generate, produce and measure against ``bootstrap``."""
+def measure(
+    args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: int | None
+) -> dict[str, object]:
+    """Generate, produce and measure against ``bootstrap``; print the table, return figures."""
     tag = uuid.uuid4().hex[:6]
     settings = Settings(
         bootstrap_servers=bootstrap, topic_prefix=f"bench{tag}.", group_id=f"bench-{tag}"
@@ -326,6 +353,7 @@ def measure(args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: 
     alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"broker {broker_name(args)}, "
         f"{args.events} events ({log_file.stat().st_size / args.events:.0f} B avg), "
         f"{len(report.findings)} findings, {args.workers} worker(s)"
     )
@@ -342,6 +370,17 @@ def measure(args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: 
     print(f"{'b) worker RSS (MiB)':44} {run.rss:14,.0f}")
     for role, cores in sorted(run.cores.items()):
         print(f"{f'b) CPU cores used by {role}':44} {cores:14.2f}")
+    return {
+        "broker": broker_name(args),
+        "events": args.events,
+        "getmany_eps": round(bare),
+        "worker_eps": round(run.rate),
+        "detect_eps": round(detect_rate),
+        "intake_eps": round(alone),
+        "p50_latency_s": run.p50,
+        "p99_latency_s": run.p99,
+        "worker_rss_mib": round(run.rss, 1),
+    }
 
 
 if __name__ == "__main__":

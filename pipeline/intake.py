@@ -23,6 +23,7 @@ import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
     KafkaError,
     KafkaException,
     Message,
@@ -45,6 +46,7 @@ from pipeline.watermark import Watermark
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
+CLOSE_SECONDS = 10.0
 
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
@@ -109,8 +111,7 @@ class Intake:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
         finally:
             self.producer.flush(30)
-            self.consumer.close()
-            self.suppression_reader.close()
+            _close_within(CLOSE_SECONDS, self.consumer, self.suppression_reader)
 
     def _on_assign(self, _consumer: object, partitions: list[TopicPartition]) -> None:
         self.status.joined = True
@@ -328,6 +329,24 @@ def _stop_with(sentinel: int, stop: ProcessEvent) -> None:
     """Set ``stop`` when the process behind ``sentinel`` ends (a killed worker's intake ends)."""
     multiprocessing.connection.wait([sentinel])
     stop.set()
+
+
+def _close_within(seconds: float, *clients: Consumer) -> None:
+    """Close the consumers (leaving their groups), giving up after ``seconds``.
+
+    Closing waits for a rebalance in progress, which on Kafka can last until a dead member's
+    session expires; the process is ending, and the broker drops the member then anyway.
+    """
+
+    def close_all() -> None:
+        for client in clients:
+            client.close()
+
+    closing = threading.Thread(target=close_all, daemon=True)
+    closing.start()
+    closing.join(seconds)
+    if closing.is_alive():
+        log.warning("consumers did not close within %.0fs; exiting without waiting", seconds)
 
 
 def received_at(message: Message) -> float | None:
