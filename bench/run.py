@@ -55,7 +55,9 @@ from pipeline.offline import detect_files
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
-from pipeline.topics import Topics
+from pipeline.topics import Topics, load_topics
+
+TOPICS = Path(__file__).resolve().parents[1] / "topics"
 
 
 def produce(
@@ -171,6 +173,7 @@ def start_workers(
             **os.environ,
             "WMIWATCH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
             "WMIWATCH_TOPIC_PREFIX": settings.topic_prefix,
+            "WMIWATCH_RAW_TOPICS": json.dumps(settings.raw_topics),
             "WMIWATCH_GROUP_ID": settings.group_id,
             "WMIWATCH_DATA_DIR": str(logs / f"worker{number}"),
             "WMIWATCH_METRICS_PORT": str(port),
@@ -334,11 +337,15 @@ def measure(
 ) -> dict[str, object]:
     """Generate, produce and measure against ``bootstrap``; print the table, return figures."""
     tag = uuid.uuid4().hex[:6]
+    raw = {s.source: f"bench{tag}.{s.name}" for s in load_topics(TOPICS).specs if s.source}
     settings = Settings(
-        bootstrap_servers=bootstrap, topic_prefix=f"bench{tag}.", group_id=f"bench-{tag}"
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"bench{tag}.",
+        raw_topics=raw,
+        group_id=f"bench-{tag}",
     )
     topics = settings.topics()
-    create_topics(settings, topics)
+    create_topics(settings, topics, raw=True)
     batch = list(events(args.events))
     log_file = folder / "events.xml"
     log_file.write_bytes(b"\n".join(payload for _, _, payload in batch) + b"\n")

@@ -50,7 +50,6 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(suppress_app, name="suppress")
 k8s_app = typer.Typer(help="Kubernetes manifests.", no_args_is_help=True)
 app.add_typer(k8s_app, name="k8s")
-GENERATED = PROJECT_ROOT / "k8s" / "base" / "generated"
 console = Console(stderr=True)
 
 Bootstrap = Annotated[
@@ -150,12 +149,17 @@ def _run_apache_kafka(port: int, data_dir: Path, brokers: int, received: list[in
 
 
 @topics_app.command("create")
-def topics_create(bootstrap: Bootstrap = None) -> None:
-    """Create every topic defined in topics/ (idempotent)."""
+def topics_create(
+    bootstrap: Bootstrap = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Also create missing raw topics (for tests and demos)")
+    ] = False,
+) -> None:
+    """Create the missing topics wmiwatch owns; never alters an existing topic."""
     from pipeline.kafka import create_topics
 
     settings = load_settings(bootstrap)
-    status = create_topics(settings, settings.topics())
+    status = create_topics(settings, settings.topics(), raw=raw)
     for name, state in sorted(status.items()):
         console.print(f"{state:8} {name}")
 
@@ -164,6 +168,7 @@ def topics_create(bootstrap: Bootstrap = None) -> None:
 def topics_render(
     strimzi: Annotated[bool, typer.Option("--strimzi", help="Strimzi KafkaTopic resources")],
     cluster: Annotated[str, typer.Option(help="Strimzi cluster name")] = "kafka",
+    raw: Annotated[bool, typer.Option("--raw", help="Include the raw topics")] = False,
 ) -> None:
     """Print the topic definitions as Kubernetes resources (Strimzi KafkaTopic)."""
     import yaml
@@ -175,7 +180,11 @@ def topics_render(
         console.print("only --strimzi rendering exists")
         raise typer.Exit(2)
     resources = strimzi_topics(
-        settings.topics(), cluster, settings.replication_factor, settings.min_insync_replicas
+        settings.topics(),
+        cluster,
+        settings.replication_factor,
+        settings.min_insync_replicas,
+        raw=raw,
     )
     sys.stdout.write(yaml.safe_dump_all(resources, sort_keys=False))
 
@@ -184,20 +193,20 @@ def topics_render(
 def k8s_generate(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any")] = False,
 ) -> None:
-    """Regenerate k8s/base/generated/ (rules, dashboard, KafkaTopics, PrometheusRule)."""
-    from pipeline.deploy import drift, generate
+    """Regenerate k8s/base/generated/ (rules, dashboard, alerts) and k8s/kafka/generated/."""
+    from pipeline.deploy import GENERATED, KAFKA_GENERATED, drift, generate
 
     if not check:
-        generate(PROJECT_ROOT, GENERATED)
-        console.print(f"wrote {GENERATED}")
+        generate(PROJECT_ROOT, PROJECT_ROOT)
+        console.print(f"wrote {GENERATED} and {KAFKA_GENERATED}")
         return
-    stale = drift(PROJECT_ROOT, GENERATED)
+    stale = drift(PROJECT_ROOT)
     for name in stale:
-        console.print(f"[red]out of date[/red]: {GENERATED / name}")
+        console.print(f"[red]out of date[/red]: {name}")
     if stale:
         console.print("run: wmiwatch k8s generate")
         raise typer.Exit(1)
-    console.print("k8s/base/generated is in sync with its sources")
+    console.print("the generated Kubernetes files are in sync with their sources")
 
 
 @app.command()
@@ -400,7 +409,7 @@ def demo(
     with running_broker(port, data_dir / "broker") as address:
         settings = load_settings(address, data_dir=data_dir / "worker", metrics_port=metrics_port)
         topics = settings.topics()
-        create_topics(settings, topics)
+        create_topics(settings, topics, raw=True)
         console.print(f"broker on {address}; topics created; starting worker")
         with _worker_process(settings, data_dir / "worker.log"):
             counts = replay_files(sorted(DEMO_SAMPLES.glob("*")), settings, topics)

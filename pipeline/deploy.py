@@ -16,9 +16,14 @@ STRIMZI_CLUSTER = "kafka"
 
 
 def strimzi_topics(
-    topics: Topics, cluster: str = STRIMZI_CLUSTER, replicas: int = 1, min_insync: int = 1
+    topics: Topics,
+    cluster: str = STRIMZI_CLUSTER,
+    replicas: int = 1,
+    min_insync: int = 1,
+    *,
+    raw: bool = False,
 ) -> list[dict[str, Any]]:
-    """Return a Strimzi KafkaTopic resource for every topic definition."""
+    """Return a Strimzi KafkaTopic resource for every topic wmiwatch owns (``raw``: all)."""
     return [
         {
             "apiVersion": "kafka.strimzi.io/v1beta2",
@@ -34,7 +39,7 @@ def strimzi_topics(
                 "config": {**spec.config, "min.insync.replicas": str(min_insync)},
             },
         }
-        for spec in topics.specs
+        for spec in topics.deployed(raw=raw)
     ]
 
 
@@ -53,24 +58,31 @@ def _dump(documents: list[dict[str, Any]]) -> str:
     return header + yaml.safe_dump_all(documents, sort_keys=False)
 
 
-def generate(root: Path, out: Path) -> None:
-    """Write every generated file under ``out`` from the sources under ``root``."""
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "rules").mkdir(parents=True)
+GENERATED = Path("k8s/base/generated")  # the workers' namespace: rules, dashboard, alerts
+KAFKA_GENERATED = Path("k8s/kafka/generated")  # the Kafka cluster's namespace: KafkaTopics
+PRODUCTION_REPLICAS, PRODUCTION_MIN_INSYNC = 3, 2
+
+
+def generate(root: Path, into: Path) -> None:
+    """Write every generated folder under ``into`` from the sources under ``root``."""
+    _generate_base(root, into / GENERATED)
+    _generate_kafka(root, into / KAFKA_GENERATED)
+
+
+def _generate_base(root: Path, out: Path) -> None:
+    _fresh(out)
+    (out / "rules").mkdir()
     rule_files = sorted(p.name for p in (root / "rules").glob("*.yml"))
     for name in rule_files:
         shutil.copyfile(root / "rules" / name, out / "rules" / name)
     shutil.copyfile(root / "k8s/grafana/wmiwatch-dashboard.json", out / "wmiwatch-dashboard.json")
-    topics = load_topics(root / "topics")
-    (out / "kafka-topics.yaml").write_text(_dump(strimzi_topics(topics)))
     (out / "prometheus-rule.yaml").write_text(
         _dump([prometheus_rule(root / "k8s/prometheus/alerts.yml")])
     )
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": ["kafka-topics.yaml", "prometheus-rule.yaml"],
+        "resources": ["prometheus-rule.yaml"],
         "configMapGenerator": [
             {"name": "wmiwatch-rules", "files": [f"rules/{name}" for name in rule_files]},
             {
@@ -83,12 +95,30 @@ def generate(root: Path, out: Path) -> None:
     (out / "kustomization.yaml").write_text(_dump([kustomization]))
 
 
-def drift(root: Path, out: Path) -> list[str]:
+def _generate_kafka(root: Path, out: Path) -> None:
+    """Write the KafkaTopics of the topics wmiwatch owns, replicated for production."""
+    _fresh(out)
+    topics = strimzi_topics(
+        load_topics(root / "topics"), replicas=PRODUCTION_REPLICAS, min_insync=PRODUCTION_MIN_INSYNC
+    )
+    (out / "kafka-topics.yaml").write_text(_dump(topics))
+
+
+def _fresh(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def drift(root: Path) -> list[str]:
     """Return the generated files that differ from a fresh generation (empty: in sync)."""
     with tempfile.TemporaryDirectory() as scratch:
-        fresh = Path(scratch) / "generated"
-        generate(root, fresh)
-        return _differences(dircmp(fresh, out), Path())
+        generate(root, Path(scratch))
+        return [
+            str(folder / name)
+            for folder in (GENERATED, KAFKA_GENERATED)
+            for name in _differences(dircmp(Path(scratch) / folder, root / folder), Path())
+        ]
 
 
 def _differences(comparison: dircmp[str], prefix: Path) -> list[str]:

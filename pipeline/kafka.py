@@ -71,8 +71,13 @@ def read_range(
     return records
 
 
-def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> dict[str, str]:
-    """Create every topic that does not exist yet; return name -> 'created' | 'exists'."""
+def create_topics(
+    settings: Settings, topics: Topics, *, raw: bool = False, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create the topics wmiwatch owns (with ``raw``, the raw ones too) that do not exist yet.
+
+    Return name -> 'created' | 'exists'. An existing topic is never altered.
+    """
     wanted = [
         NewTopic(
             topics.name(spec.name),
@@ -80,7 +85,7 @@ def create_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> 
             replication_factor=settings.replication_factor,
             config={**spec.config, **settings.topic_config()},
         )
-        for spec in topics.specs
+        for spec in topics.deployed(raw=raw)
     ]
     return _create(settings, wanted, timeout)
 

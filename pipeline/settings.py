@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
-    topic_prefix: str = ""
+    topic_prefix: str = ""  # for the topics wmiwatch owns, not the raw ones
+    raw_topics: dict[str, str] = Field(default_factory=dict)  # source -> name; "" switches off
     group_id: str = "wmiwatch"
     instance_id: str | None = None
     rules_dir: Path = PROJECT_ROOT / "rules"
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
     min_insync_replicas: int = Field(default=1, gt=0)
 
     @model_validator(mode="after")
+    def _raw_topics_name_known_sources(self) -> Settings:
+        self.topics()  # raises ValueError naming an unknown source
+        return self
+
+    @model_validator(mode="after")
     def _in_sync_within_replicas(self) -> Settings:
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(
@@ -66,8 +72,8 @@ class Settings(BaseSettings):
         return {"min.insync.replicas": str(self.min_insync_replicas)}
 
     def topics(self) -> Topics:
-        """Return the topic definitions with this deployment's name prefix."""
-        return load_topics(self.topics_dir, self.topic_prefix)
+        """Return the topic definitions with this deployment's names."""
+        return load_topics(self.topics_dir, self.topic_prefix, self.raw_topics)
 
     def window_policy(self) -> WindowPolicy:
         """Return the aggregation window policy."""

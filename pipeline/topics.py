@@ -1,8 +1,15 @@
-"""Topic definitions as data: ``topics/*.yaml`` read into typed specs."""
+"""Topic definitions as data: ``topics/*.yaml`` read into typed specs.
+
+wmiwatch owns its outputs and internal topics: they carry the deployment's name prefix. The raw
+topics belong to whoever ships the endpoint events: their names are the defaults here or the
+deployment's per-source names (``WMIWATCH_RAW_TOPICS``), never prefixed, and a source given no
+name is switched off.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,23 +39,36 @@ class TopicSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Topics:
-    """Every topic the pipeline uses, with the deployment's name prefix applied."""
+    """Every topic the pipeline uses, by its deployed name."""
 
     specs: tuple[TopicSpec, ...]
     prefix: str
     folder: Path
+    names: Mapping[str, str]  # topic definition name -> deployed name ("" for a source off)
 
     def name(self, base: str) -> str:
-        """Return the deployed name of topic ``base``."""
-        return f"{self.prefix}{base}"
+        """Return the deployed name of topic ``base`` (empty for a raw source switched off)."""
+        return self.names[base]
 
     def spec(self, base: str) -> TopicSpec:
         """Return the spec of topic ``base``."""
         return next(spec for spec in self.specs if spec.name == base)
 
     def raw(self) -> dict[str, str]:
-        """Return source -> deployed raw topic name."""
-        return {s.source: self.name(s.name) for s in self.specs if s.role == "raw" and s.source}
+        """Return source -> deployed raw topic name, for the sources switched on."""
+        return {
+            s.source: self.names[s.name]
+            for s in self.specs
+            if s.role == "raw" and s.source and self.names[s.name]
+        }
+
+    def owned(self) -> tuple[TopicSpec, ...]:
+        """Return the definitions of the topics wmiwatch owns (all but the raw ones)."""
+        return tuple(spec for spec in self.specs if spec.role != "raw")
+
+    def deployed(self, *, raw: bool) -> tuple[TopicSpec, ...]:
+        """Return the owned definitions, and with ``raw`` those of the sources switched on."""
+        return tuple(s for s in self.specs if s.role != "raw" or (raw and self.names[s.name]))
 
     def schema(self, base: str) -> dict[str, Any]:
         """Return the JSON Schema of topic ``base``'s values."""
@@ -88,10 +108,26 @@ class Topics:
         return self.name("wmiwatch.dead-letter")
 
 
-def load_topics(folder: Path, prefix: str = "") -> Topics:
-    """Load every ``*.yaml`` topic definition in ``folder``."""
+def load_topics(
+    folder: Path, prefix: str = "", raw_names: Mapping[str, str] | None = None
+) -> Topics:
+    """Load every ``*.yaml`` topic definition in ``folder``.
+
+    ``prefix`` goes before the names of the topics wmiwatch owns; ``raw_names`` (source -> raw
+    topic name, "" to switch it off) overrides the raw topics' default names.
+    """
     specs = tuple(
         TopicSpec.model_validate(yaml.safe_load(path.read_text()))
         for path in sorted(folder.glob("*.yaml"))
     )
-    return Topics(specs, prefix, folder)
+    overrides = dict(raw_names or {})
+    sources = {spec.source for spec in specs if spec.role == "raw" and spec.source}
+    if unknown := sorted(set(overrides) - sources):
+        raise ValueError(f"raw topics for unknown sources {unknown}; known: {sorted(sources)}")
+    names = {
+        spec.name: overrides.get(spec.source or "", spec.name)
+        if spec.role == "raw"
+        else f"{prefix}{spec.name}"
+        for spec in specs
+    }
+    return Topics(specs, prefix, folder, names)

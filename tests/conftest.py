@@ -8,6 +8,7 @@ needs Java and Maven: without them a test fails in CI and is skipped elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -96,17 +97,24 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return Settings(
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=f"t{tag}.",
+        raw_topics=isolated_raw_topics(f"t{tag}."),
         group_id=f"wmiwatch-{tag}",
         data_dir=tmp_path / "worker",
         metrics_port=free_port(),
     )
 
 
+def isolated_raw_topics(prefix: str) -> dict[str, str]:
+    """Return raw topic names of a test's own (raw topics take no deployment prefix)."""
+    defaults = load_topics(PROJECT_ROOT / "topics")
+    return {s.source: f"{prefix}{s.name}" for s in defaults.specs if s.role == "raw" and s.source}
+
+
 @pytest.fixture
 def topics(settings: Settings) -> Topics:
-    """Create this test's topics and return them."""
+    """Create this test's topics, raw ones included, and return them."""
     loaded = settings.topics()
-    create_topics(settings, loaded)
+    create_topics(settings, loaded, raw=True)
     return loaded
 
 
@@ -115,7 +123,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     values = settings.model_dump(exclude={"sasl_password"}, exclude_none=True)
     if settings.sasl_password is not None:
         values["sasl_password"] = settings.sasl_password.get_secret_value()
-    return {**os.environ, **{f"WMIWATCH_{name.upper()}": str(v) for name, v in values.items()}}
+    encoded = {name: json.dumps(v) if isinstance(v, dict) else str(v) for name, v in values.items()}
+    return {**os.environ, **{f"WMIWATCH_{name.upper()}": v for name, v in encoded.items()}}
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pipeline.broker import free_port
 from pipeline.kafka import create_topics
 from pipeline.replay import replay_files
 from pipeline.settings import Settings
-from tests.conftest import read_topic, start_worker
+from tests.conftest import isolated_raw_topics, read_topic, start_worker
 from tests.integration.test_stream import SEED_FINDINGS, SEED_SAMPLES
 
 pytestmark = pytest.mark.cluster
@@ -44,6 +44,7 @@ def test_every_topic_wmiwatch_creates_is_replicated_as_configured(
     settings = Settings(
         bootstrap_servers=kafka_cluster.bootstrap,
         topic_prefix=f"t{tag}.",
+        raw_topics=isolated_raw_topics(f"t{tag}."),
         group_id=f"wmiwatch-{tag}",
         data_dir=tmp_path / "worker",
         metrics_port=free_port(),
@@ -51,7 +52,7 @@ def test_every_topic_wmiwatch_creates_is_replicated_as_configured(
         min_insync_replicas=2,
     )
     topics = settings.topics()
-    create_topics(settings, topics)
+    create_topics(settings, topics, raw=True)
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         replay_files(SEED_SAMPLES, settings, topics)
@@ -64,5 +65,5 @@ def test_every_topic_wmiwatch_creates_is_replicated_as_configured(
     faust = {name for name in listed if name.startswith(f"{settings.group_id}-")}
     assert f"{settings.group_id}-__assignor-__leader" in faust
     assert len([name for name in faust if name.endswith("-changelog")]) == 3
-    owned = {topics.name(spec.name) for spec in topics.specs}
+    owned = {topics.name(spec.name) for spec in topics.specs}  # the raw ones created here too
     assert set(replication(settings, owned | faust).values()) == {(3, "2", True)}

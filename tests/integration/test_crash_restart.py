@@ -190,7 +190,7 @@ def scenario(tmp_path: Path) -> Iterator[tuple[Settings, Topics, LocalBroker]]:
         update_interval_seconds=0,
     )
     topics = settings.topics()
-    create_topics(settings, topics)
+    create_topics(settings, topics, raw=True)
     try:
         yield settings, topics, broker
     finally:

@@ -26,9 +26,9 @@ CRD_KINDS = {"KafkaTopic", "ServiceMonitor", "PrometheusRule"}
 KUBERNETES_VERSION = "1.30"
 
 
-def build(overlay: str) -> list[dict[str, Any]]:
+def build(folder: str) -> list[dict[str, Any]]:
     output = subprocess.run(
-        [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
+        [tool("kubectl"), "kustomize", str(K8S / folder)],
         capture_output=True,
         text=True,
         check=True,
@@ -36,11 +36,19 @@ def build(overlay: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
+def validate(obj: dict[str, Any]) -> None:
+    if obj["kind"] in CRD_KINDS:
+        schema = orjson.loads((K8S / "schemas" / f"{obj['kind']}.json").read_bytes())
+        Draft202012Validator(schema).validate(obj)
+    else:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_every_overlay_builds_and_validates(overlay: str) -> None:
-    objects = build(overlay)
+    objects = build(f"overlays/{overlay}")
     kinds = {o["kind"] for o in objects}
-    assert kinds >= {
+    assert kinds == {
         "StatefulSet",
         "Service",
         "ConfigMap",
@@ -48,18 +56,26 @@ def test_every_overlay_builds_and_validates(overlay: str) -> None:
         "NetworkPolicy",
         "ServiceMonitor",
         "PrometheusRule",
-        "KafkaTopic",
     }
     for obj in objects:
-        if obj["kind"] in CRD_KINDS:
-            schema = orjson.loads((K8S / "schemas" / f"{obj['kind']}.json").read_bytes())
-            Draft202012Validator(schema).validate(obj)
-        else:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        validate(obj)
+
+
+def test_the_kafka_namespace_gets_the_owned_topics_replicated_for_production() -> None:
+    objects = build("kafka")
+    assert {o["metadata"]["namespace"] for o in objects} == {"kafka"}
+    kafka_topics = [o for o in objects if o["kind"] == "KafkaTopic"]
+    for obj in kafka_topics:
+        validate(obj)
+    owned = {s.name for s in load_topics(PROJECT_ROOT / "topics").owned()}
+    assert {t["spec"]["topicName"] for t in kafka_topics} == owned  # raw topics are not ours
+    assert {
+        (t["spec"]["replicas"], t["spec"]["config"]["min.insync.replicas"]) for t in kafka_topics
+    } == {(3, "2")}
 
 
 def test_prod_uses_scram_over_tls_with_the_password_from_a_secret() -> None:
-    objects = build("prod")
+    objects = build("overlays/prod")
     (worker,) = [o for o in objects if o["kind"] == "StatefulSet"]
     container = worker["spec"]["template"]["spec"]["containers"][0]
     password = next(e for e in container["env"] if e["name"] == "WMIWATCH_SASL_PASSWORD")
@@ -71,14 +87,17 @@ def test_prod_uses_scram_over_tls_with_the_password_from_a_secret() -> None:
     )["data"]
     assert settings["WMIWATCH_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert settings["WMIWATCH_SASL_MECHANISM"] == "SCRAM-SHA-512"
-    assert all(o["spec"]["replicas"] == 3 for o in objects if o["kind"] == "KafkaTopic")
+    assert (settings["WMIWATCH_REPLICATION_FACTOR"], settings["WMIWATCH_MIN_INSYNC_REPLICAS"]) == (
+        "3",
+        "2",
+    )
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert worker["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
 
 
 def test_generated_files_are_in_sync_with_their_sources() -> None:
-    assert drift(PROJECT_ROOT, K8S / "base" / "generated") == []
+    assert drift(PROJECT_ROOT) == []
 
 
 def test_alert_rules_pass_their_promtool_unit_tests() -> None:
@@ -134,14 +153,7 @@ def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
 
 
 def test_only_the_suppressions_principal_may_write_suppressions() -> None:
-    output = subprocess.run(
-        [tool("kubectl"), "kustomize", str(K8S / "kafka-users")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    users = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(output) if doc}
-    assert {u["metadata"]["namespace"] for u in users.values()} == {"kafka"}
+    users = {o["metadata"]["name"]: o for o in build("kafka") if o["kind"] == "KafkaUser"}
 
     def rights(user: str) -> dict[str, set[str]]:
         acls = users[user]["spec"]["authorization"]["acls"]

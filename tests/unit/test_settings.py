@@ -31,3 +31,31 @@ def test_invalid_settings_list_every_problem_and_hide_the_secret(
     for name in ("metrics_port", "security_protocol", "window_seconds"):
         assert name in result.stderr
     assert SECRET not in result.output + result.stderr
+
+
+def test_the_prefix_names_only_the_topics_wmiwatch_owns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WMIWATCH_TOPIC_PREFIX", "soc1.")
+    monkeypatch.setenv("WMIWATCH_RAW_TOPICS", '{"sysmon": "edr.sysmon.xml", "crowdstrike": ""}')
+    topics = Settings().topics()
+    assert topics.findings == "soc1.wmiwatch.findings"
+    assert topics.name("windows.security") == "windows.security"  # a raw default, no prefix
+    assert topics.raw()["sysmon"] == "edr.sysmon.xml"
+    assert "crowdstrike" not in topics.raw()  # switched off: not read, not created
+    created = {topics.name(spec.name) for spec in topics.deployed(raw=True)}
+    assert "edr.sysmon.xml" in created and "" not in created
+    assert {topics.name(spec.name) for spec in topics.deployed(raw=False)} == {
+        f"soc1.{spec.name}" for spec in topics.owned()
+    }
+
+
+def test_raw_topics_of_an_unknown_source_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"raw topics for unknown sources \['sysmom'\]"):
+        Settings(raw_topics={"sysmom": "x"})
+
+
+def test_min_insync_replicas_cannot_exceed_the_replication_factor() -> None:
+    with pytest.raises(ValueError, match="every write would fail"):
+        Settings(replication_factor=1, min_insync_replicas=2)
+    assert Settings(replication_factor=3, min_insync_replicas=2).topic_config() == {
+        "min.insync.replicas": "2"
+    }
