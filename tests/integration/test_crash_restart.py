@@ -44,8 +44,7 @@ from tests.conftest import WorkerProcess, intake_pids, launch_worker, wait_until
 
 pytestmark = pytest.mark.reliability
 
-EVENTS = 210_000
-CHUNK = 35_000  # produced before each step, and once after the last
+CHUNK = 35_000  # produced before each of the five steps, and once after the last: 210,000
 T = TypeVar("T")
 
 
@@ -198,12 +197,16 @@ def scenario(tmp_path: Path) -> Iterator[tuple[Settings, Topics, LocalBroker]]:
 
 
 def produce_chunk(
-    settings: Settings, topics: Topics, stream: Iterator[tuple[str, str, bytes]], log: BinaryIO
+    settings: Settings,
+    topics: Topics,
+    stream: Iterator[tuple[str, str, bytes]],
+    log: BinaryIO,
+    size: int = CHUNK,
 ) -> int:
-    """Produce the next ``CHUNK`` events of ``stream`` to the raw topics, append them to ``log``."""
+    """Produce the next ``size`` events of ``stream`` to the raw topics, append them to ``log``."""
     client, raw = producer(settings, **{"linger.ms": 50}), topics.raw()
     produced = 0
-    for source, host, payload in itertools.islice(stream, CHUNK):
+    for source, host, payload in itertools.islice(stream, size):
         client.produce(raw[source], payload, key=host.encode())
         log.write(payload + b"\n")
         produced += 1
@@ -265,29 +268,45 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
         lambda: fleet.scale_down("b"),
         crash_a_and_restart_the_broker,
     ]
-    stream, log_file, produced = events(EVENTS), tmp_path / "fleet.xml", 0
     fleet.start("a")
-    with log_file.open("wb") as log:
+    expected = replay_with_steps(fleet, topics, steps, tmp_path / "fleet.xml", CHUNK)
+    found = assert_counted_exactly(fleet, topics, expected)
+    resent = sum(len(r) - 1 for r in found.values() if r)  # printed for the run log
+    print(f"{len(expected)} findings, {fleet.starts} worker starts, {resent} records re-sent")
+
+
+def replay_with_steps(
+    fleet: Fleet, topics: Topics, steps: list[Callable[[], None]], path: Path, chunk: int
+) -> dict[str, int]:
+    """Produce the fleet stream in ``len(steps) + 1`` chunks, take each step once the intake
+    has committed half of its chunk, and return detect's finding counts over the same events."""
+    settings = fleet.settings
+    stream, produced = events((len(steps) + 1) * chunk), 0
+    with path.open("wb") as log:
         for step in steps:  # each step lands while the intake is inside a fresh chunk
-            produced += produce_chunk(settings, topics, stream, log)
-            target = produced - CHUNK // 2
+            produced += produce_chunk(settings, topics, stream, log, chunk)
+            target = produced - chunk // 2
             fleet.wait(
                 f"{target} records committed",
                 functools.partial(has_committed, settings, topics, target),
             )
             step()
-        produced += produce_chunk(settings, topics, stream, log)
-    assert produced == EVENTS
-    expected = {
-        f["finding_id"]: f["count"]
-        for f in detect_files(
-            [log_file], load_rules(settings.rules_dir), settings.window_policy()
-        ).findings
-    }
+        produced += produce_chunk(settings, topics, stream, log, chunk)
+    fleet.wait("all committed", functools.partial(has_committed, settings, topics, produced))
+    report = detect_files([path], load_rules(settings.rules_dir), settings.window_policy())
+    return {f["finding_id"]: f["count"] for f in report.findings}
+
+
+def assert_counted_exactly(
+    fleet: Fleet, topics: Topics, expected: dict[str, int]
+) -> dict[str, list[dict[str, object]]]:
+    """Wait until every expected finding is counted, stop the workers, and assert the counts
+    are exact, no other finding exists, and no finding id has two different ``new`` records.
+    Return the findings topic grouped by id."""
     try:
-        fleet.wait("all committed", functools.partial(has_committed, settings, topics, EVENTS))
         found = fleet.wait(
-            "every finding counted", lambda: findings_once_counted(settings, topics, expected)
+            "every finding counted",
+            lambda: findings_once_counted(fleet.settings, topics, expected),
         )
     finally:
         for name in list(fleet.workers):
@@ -301,8 +320,7 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
         if len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}) > 1
     }
     assert differing == {}
-    resent = sum(len(records) - 1 for records in news.values())
-    print(f"{len(expected)} findings, {fleet.starts} worker starts, {resent} new records re-sent")
+    return news
 
 
 def findings_once_counted(
