@@ -128,6 +128,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Sasl:
+    """Clients must use SASL_SSL with SCRAM-SHA-512, and ACLs are enforced (StandardAuthorizer).
+
+    ``keystore`` is a PEM file with the brokers' unencrypted PKCS#8 key and certificate,
+    ``truststore`` the PEM of the CA that signed it. The super user ``admin`` is created with
+    ``admin_password`` when the storage is formatted; brokers and controllers talk over
+    plaintext listeners on loopback, as the super user ANONYMOUS.
+    """
+
+    keystore: Path
+    truststore: Path
+    admin_password: str
+
+
 @dataclass
 class Node:
     """One KRaft node: broker and controller in one JVM."""
@@ -135,6 +150,7 @@ class Node:
     node_id: int
     port: int
     controller_port: int
+    internal_port: int  # broker to broker, and this module's probes (plaintext)
     folder: Path
     process: subprocess.Popen[bytes] | None = None
 
@@ -152,6 +168,7 @@ class KafkaCluster:
     brokers: int = 1
     port: int = 9092
     min_insync_replicas: int = 1  # the brokers' default for topics that do not set it
+    sasl: Sasl | None = None
     nodes: list[Node] = field(default_factory=list)
     cluster_id: str = ""
 
@@ -176,6 +193,7 @@ class KafkaCluster:
                     self.cluster_id,
                     "-c",
                     str(node.folder / "server.properties"),
+                    *self._scram_users(),
                     wait=True,
                 )
         for node in self.nodes:
@@ -220,7 +238,8 @@ class KafkaCluster:
     def wait_for_brokers(self, count: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Block until the cluster's metadata names ``count`` brokers."""
         # A probe: its connection failures while nodes start are expected, so it logs nothing.
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        internal = ",".join(f"127.0.0.1:{node.internal_port}" for node in self.nodes)
+        admin = AdminClient({"bootstrap.servers": internal, "log_level": 0})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for node in self.nodes:
@@ -247,22 +266,25 @@ class KafkaCluster:
             ports = [self.port] + [free_port() for _ in range(self.brokers - 1)]
             plan = {
                 "cluster_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
-                "nodes": [[n + 1, port, free_port()] for n, port in enumerate(ports)],
+                "nodes": [
+                    [n + 1, port, free_port(), free_port() if self.sasl else port]
+                    for n, port in enumerate(ports)
+                ],
             }
             saved.write_text(json.dumps(plan))
         self.cluster_id = plan["cluster_id"]
         self.brokers = len(plan["nodes"])
         self.port = plan["nodes"][0][1]
         self.nodes = [
-            Node(node_id, port, controller, self.data_dir / f"node-{node_id}")
-            for node_id, port, controller in plan["nodes"]
+            Node(node_id, port, controller, internal, self.data_dir / f"node-{node_id}")
+            for node_id, port, controller, internal in plan["nodes"]
         ]
 
     def _configure(self, node: Node) -> None:
         node.folder.mkdir(parents=True, exist_ok=True)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         replicas = min(3, self.brokers)
-        settings = {
+        settings: dict[str, object] = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
@@ -271,6 +293,7 @@ class KafkaCluster:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            **(self._sasl_settings(node, self.sasl) if self.sasl else {}),
             "log.dirs": node.folder / "data",
             "offsets.topic.replication.factor": replicas,
             "transaction.state.log.replication.factor": replicas,
@@ -284,6 +307,36 @@ class KafkaCluster:
         text = "".join(f"{key}={value}\n" for key, value in settings.items())
         (node.folder / "server.properties").write_text(text)
         (node.folder / "log4j2.properties").write_text(LOG4J2)
+
+    def _scram_users(self) -> list[str]:
+        """Return the format arguments that create the SCRAM super user, if SASL is on."""
+        if self.sasl is None:
+            return []
+        return ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={self.sasl.admin_password}]"]
+
+    @staticmethod
+    def _sasl_settings(node: Node, sasl: Sasl) -> dict[str, object]:
+        """Return the settings of a SASL_SSL client listener beside plaintext internal ones."""
+        client, internal = f"127.0.0.1:{node.port}", f"127.0.0.1:{node.internal_port}"
+        return {
+            "listeners": f"SASL_SSL://{client},INTERNAL://{internal},"
+            f"CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{client},INTERNAL://{internal}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,"
+            "CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": sasl.keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": sasl.truststore,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:admin;User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
 
     def _java(
         self, libs: Path, node: Node, main: str, *arguments: str, wait: bool
@@ -311,10 +364,14 @@ class KafkaCluster:
 
 @contextmanager
 def running_kafka(
-    data_dir: Path, brokers: int = 1, port: int | None = None, min_insync_replicas: int = 1
+    data_dir: Path,
+    brokers: int = 1,
+    port: int | None = None,
+    min_insync_replicas: int = 1,
+    sasl: Sasl | None = None,
 ) -> Iterator[KafkaCluster]:
     """Run an Apache Kafka cluster for the duration of the block."""
-    cluster = KafkaCluster(data_dir, brokers, port or free_port(), min_insync_replicas)
+    cluster = KafkaCluster(data_dir, brokers, port or free_port(), min_insync_replicas, sasl)
     try:
         cluster.start()
         yield cluster

@@ -241,6 +241,7 @@ def worker(
     from pipeline.health import Health, serve
     from pipeline.kafka import create_leader_topic
 
+    _check_access(settings)
     try:
         create_leader_topic(settings)
     except KafkaException as error:  # Faust creates it then, with the broker's defaults
@@ -251,6 +252,32 @@ def worker(
         f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
     )
     faust.Worker(create_app(settings, health), loglevel=loglevel).execute_from_commandline()
+
+
+def _check_access(settings: Settings) -> None:
+    """Exit with a clear error when the principal is refused or may not use a needed topic.
+
+    A cluster that cannot be reached yet is not an error here: the worker waits for it.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.kafka import denied_topics
+
+    principal = settings.sasl_username or "the anonymous principal"
+    try:
+        denied = denied_topics(settings, settings.topics())
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError._AUTHENTICATION:
+            console.print(f"[yellow]cannot check topic access yet[/yellow]: {error}")
+            return
+        console.print(f"[red]Kafka refused the login of {principal}[/red]: {error.args[0].str()}")
+        raise typer.Exit(2) from None
+    if denied:
+        console.print(
+            f"[red]{principal} may not use these topics (grant it ACLs on them)[/red]: "
+            + ", ".join(denied)
+        )
+        raise typer.Exit(2)
 
 
 def _use_multiprocess_metrics(folder: Path) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.settings import Settings
@@ -121,3 +128,33 @@ def _create(settings: Settings, wanted: list[NewTopic], timeout: float) -> dict[
                     raise
                 status[name] = "exists"
     return status
+
+
+def denied_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> list[str]:
+    """Return the topics this worker needs that its principal may not even describe.
+
+    Raise KafkaException when the cluster cannot be asked: down, or the login refused (then
+    with the authentication error, which librdkafka reports only to the error callback).
+    """
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            refused.append(error)
+
+    config: dict[str, Any] = {**settings.librdkafka_config(), "error_cb": on_error}
+    admin = AdminClient(config)
+    denied = []
+    for spec in topics.deployed(raw=True):
+        name = topics.name(spec.name)
+        try:
+            metadata = admin.list_topics(topic=name, timeout=timeout)
+        except KafkaException:
+            admin.poll(0)  # serve the error callback
+            if refused:
+                raise KafkaException(refused[0]) from None
+            raise
+        error = metadata.topics[name].error
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            denied.append(name)
+    return denied

@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from pipeline import PROJECT_ROOT
-from pipeline.apache_kafka import KafkaCluster, running_kafka
+from pipeline.apache_kafka import KafkaCluster, Sasl, running_kafka
 from pipeline.broker import free_port, running_broker, wait_for_port
 from pipeline.kafka import consumer, create_topics
 from pipeline.settings import Settings
@@ -82,11 +82,13 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 
 @contextmanager
-def apache_kafka(folder: Path, brokers: int, min_insync: int = 1) -> Iterator[KafkaCluster]:
+def apache_kafka(
+    folder: Path, brokers: int, min_insync: int = 1, sasl: Sasl | None = None
+) -> Iterator[KafkaCluster]:
     """Run Apache Kafka for tests; without Java or Maven, fail in CI and skip elsewhere."""
     for name in ("java", "mvn"):
         tool(name)
-    with running_kafka(folder, brokers, min_insync_replicas=min_insync) as cluster:
+    with running_kafka(folder, brokers, min_insync_replicas=min_insync, sasl=sasl) as cluster:
         yield cluster
 
 
