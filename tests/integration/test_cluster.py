@@ -13,14 +13,27 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 from pipeline.apache_kafka import KafkaCluster
 from pipeline.broker import free_port
 from pipeline.kafka import consumer, create_topics
-from pipeline.replay import replay_files
 from pipeline.settings import Settings
-from tests.conftest import isolated_raw_topics, read_topic, start_worker
+from tests.conftest import isolated_raw_topics
 from tests.integration.test_crash_restart import Fleet, assert_counted_exactly, replay_with_steps
-from tests.integration.test_stream import SEED_FINDINGS, SEED_SAMPLES
+from tests.integration.test_stream import SEED_FINDINGS, seed_findings
 
 pytestmark = pytest.mark.cluster
 CLUSTER_CHUNK = 25_000  # five chunks of the fleet stream: 125,000 events
+
+
+def replicated(cluster: KafkaCluster, tmp_path: Path) -> Settings:
+    """Return settings of a deployment of its own on ``cluster``, replicated for production."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        bootstrap_servers=cluster.bootstrap,
+        topic_prefix=f"t{tag}.",
+        raw_topics=isolated_raw_topics(f"t{tag}."),
+        group_id=f"wmiwatch-{tag}",
+        data_dir=tmp_path / "worker",
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
 
 
 def replication(settings: Settings, names: set[str]) -> dict[str, tuple[int, str, bool]]:
@@ -44,26 +57,10 @@ def replication(settings: Settings, names: set[str]) -> dict[str, tuple[int, str
 def test_every_topic_wmiwatch_creates_is_replicated_as_configured(
     kafka_cluster: KafkaCluster, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=kafka_cluster.bootstrap,
-        topic_prefix=f"t{tag}.",
-        raw_topics=isolated_raw_topics(f"t{tag}."),
-        group_id=f"wmiwatch-{tag}",
-        data_dir=tmp_path / "worker",
-        metrics_port=free_port(),
-        replication_factor=3,
-        min_insync_replicas=2,
-    )
+    settings = replicated(kafka_cluster, tmp_path).model_copy(update={"metrics_port": free_port()})
     topics = settings.topics()
     create_topics(settings, topics, raw=True)
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        replay_files(SEED_SAMPLES, settings, topics)
-        findings = read_topic(settings, topics.findings, expected=6, timeout=90)
-    finally:
-        worker.stop()
-    assert {(f["rule_name"], f["dest"]) for f in findings if f["status"] == "new"} >= SEED_FINDINGS
+    assert seed_findings(settings, settings, topics, tmp_path / "worker.log") >= SEED_FINDINGS
 
     listed = AdminClient(settings.librdkafka_config()).list_topics(timeout=30).topics
     faust = {name for name in listed if name.startswith(f"{settings.group_id}-")}
@@ -110,17 +107,8 @@ def test_worker_kills_a_leader_broker_kill_and_scaling_lose_and_double_nothing(
     SIGKILL the node leading the most matches and findings partitions and start it again,
     then scale back to 1. Every finding detect finds must be there with its exact count.
     """
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=kafka_cluster.bootstrap,
-        topic_prefix=f"k{tag}.",
-        raw_topics=isolated_raw_topics(f"k{tag}."),
-        group_id=f"crash-{tag}",
-        window_seconds=60,
-        allowed_lateness_seconds=5,
-        update_interval_seconds=0,
-        replication_factor=3,
-        min_insync_replicas=2,
+    settings = replicated(kafka_cluster, tmp_path).model_copy(
+        update={"window_seconds": 60, "allowed_lateness_seconds": 5, "update_interval_seconds": 0}
     )
     topics = settings.topics()
     create_topics(settings, topics, raw=True)

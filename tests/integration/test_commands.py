@@ -8,16 +8,19 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from pipeline.broker import free_port, wait_for_port
 from pipeline.kafka import producer
 from pipeline.settings import Settings
 from pipeline.topics import Topics
+from tests.conftest import tool
 
 pytestmark = pytest.mark.integration
 
@@ -58,23 +61,29 @@ def test_demo_prints_the_seed_findings_and_cleans_up(tmp_path: Path) -> None:
     assert port_is_free(broker_port) and port_is_free(metrics_port)
 
 
-def test_broker_command_stops_its_broker_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "brokers"), [("embedded", 1), ("apache-kafka", 2)], ids=["embedded", "kafka"]
+)
+def test_broker_command_stops_its_brokers_on_sigterm(
+    engine: str, brokers: int, tmp_path: Path
+) -> None:
+    if engine == "apache-kafka":
+        for name in ("java", "mvn"):
+            tool(name)
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "broker",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-    ]
+    command = [sys.executable, "-m", "pipeline", "broker", "--port", str(port)]
+    command += ["--data-dir", str(tmp_path / "data"), "--engine", engine, "--brokers", str(brokers)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
+    wait_for_port(port, timeout=120)
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    deadline = time.monotonic() + 120
+    while len(admin.list_topics(timeout=10).brokers) < brokers:
+        assert time.monotonic() < deadline, "not every broker joined"
+        time.sleep(0.5)
+    ports = [int(b.port) for b in admin.list_topics(timeout=10).brokers.values()]
     os.kill(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
-    assert port_is_free(port)
+    assert process.wait(timeout=60) == 0
+    assert all(port_is_free(p) for p in ports)
 
 
 def test_the_forwarding_example_posts_findings_to_a_webhook(

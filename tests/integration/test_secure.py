@@ -30,16 +30,13 @@ from pydantic import SecretStr
 from pipeline.apache_kafka import KafkaCluster, Sasl
 from pipeline.broker import free_port
 from pipeline.kafka import create_topics
-from pipeline.replay import replay_files
 from pipeline.settings import Settings
 from tests.conftest import (
     apache_kafka,
     isolated_raw_topics,
-    read_topic,
     settings_env,
-    start_worker,
 )
-from tests.integration.test_stream import SEED_FINDINGS, SEED_SAMPLES
+from tests.integration.test_stream import SEED_FINDINGS, seed_findings
 from tests.tls import make_certificates
 
 pytestmark = pytest.mark.cluster
@@ -114,48 +111,45 @@ def worker_exit(settings: Settings, tmp_path: Path) -> tuple[int, str]:
     return done.returncode, " ".join((done.stdout + done.stderr).decode().split())
 
 
-def test_a_principal_with_prefixed_acls_gets_the_seed_findings(
-    secure: tuple[KafkaCluster, Path], tmp_path: Path
-) -> None:
+def deployment(secure: tuple[KafkaCluster, Path], name: str) -> tuple[Settings, Settings]:
+    """Create a deployment's topics as admin and a SCRAM user ``name-<tag>`` with no rights.
+
+    Return the admin's settings and the user's.
+    """
     cluster, ca = secure
     tag = uuid.uuid4().hex[:8]
     admin_settings = login(cluster, ca, "admin", ADMIN_PASSWORD, tag)
-    admin = AdminClient(admin_settings.librdkafka_config())
-    topics = admin_settings.topics()
-    create_topics(admin_settings, topics, raw=True)
-    user, password = f"wmiwatch-{tag}", uuid.uuid4().hex
-    add_user(admin, user, password)
-    settings = login(cluster, ca, user, password, tag).model_copy(
-        update={"data_dir": tmp_path / "worker"}
-    )
-    grant_wmiwatch(admin, user, settings)
+    create_topics(admin_settings, admin_settings.topics(), raw=True)
+    user, password = f"{name}-{tag}", uuid.uuid4().hex
+    add_user(AdminClient(admin_settings.librdkafka_config()), user, password)
+    return admin_settings, login(cluster, ca, user, password, tag)
 
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        replay_files(SEED_SAMPLES, admin_settings, topics)
-        findings = read_topic(admin_settings, topics.findings, expected=6, timeout=90)
-    finally:
-        worker.stop()
-    assert {(f["rule_name"], f["dest"]) for f in findings if f["status"] == "new"} >= SEED_FINDINGS
-    assert password not in (tmp_path / "worker.log").read_text()
+
+def test_a_principal_with_prefixed_acls_gets_the_seed_findings(
+    secure: tuple[KafkaCluster, Path], tmp_path: Path
+) -> None:
+    admin_settings, settings = deployment(secure, "wmiwatch")
+    admin = AdminClient(admin_settings.librdkafka_config())
+    grant_wmiwatch(admin, str(settings.sasl_username), settings)
+    worker = settings.model_copy(update={"data_dir": tmp_path / "worker"})
+    log = tmp_path / "worker.log"
+    assert seed_findings(worker, admin_settings, admin_settings.topics(), log) >= SEED_FINDINGS
+    assert settings.sasl_password is not None
+    assert settings.sasl_password.get_secret_value() not in log.read_text()
 
 
 def test_a_principal_without_rights_is_stopped_at_start_up(
     secure: tuple[KafkaCluster, Path], tmp_path: Path
 ) -> None:
-    cluster, ca = secure
-    tag = uuid.uuid4().hex[:8]
-    admin_settings = login(cluster, ca, "admin", ADMIN_PASSWORD, tag)
-    admin = AdminClient(admin_settings.librdkafka_config())
-    create_topics(admin_settings, admin_settings.topics(), raw=True)
-    user, password = f"nobody-{tag}", uuid.uuid4().hex
-    add_user(admin, user, password)
+    _, settings = deployment(secure, "nobody")
+    user, tag = str(settings.sasl_username), settings.topic_prefix
 
-    code, output = worker_exit(login(cluster, ca, user, password, tag), tmp_path)
+    code, output = worker_exit(settings, tmp_path)
     assert code == 2, output
     assert f"{user} may not use these topics (grant it ACLs on them): " in output
-    assert f"s{tag}.wmiwatch.findings" in output
+    assert f"{tag}wmiwatch.findings" in output
 
-    code, output = worker_exit(login(cluster, ca, user, "wrong", tag), tmp_path)
+    wrong = settings.model_copy(update={"sasl_password": SecretStr("wrong")})
+    code, output = worker_exit(wrong, tmp_path)
     assert code == 2, output
     assert f"Kafka refused the login of {user}" in output

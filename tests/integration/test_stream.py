@@ -41,6 +41,20 @@ SEED_FINDINGS = {
 }
 
 
+def seed_findings(
+    worker: Settings, client: Settings, topics: Topics, log: Path
+) -> set[tuple[str, str]]:
+    """Run a worker as ``worker``, replay the seed samples and read the findings as ``client``;
+    return the (rule name, dest) of the new findings."""
+    running = start_worker(worker, log)
+    try:
+        replay_files(SEED_SAMPLES, client, topics)
+        findings = read_topic(client, topics.findings, expected=6, timeout=90)
+    finally:
+        running.stop()
+    return {(f["rule_name"], f["dest"]) for f in findings if f["status"] == "new"}
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Return every sample of the worker's /metrics, fetched over HTTP."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

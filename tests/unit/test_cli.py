@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from pipeline import PROJECT_ROOT
@@ -78,3 +79,11 @@ def test_suppress_add_refuses_unknown_rules_fields_and_bad_expiry() -> None:
         "--rule", wmic, "--field", "dest", "--value", "x", "--expires", "soon"
     )
     assert code == 2 and output.startswith("suppression refused: Input should be a valid datetime")
+
+
+def test_the_apache_kafka_engine_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent/cache")  # nothing fetched there
+    result = runner.invoke(app, ["broker", "--engine", "apache-kafka"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "Apache Kafka needs Java 17+ and Maven; missing: java, mvn" in result.output
