@@ -184,7 +184,7 @@ class KafkaCluster:
         for node in self.nodes:
             self._configure(node)
             if not (node.folder / "data" / "meta.properties").exists():
-                self._java(
+                formatting = self._java(
                     libs,
                     node,
                     "kafka.tools.StorageTool",
@@ -194,8 +194,9 @@ class KafkaCluster:
                     "-c",
                     str(node.folder / "server.properties"),
                     *self._scram_users(),
-                    wait=True,
                 )
+                if formatting.wait() != 0:
+                    raise BrokerUnavailable(f"formatting failed; see {node.folder / 'stdout.log'}")
         for node in self.nodes:
             self.start_node(node.node_id, libs, wait=False)
         self.wait_for_brokers(self.brokers)
@@ -204,7 +205,7 @@ class KafkaCluster:
         """Start node ``node_id`` (again)."""
         node = self.node(node_id)
         node.process = self._java(
-            libs or fetch(), node, "kafka.Kafka", str(node.folder / "server.properties"), wait=False
+            libs or fetch(), node, "kafka.Kafka", str(node.folder / "server.properties")
         )
         if wait:
             self.wait_for_brokers(self.brokers)
@@ -338,9 +339,8 @@ class KafkaCluster:
             "allow.everyone.if.no.acl.found": "false",
         }
 
-    def _java(
-        self, libs: Path, node: Node, main: str, *arguments: str, wait: bool
-    ) -> subprocess.Popen[bytes] | None:
+    def _java(self, libs: Path, node: Node, main: str, *arguments: str) -> subprocess.Popen[bytes]:
+        """Start ``main`` of the Kafka jars for ``node``, output appended to its stdout.log."""
         command = [
             "java",
             *HEAP.split(),
@@ -352,14 +352,9 @@ class KafkaCluster:
             *arguments,
         ]
         with open(node.folder / "stdout.log", "ab") as output:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )
-        if not wait:
-            return process
-        if process.wait() != 0:
-            raise BrokerUnavailable(f"{main} failed; see {node.folder / 'stdout.log'}")
-        return None
 
 
 @contextmanager

@@ -250,7 +250,8 @@ class Intake:
 
     def _handle(self, message: Message, payload: bytes) -> Outcome:
         origin = Origin(str(message.topic()), message.partition() or 0, message.offset() or 0)
-        outcome = self.detector.detect(payload, origin, received_at(message))
+        received = received_at(message)
+        outcome = self.detector.detect(payload, origin, received)
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
             detail = outcome.rejected.detail
@@ -263,7 +264,7 @@ class Intake:
             return outcome
         if outcome.event is not None:
             self.watermark.observe((origin.topic, origin.partition), outcome.event.time)
-        ingested_at = received_at(message) or time.time()
+        ingested_at = received or time.time()
         for match in outcome.matches:
             fields = {**outcome.event.fields, **match.group} if outcome.event else match.group
             if self.suppressions.match(match.rule_id, fields, time.time()) is not None:

@@ -28,16 +28,11 @@ from pipeline.rejects import Rejected
 from pipeline.route import Router
 from pipeline.rules.model import Rule
 
-# In XML, '<' inside text is escaped, so the first <Channel>/<EventID> is the System one. In
-# JSON a key is matched only where it is not inside a string (no backslash before its quote).
+# In XML, '<' inside text is escaped, so a <Channel>/<EventID> in the bytes is an element.
 _XML_CHANNEL = re.compile(rb"<Channel>([^<]{1,128})</Channel>")
 _XML_EVENT_ID = re.compile(rb"<EventID(?:\s[^>]*)?>(\d{1,6})</EventID>")
 
 
-# Markup after which the bytes no longer show every name the parser reads; an XML declaration
-# is allowed only at the start and only for UTF-8 (another encoding could spell other names).
-# Each is preceded by a byte it contains that is cheaper to look for alone.
-_XML_HIDES_NAMES = ((b"#", b"&#"), (b"!", b"<!"))
 _XML_UTF8_DECLARATION = re.compile(
     rb"""\s*<\?xml\s+version=(["'])1\.[0-9]\1(?:\s+encoding=(["'])utf-8\2)?\s*\?>""",
     re.IGNORECASE,
@@ -54,6 +49,10 @@ CASEFOLDS_TO_ASCII = frozenset(
 _ASCII = bytes(range(128))
 # What each format decodes into other characters: XML character references, JSON \u escapes.
 _XML_ESCAPE, _JSON_ESCAPE = (b"#", b"&#"), (b"\\", b"\\u")
+# Markup after which the bytes no longer show every name the parser reads: character references
+# and comments or CDATA. (An XML declaration is allowed only at the start and only for UTF-8:
+# another encoding could spell other names.)
+_XML_HIDES_NAMES = (_XML_ESCAPE, (b"!", b"<!"))
 
 
 class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes them per event

@@ -42,7 +42,6 @@ class Topics:
     """Every topic the pipeline uses, by its deployed name."""
 
     specs: tuple[TopicSpec, ...]
-    prefix: str
     folder: Path
     names: Mapping[str, str]  # topic definition name -> deployed name ("" for a source off)
 
@@ -61,10 +60,6 @@ class Topics:
             for s in self.specs
             if s.role == "raw" and s.source and self.names[s.name]
         }
-
-    def owned(self) -> tuple[TopicSpec, ...]:
-        """Return the definitions of the topics wmiwatch owns (all but the raw ones)."""
-        return tuple(spec for spec in self.specs if spec.role != "raw")
 
     def deployed(self, *, raw: bool) -> tuple[TopicSpec, ...]:
         """Return the owned definitions, and with ``raw`` those of the sources switched on."""
@@ -130,4 +125,4 @@ def load_topics(
         else f"{prefix}{spec.name}"
         for spec in specs
     }
-    return Topics(specs, prefix, folder, names)
+    return Topics(specs, folder, names)
