@@ -11,9 +11,11 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-from pipeline import PROJECT_ROOT
 from pipeline.files import read_records
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 SYSMON_MIX = {"1": 10, "3": 15, "5": 5, "7": 20, "10": 10, "11": 8, "12": 7, "13": 7, "22": 5}

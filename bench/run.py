@@ -43,7 +43,6 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.fleet import events
-from pipeline.aggregate import WindowPolicy
 from pipeline.apache_kafka import KAFKA_VERSION, KafkaCluster
 from pipeline.broker import free_port, start_broker, stop_broker, wait_for_port
 from pipeline.engine import Detector
@@ -52,6 +51,7 @@ from pipeline.intake import Intake
 from pipeline.kafka import create_topics, producer
 from pipeline.metrics import events_consumed_total
 from pipeline.offline import detect_files
+from pipeline.policy import WindowPolicy
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings

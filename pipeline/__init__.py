@@ -1,5 +1,8 @@
 """wmiwatch: Splunk-style WMI detections over Kafka streams of Windows events."""
 
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The shipped rules, topic definitions and rule-test fixtures (the repository's top-level
+# ``rules/``, ``topics/`` and ``tests/fixtures/``, carried in the wheel as package data).
+CONTENT = Path(str(files(__name__) / "content"))

@@ -15,27 +15,17 @@ arrive in offset order (one producer per source partition, idempotent), so this 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+
+from msgspec.structs import replace
 
 from pipeline.emit import build_finding, finding_id
-from pipeline.match import Origin, RuleMatch
+from pipeline.policy import WindowPolicy
+from pipeline.records import DestState, Finding, GroupState, Match, Origin, Status
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 
-GroupStats = dict[str, Any]
-DestState = dict[str, GroupStats]
 MAX_EVIDENCE = 10
 KEPT_WINDOWS = 2
-
-
-@dataclass(frozen=True)
-class WindowPolicy:
-    """Window length, allowed lateness and update throttle, in seconds."""
-
-    window_seconds: int = 3600
-    allowed_lateness_seconds: int = 300
-    update_interval_seconds: float = 60.0
 
 
 def window_start(seconds: float, window: int) -> int:
@@ -43,26 +33,26 @@ def window_start(seconds: float, window: int) -> int:
     return int(seconds // window) * window
 
 
-def result_row(rule: Rule, stats: GroupStats) -> dict[str, str] | None:
+def result_row(rule: Rule, stats: GroupState) -> dict[str, str] | None:
     """Return the group's result row after the rule's post-stats commands, or None if dropped."""
-    row = dict(stats["group"])
+    row = dict(stats.group)
     for aggregation in rule.plan.aggregations:
         function, output = aggregation.function, aggregation.output
         if function == "count":
-            row[output] = str(stats["count"])
+            row[output] = str(stats.count)
         elif function in ("min", "max"):
-            row[output] = str(stats["first" if function == "min" else "last"])
+            row[output] = str(stats.first if function == "min" else stats.last)
         else:
-            seen = stats["values"].get(output, [])
+            seen = stats.values.get(output, ())
             row[output] = str(len(seen)) if function == "dc" else "\n".join(sorted(seen))
     return row if run_steps(rule.plan.row_steps, row) else None
 
 
 class Aggregator:
-    """Counts matches into ``state`` (dest -> group stats) and says which records are due.
+    """Counts matches into ``state`` (dest -> group states) and says which findings are due.
 
-    ``state`` is a plain dict offline and a Faust table in the worker: every change is written
-    back with ``state[dest] = ...`` so that a table's changelog sees it.
+    ``state`` is a plain dict offline and a table in the worker: every change is written back
+    with ``state[dest] = ...`` so that a table's changelog sees it.
     """
 
     def __init__(
@@ -79,59 +69,58 @@ class Aggregator:
         window = self.window_of(self.rules[rule_id])
         return float(start + window + self.policy.allowed_lateness_seconds)
 
-    def is_late(self, match: RuleMatch, watermark: float) -> bool:
+    def is_late(self, match: Match, watermark: float) -> bool:
         """Return True when the match's window had closed before it arrived."""
         window = self.window_of(self.rules[match.rule_id])
         return self.closes_at(match.rule_id, window_start(match.time, window)) <= watermark
 
-    def group_of(self, match: RuleMatch) -> tuple[str, int]:
+    def group_of(self, match: Match) -> tuple[str, int]:
         """Return the finding id and window start of the group ``match`` counts into."""
         rule = self.rules[match.rule_id]
         start = window_start(match.time, self.window_of(rule))
         return finding_id(rule.id, start, match.group), start
 
-    def is_redelivery(self, match: RuleMatch) -> bool:
+    def is_redelivery(self, match: Match) -> bool:
         """Return True when the match's group has already counted its raw record."""
         if match.origin is None:
             return False
         stats = (self.state.get(match.dest) or {}).get(self.group_of(match)[0])
-        counted = (stats or {}).get("counted", {}).get(_source_key(match.origin), -1)
-        return bool(match.origin.offset <= counted)
+        counted = -1 if stats is None else stats.counted.get(_source_key(match.origin), -1)
+        return match.origin.offset <= counted
 
-    def add(
-        self, match: RuleMatch, watermark: float, now: float, extra: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """Count ``match``; return the records that become due (new, or a late update)."""
+    def add(self, match: Match, watermark: float, now: float, partition: int = 0) -> list[Finding]:
+        """Count ``match`` (read from matches ``partition``); return the findings now due."""
         if self.is_redelivery(match):
             return []
         rule = self.rules[match.rule_id]
         fid, start = self.group_of(match)
         dest_state = dict(self.state.get(match.dest) or {})
-        stats = _updated(dest_state.get(fid), match, fid, start, extra or {})
-        stats["late"] = stats["late"] or self.is_late(match, watermark)
-        records = []
-        if not stats["emitted"]:
-            records = self._emit(rule, stats, "new", now)
-        elif stats["closed"]:  # a late match: its window's final record is already out
-            records = self._emit(rule, stats, "update", now)
+        stats = _counted(dest_state.get(fid), match, fid, start, partition)
+        if self.is_late(match, watermark):
+            stats = replace(stats, late=True)
+        findings: list[Finding] = []
+        if not stats.emitted:
+            stats, findings = self._emit(rule, stats, "new", now)
+        elif stats.closed:  # a late match: its window's final record is already out
+            stats, findings = self._emit(rule, stats, "update", now)
         dest_state[fid] = stats
         self.state[match.dest] = dest_state
-        return records
+        return findings
 
-    def advance(self, watermark: float, now: float, dests: Iterable[str]) -> list[dict[str, Any]]:
+    def advance(self, watermark: float, now: float, dests: Iterable[str]) -> list[Finding]:
         """For ``dests``: emit due updates and finals, and forget groups long closed.
 
         Groups of a rule no longer loaded (removed in a redeploy) are forgotten too.
         """
-        records = []
+        findings: list[Finding] = []
         for dest in list(dests):
             before = self.state.get(dest) or {}
             after = {}
             for fid, old in before.items():
-                if old["rule_id"] not in self.rules:
+                if old.rule_id not in self.rules:
                     continue
-                stats = dict(old)
-                records += self._advance_group(stats, watermark, now)
+                stats, due = self._advance_group(old, watermark, now)
+                findings += due
                 if not self._expired(stats, watermark):
                     after[fid] = stats
             if after == before:
@@ -140,101 +129,87 @@ class Aggregator:
                 self.state[dest] = after
             else:
                 del self.state[dest]
-        return records
+        return findings
 
     def _advance_group(
-        self, stats: GroupStats, watermark: float, now: float
-    ) -> list[dict[str, Any]]:
-        rule = self.rules[stats["rule_id"]]
-        closing = not stats["closed"] and (
-            self.closes_at(stats["rule_id"], stats["window_start"]) <= watermark
+        self, stats: GroupState, watermark: float, now: float
+    ) -> tuple[GroupState, list[Finding]]:
+        rule = self.rules[stats.rule_id]
+        closing = (
+            not stats.closed and self.closes_at(stats.rule_id, stats.window_start) <= watermark
         )
-        stats["closed"] = stats["closed"] or closing
-        records = [] if stats["emitted"] else self._emit(rule, stats, "new", now)
-        if closing and stats["emitted"]:
-            records += self._emit(rule, stats, "final", now)
+        if closing:
+            stats = replace(stats, closed=True)
+        findings: list[Finding] = []
+        if not stats.emitted:
+            stats, findings = self._emit(rule, stats, "new", now)
+        if closing and stats.emitted:
+            stats, final = self._emit(rule, stats, "final", now)
+            findings += final
         elif (
-            stats["dirty"]
-            and stats["emitted"]
-            and not stats["closed"]
-            and now - stats["emitted_at"] >= self.policy.update_interval_seconds
+            stats.dirty
+            and stats.emitted
+            and not stats.closed
+            and now - stats.emitted_at >= self.policy.update_interval_seconds
         ):
-            records += self._emit(rule, stats, "update", now)
-        return records
+            stats, update = self._emit(rule, stats, "update", now)
+            findings += update
+        return stats, findings
 
-    def _emit(self, rule: Rule, stats: GroupStats, status: str, now: float) -> list[dict[str, Any]]:
+    def _emit(
+        self, rule: Rule, stats: GroupState, status: Status, now: float
+    ) -> tuple[GroupState, list[Finding]]:
         row = result_row(rule, stats)
         if row is None:
-            return []
-        stats.update(emitted=True, emitted_at=now, dirty=False)
-        finding = build_finding(rule, stats, row)
-        finding.update(status=status, late=stats["late"])
-        return [finding]
+            return stats, []
+        stats = replace(stats, emitted=True, emitted_at=now, dirty=False)
+        return stats, [build_finding(rule, stats, row, status)]
 
-    def _expired(self, stats: GroupStats, watermark: float) -> bool:
-        window = self.window_of(self.rules[stats["rule_id"]])
-        return bool(
-            stats["closed"] and stats["window_start"] + window * (1 + KEPT_WINDOWS) <= watermark
-        )
+    def _expired(self, stats: GroupState, watermark: float) -> bool:
+        window = self.window_of(self.rules[stats.rule_id])
+        return stats.closed and stats.window_start + window * (1 + KEPT_WINDOWS) <= watermark
 
 
 def _source_key(origin: Origin) -> str:
     return f"{origin.topic}:{origin.partition}"
 
 
-def _updated(
-    stats: GroupStats | None, match: RuleMatch, fid: str, start: int, extra: Mapping[str, Any]
-) -> GroupStats:
+def _counted(
+    stats: GroupState | None, match: Match, fid: str, start: int, partition: int
+) -> GroupState:
+    """Return the group's state with ``match`` counted in."""
     if stats is None:
-        stats = {
-            "finding_id": fid,
-            "rule_id": match.rule_id,
-            "dest": match.dest,
-            "window_start": start,
-            "group": match.group,
-            "count": 0,
-            "first": match.time,
-            "last": match.time,
-            "values": {},
-            "evidence": [],
-            "counted": {},
-            "emitted": False,
-            "emitted_at": 0.0,
-            "closed": False,
-            "late": False,
-            "time_clamped": False,
-            **extra,
-        }
-    else:
-        stats = {
-            **stats,
-            "values": {k: list(v) for k, v in stats["values"].items()},
-            "evidence": list(stats["evidence"]),
-            "counted": dict(stats["counted"]),
-        }
-    stats["count"] += 1
-    stats["dirty"] = True
-    stats["time_clamped"] = stats.get("time_clamped", False) or match.time_clamped
-    stats["first"] = min(stats["first"], match.time)
-    stats["last"] = max(stats["last"], match.time)
-    for name, value in match.values.items():
-        seen = stats["values"].setdefault(name, [])
-        if value not in seen:
-            seen.append(value)
-    origin = match.origin
-    if origin is None:
-        return stats
-    stats["counted"][_source_key(origin)] = origin.offset
-    if len(stats["evidence"]) < MAX_EVIDENCE:
-        stats["evidence"].append(
-            {
-                "topic": origin.topic,
-                "partition": origin.partition,
-                "offset": origin.offset,
-                "record_id": origin.record_id,
-            }
+        stats = GroupState(
+            fid,
+            match.rule_id,
+            match.dest,
+            start,
+            match.group,
+            partition,
+            first=match.time,
+            last=match.time,
         )
-    return stats
+    values = dict(stats.values)
+    for name, value in match.values.items():
+        seen = values.get(name, ())
+        if value not in seen:
+            values[name] = (*seen, value)
+    counted, evidence, origin = stats.counted, stats.evidence, match.origin
+    if origin is not None:
+        counted = {**counted, _source_key(origin): origin.offset}
+        if len(evidence) < MAX_EVIDENCE:
+            evidence = (*evidence, origin)
+    return replace(
+        stats,
+        count=stats.count + 1,
+        dirty=True,
+        time_clamped=stats.time_clamped or match.time_clamped,
+        first=min(stats.first, match.time),
+        last=max(stats.last, match.time),
+        values=values,
+        counted=counted,
+        evidence=evidence,
+    )
 
 
 class StagedWrites(MutableMapping[str, DestState]):

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline import PROJECT_ROOT
+from pipeline import CONTENT
 from pipeline.broker import (
     BrokerUnavailable,
     free_port,
@@ -31,6 +31,7 @@ from pipeline.broker import (
     start_broker,
     stop_broker,
 )
+from pipeline.records import FINDING, Finding
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
@@ -62,7 +63,7 @@ Bootstrap = Annotated[
 RulesDir = Annotated[
     Path | None, typer.Option("--rules", help="Rules directory [env WMIWATCH_RULES_DIR]")
 ]
-DEMO_SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "demo"
+DEMO_SAMPLES = CONTENT / "tests" / "fixtures" / "demo"
 
 
 def load_settings(bootstrap: str | None = None, **overrides: object) -> Settings:
@@ -193,14 +194,14 @@ def topics_render(
 def k8s_generate(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 if any")] = False,
 ) -> None:
-    """Regenerate k8s/base/generated/ (rules, dashboard, alerts) and k8s/kafka/generated/."""
+    """Regenerate k8s/base/generated/ and k8s/kafka/generated/ (run in a checkout)."""
     from pipeline.deploy import GENERATED, KAFKA_GENERATED, drift, generate
 
     if not check:
-        generate(PROJECT_ROOT, PROJECT_ROOT)
+        generate(Path.cwd(), Path.cwd())
         console.print(f"wrote {GENERATED} and {KAFKA_GENERATED}")
         return
-    stale = drift(PROJECT_ROOT)
+    stale = drift(Path.cwd())
     for name in stale:
         console.print(f"[red]out of date[/red]: {name}")
     if stale:
@@ -306,23 +307,17 @@ def detect(
     )
     if format == "jsonl":
         for finding in report.findings:
-            sys.stdout.buffer.write(orjson.dumps(finding) + b"\n")
+            sys.stdout.buffer.write(FINDING.encode(finding) + b"\n")
     else:
         _print_findings(report.findings)
     rejected = ", ".join(f"{r}={n}" for r, n in sorted(report.rejected.items())) or "none"
     console.print(f"{report.events} events, {len(report.findings)} findings, rejected: {rejected}")
 
 
-def _print_findings(findings: list[dict[str, object]]) -> None:
+def _print_findings(findings: list[Finding]) -> None:
     table = Table("first_time", "rule", "dest", "count", "title", show_lines=False)
-    for finding in findings:
-        table.add_row(
-            str(finding["first_time"]),
-            str(finding["rule_name"]),
-            str(finding["dest"]),
-            str(finding["count"]),
-            str(finding["title"]),
-        )
+    for f in findings:
+        table.add_row(f.first_time, f.rule_name, f.dest, str(f.count), f.title)
     Console().print(table)
 
 
@@ -404,10 +399,11 @@ def _write_suppression(bootstrap: str | None, key: str, value: bytes | None) -> 
 @app.command("test-rules")
 def test_rules(rules: RulesDir = None) -> None:
     """Run every rule's tests section against its fixtures; exit 1 on any failure."""
-    from pipeline.rules.selftest import run_rule_tests
+    from pipeline.selftest import run_rule_tests
 
     settings = load_settings(None, rules_dir=rules)
-    results = run_rule_tests(load_rules_or_exit(settings.rules_dir), settings.window_policy())
+    rules_found = load_rules_or_exit(settings.rules_dir)
+    results = run_rule_tests(rules_found, settings.window_policy(), settings.rules_dir.parent)
     table = Table("result", "rule", "test", "expected", "actual")
     for result in results:
         verdict = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
+from pipeline.records import Entity, Finding, GroupState, RiskEvent, Status
 from pipeline.rules.model import Rule
 
 FINDING_NAMESPACE = uuid.UUID("5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1")
@@ -32,60 +32,56 @@ def render_title(template: str, row: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: row.get(m.group(1), m.group(0)), template)
 
 
-def build_finding(rule: Rule, stats: dict[str, Any], row: dict[str, str]) -> dict[str, Any]:
+def build_finding(rule: Rule, stats: GroupState, row: dict[str, str], status: Status) -> Finding:
     """Return the finding record of one group."""
     spec, entity = rule.spec, rule.spec.finding.entity
-    dest = row.get("dest") or stats["dest"]
-    return {
-        "finding_id": stats["finding_id"],
-        "rule_id": spec.id,
-        "rule_name": spec.name,
-        "rule_version": spec.version,
-        "rule_type": spec.type,
-        "title": render_title(spec.finding.title, row),
-        "dest": dest,
-        "entity": {
-            "field": entity.field,
-            "type": entity.type,
-            "value": row.get(entity.field) or dest,
-        },
-        "risk_score": entity.score,
-        "mitre_attack_id": list(spec.mitre_attack_id),
-        "tactics": list(spec.tactics),
-        "analytic_story": list(spec.analytic_story),
-        "count": stats["count"],
-        "first_time": iso_time(stats["first"]),
-        "last_time": iso_time(stats["last"]),
-        "window_start": iso_time(stats["window_start"]),
-        "group": stats["group"],
-        "fields": row,
-        "evidence": stats["evidence"],
-        "time_clamped": stats.get("time_clamped", False),
-    }
+    dest = row.get("dest") or stats.dest
+    return Finding(
+        finding_id=stats.finding_id,
+        rule_id=spec.id,
+        rule_name=spec.name,
+        rule_version=spec.version,
+        rule_type=spec.type,
+        title=render_title(spec.finding.title, row),
+        dest=dest,
+        entity=Entity(entity.field, entity.type, row.get(entity.field) or dest),
+        risk_score=entity.score,
+        mitre_attack_id=tuple(spec.mitre_attack_id),
+        tactics=tuple(spec.tactics),
+        analytic_story=tuple(spec.analytic_story),
+        count=stats.count,
+        first_time=iso_time(stats.first),
+        last_time=iso_time(stats.last),
+        window_start=iso_time(stats.window_start),
+        group=stats.group,
+        fields=row,
+        evidence=stats.evidence,
+        time_clamped=stats.time_clamped,
+        status=status,
+        late=stats.late,
+    )
 
 
-def build_risk_events(rule: Rule, finding: dict[str, Any]) -> list[dict[str, Any]]:
+def build_risk_events(rule: Rule, finding: Finding) -> list[RiskEvent]:
     """Return one risk event per risk object of the finding (entity first, no repeats)."""
-    spec = rule.spec.finding
-    row: dict[str, str] = finding["fields"]
-    objects = [(spec.entity.type, finding["entity"]["value"])]
+    spec, row = rule.spec.finding, finding.fields
+    objects = [(spec.entity.type, finding.entity.value)]
     objects += [(o.type, row[o.field]) for o in spec.risk_objects if row.get(o.field)]
-    unique = list(dict.fromkeys(objects))
     threat = "|".join(row.get(name, "") for name in spec.threat_objects)
     return [
-        {
-            "finding_id": finding["finding_id"],
-            "risk_object": value,
-            "risk_object_type": kind,
-            "risk_score": finding["risk_score"],
-            "risk_message": finding["title"],
-            "search_name": finding["rule_name"],
-            "rule_id": finding["rule_id"],
-            "mitre_attack_id": finding["mitre_attack_id"],
-            "tactics": finding["tactics"],
-            "analytic_story": finding["analytic_story"],
-            "threat_object": threat,
-            "time": finding["first_time"],
-        }
-        for kind, value in unique
+        RiskEvent(
+            finding_id=finding.finding_id,
+            risk_object=value,
+            risk_object_type=kind,
+            risk_score=finding.risk_score,
+            risk_message=finding.title,
+            search_name=finding.rule_name,
+            rule_id=finding.rule_id,
+            mitre_attack_id=finding.mitre_attack_id,
+            tactics=finding.tactics,
+            analytic_story=finding.analytic_story,
+            threat_object=threat,
+            time=finding.first_time,
+        )
+        for kind, value in dict.fromkeys(objects)
     ]

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.event import Event
-from pipeline.eventtime import TimePolicy
-from pipeline.match import Origin, RuleMatch, match_event
+from pipeline.match import match_event
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.parse import parse_event
+from pipeline.policy import MAX_EVENT_BYTES, TimePolicy
 from pipeline.prefilter import Prefilter, Verdict
+from pipeline.records import Match, Origin
 from pipeline.rejects import Rejected, RejectReason
 from pipeline.route import Router
 from pipeline.rules.model import Rule
@@ -25,11 +26,12 @@ class Outcome:
     """What became of one raw record."""
 
     event: Event | None = None
-    matches: list[RuleMatch] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
     rejected: Rejected | None = None
     routed: bool = False
     source: str = ""
     event_code: str = ""
+    screened: bool = False  # skipped unparsed: no rule can match it
 
 
 class Detector:
@@ -39,7 +41,7 @@ class Detector:
         self,
         rules: tuple[Rule, ...],
         normalizer: Normalizer | None = None,
-        max_event_bytes: int = 1_048_576,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         time_policy: TimePolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,10 +81,10 @@ class Detector:
     def process(
         self, payload: bytes, origin: Origin | None = None, received: float | None = None
     ) -> Outcome:
-        """Run one raw record through the pipeline; bad input becomes a rejection."""
+        """Screen one raw record, and detect in it if it passes; bad input becomes a rejection."""
         verdict = self.screen(payload)
         if verdict is not None:
-            return Outcome(source=verdict.source, event_code=verdict.event_code)
+            return Outcome(source=verdict.source, event_code=verdict.event_code, screened=True)
         return self.detect(payload, origin, received)
 
     def detect(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.eventtime import Clamp
+from pipeline.policy import Clamp
 
 _RAW_KEY = "\x00raw"
 

@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
 from pipeline.event import Event
+from pipeline.records import Match, Origin
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a raw record came from: topic/partition/offset, or a file and line."""
-
-    topic: str
-    partition: int
-    offset: int
-    record_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RuleMatch:
-    """One event that passed a rule's filters, with its group-by values."""
-
-    rule_id: str
-    dest: str
-    time: float
-    group: dict[str, str]
-    values: dict[str, str] = field(default_factory=dict)
-    origin: Origin | None = None
-    time_clamped: bool = False
-
-    def to_record(self) -> dict[str, Any]:
-        """Return the JSON-ready record for the internal matches topic."""
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RuleMatch:
-        """Rebuild a match from its record."""
-        origin = record.get("origin")
-        return cls(
-            rule_id=record["rule_id"],
-            dest=record["dest"],
-            time=float(record["time"]),
-            group=dict(record["group"]),
-            values=dict(record.get("values") or {}),
-            origin=Origin(**origin) if origin else None,
-            time_clamped=bool(record.get("time_clamped", False)),
-        )
-
-
-def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> RuleMatch | None:
+def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> Match | None:
     """Return the match when ``event`` satisfies ``rule``'s search, else None."""
     plan = rule.plan
     if not plan.predicate.evaluate(event):
@@ -73,4 +30,4 @@ def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> RuleM
         if a.function in ("values", "dc") and a.field in row
     }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
-    return RuleMatch(rule.id, dest, event.time, group, values, origin, event.clamped is not None)
+    return Match(rule.id, dest, event.time, group, values, origin, event.clamped is not None)

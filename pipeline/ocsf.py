@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+import orjson
+
+from pipeline.records import FINDING, Finding, to_builtins
 
 OCSF_VERSION = "1.1.0"
 DETECTION_FINDING = 2004
@@ -20,49 +25,56 @@ def _millis(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-def to_ocsf(finding: dict[str, Any]) -> dict[str, Any]:
+def to_ocsf(finding: Finding) -> dict[str, Any]:
     """Return the OCSF Detection Finding for a wmiwatch finding record."""
-    activity = ACTIVITY[finding["status"]]
-    tactics = finding.get("tactics") or []
+    activity = ACTIVITY[finding.status]
     return {
         "class_uid": DETECTION_FINDING,
         "category_uid": FINDINGS_CATEGORY,
         "activity_id": activity,
         "type_uid": DETECTION_FINDING * 100 + activity,
-        "severity_id": severity_id(finding["risk_score"]),
-        "status_id": 4 if finding["status"] == "final" else 1,  # Resolved / New
-        "time": _millis(finding["last_time"]),
-        "count": finding["count"],
-        "risk_score": finding["risk_score"],
-        "message": finding["title"],
+        "severity_id": severity_id(finding.risk_score),
+        "status_id": 4 if finding.status == "final" else 1,  # Resolved / New
+        "time": _millis(finding.last_time),
+        "count": finding.count,
+        "risk_score": finding.risk_score,
+        "message": finding.title,
         "metadata": {
             "version": OCSF_VERSION,
             "product": {"name": "wmiwatch", "vendor_name": "wmiwatch"},
-            "uid": finding["finding_id"],
+            "uid": finding.finding_id,
         },
         "finding_info": {
-            "uid": finding["finding_id"],
-            "title": finding["title"],
-            "first_seen_time": _millis(finding["first_time"]),
-            "last_seen_time": _millis(finding["last_time"]),
+            "uid": finding.finding_id,
+            "title": finding.title,
+            "first_seen_time": _millis(finding.first_time),
+            "last_seen_time": _millis(finding.last_time),
             "analytic": {
-                "uid": finding["rule_id"],
-                "name": finding["rule_name"],
-                "version": str(finding["rule_version"]),
+                "uid": finding.rule_id,
+                "name": finding.rule_name,
+                "version": str(finding.rule_version),
                 "type_id": 1,  # Rule
             },
             "attacks": [
-                {"technique": {"uid": technique}, "tactics": [{"name": t} for t in tactics]}
-                for technique in finding["mitre_attack_id"]
+                {"technique": {"uid": technique}, "tactics": [{"name": t} for t in finding.tactics]}
+                for technique in finding.mitre_attack_id
             ],
-            "types": [finding["rule_type"]],
+            "types": [finding.rule_type],
         },
-        "device": {"hostname": finding["dest"], "type_id": 0},
-        "evidences": [{"data": evidence} for evidence in finding["evidence"]],
+        "device": {"hostname": finding.dest, "type_id": 0},
+        "evidences": [{"data": to_builtins(evidence)} for evidence in finding.evidence],
         "unmapped": {
-            "group": finding["group"],
-            "late": finding["late"],
-            "time_clamped": finding["time_clamped"],
-            "analytic_story": finding["analytic_story"],
+            "group": finding.group,
+            "late": finding.late,
+            "time_clamped": finding.time_clamped,
+            "analytic_story": list(finding.analytic_story),
         },
     }
+
+
+def render_ocsf(finding: Finding) -> bytes:
+    """Return the JSON bytes of the finding as an OCSF Detection Finding."""
+    return orjson.dumps(to_ocsf(finding))
+
+
+RENDERERS: dict[str, Callable[[Finding], bytes]] = {"native": FINDING.encode, "ocsf": render_ocsf}

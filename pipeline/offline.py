@@ -7,13 +7,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pipeline.aggregate import Aggregator, DestState, WindowPolicy
+from pipeline.aggregate import Aggregator
 from pipeline.engine import Detector
-from pipeline.eventtime import TimePolicy
 from pipeline.files import read_records
-from pipeline.match import Origin
+from pipeline.policy import MAX_EVENT_BYTES, TimePolicy, WindowPolicy
+from pipeline.records import DestState, Finding, Origin
 from pipeline.rules.model import Rule
 
 
@@ -21,7 +20,7 @@ from pipeline.rules.model import Rule
 class DetectReport:
     """Findings produced from files, plus counts of what was read and rejected."""
 
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     events: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -30,7 +29,7 @@ def detect_files(
     paths: Iterable[Path],
     rules: tuple[Rule, ...],
     policy: WindowPolicy,
-    max_event_bytes: int = 1_048_576,
+    max_event_bytes: int = MAX_EVENT_BYTES,
     time_policy: TimePolicy | None = None,
 ) -> DetectReport:
     """Return each finding's final record, in a stable order.
@@ -50,5 +49,5 @@ def detect_files(
             for match in outcome.matches:
                 aggregator.add(match, -math.inf, 0.0)
     report.findings = aggregator.advance(math.inf, 0.0, list(state))
-    report.findings.sort(key=lambda f: (f["first_time"], f["rule_name"], f["finding_id"]))
+    report.findings.sort(key=lambda f: (f.first_time, f.rule_name, f.finding_id))
     return report

@@ -10,6 +10,7 @@ import orjson
 from lxml import etree
 
 from pipeline.event import Event
+from pipeline.policy import MAX_EVENT_BYTES
 from pipeline.rejects import Rejected, RejectReason
 
 # Without huge_tree, libxml2 refuses nesting deeper than 256 and text nodes over 10 MB.
@@ -42,7 +43,7 @@ _MESSAGE_FIELD = re.compile(r"^([A-Za-z]+): ([^\r\n]*)\r?$", re.MULTILINE)
 _TIME_FIELDS = ("SystemTime", "@timestamp", "TimeCreated", "EventTime", "timestamp")
 
 
-def parse_event(payload: bytes, *, max_bytes: int = 1_048_576) -> Event:
+def parse_event(payload: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     """Parse a raw record; raise Rejected with a reason when it cannot be read."""
     if len(payload) > max_bytes:
         raise Rejected(RejectReason.TOO_LARGE, f"{len(payload)} bytes > {max_bytes}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 from enum import StrEnum
-from typing import Any
+
+from pipeline.records import DeadLetter
 
 
 class RejectReason(StrEnum):
@@ -32,13 +33,7 @@ class Rejected(Exception):
 
 def dead_letter_record(
     reason: str, detail: str, topic: str, partition: int, offset: int, payload: bytes
-) -> dict[str, Any]:
+) -> DeadLetter:
     """Return the dead-letter record of a record that could not be processed."""
-    return {
-        "reason": reason,
-        "error": detail[:2000],
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "payload_base64": base64.b64encode(payload).decode(),
-    }
+    encoded = base64.b64encode(payload).decode()
+    return DeadLetter(reason, detail[:2000], topic, partition, offset, encoded)

@@ -8,11 +8,11 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import WindowPolicy
-from pipeline.eventtime import TimePolicy
-from pipeline.risk import RiskPolicy
+from pipeline import CONTENT
+from pipeline.policy import MAX_EVENT_BYTES, RiskPolicy, TimePolicy, WindowPolicy
 from pipeline.topics import Topics, load_topics
+
+WINDOW, RISK, TIME = WindowPolicy(), RiskPolicy(), TimePolicy()
 
 
 class Settings(BaseSettings):
@@ -32,24 +32,24 @@ class Settings(BaseSettings):
     raw_topics: dict[str, str] = Field(default_factory=dict)  # source -> name; "" switches off
     group_id: str = "wmiwatch"
     instance_id: str | None = None
-    rules_dir: Path = PROJECT_ROOT / "rules"
-    topics_dir: Path = PROJECT_ROOT / "topics"
+    rules_dir: Path = CONTENT / "rules"
+    topics_dir: Path = CONTENT / "topics"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     table_store: str = "memory://"
     data_dir: Path = Path(".wmiwatch")
-    window_seconds: int = Field(default=3600, gt=0)
-    allowed_lateness_seconds: int = Field(default=300, ge=0)
-    update_interval_seconds: float = Field(default=60.0, ge=0)
+    window_seconds: int = Field(default=WINDOW.window_seconds, gt=0)
+    allowed_lateness_seconds: int = Field(default=WINDOW.allowed_lateness_seconds, ge=0)
+    update_interval_seconds: float = Field(default=WINDOW.update_interval_seconds, ge=0)
     tick_interval_seconds: float = Field(default=1.0, gt=0)
-    risk_score_threshold: int = Field(default=100, gt=0)
-    risk_score_window_seconds: int = Field(default=86_400, gt=0)
-    risk_tactics_threshold: int = Field(default=3, gt=0)
-    risk_tactics_window_seconds: int = Field(default=604_800, gt=0)
+    risk_score_threshold: int = Field(default=RISK.score_threshold, gt=0)
+    risk_score_window_seconds: int = Field(default=RISK.score_window_seconds, gt=0)
+    risk_tactics_threshold: int = Field(default=RISK.tactics_threshold, gt=0)
+    risk_tactics_window_seconds: int = Field(default=RISK.tactics_window_seconds, gt=0)
     output_format: Literal["native", "ocsf"] = "native"
     intake_batch_size: int = Field(default=1000, gt=0)
-    max_event_bytes: int = Field(default=1_048_576, gt=0)
-    max_event_future_seconds: float = Field(default=300.0, ge=0)
-    max_event_age_seconds: float | None = Field(default=None, gt=0)
+    max_event_bytes: int = Field(default=MAX_EVENT_BYTES, gt=0)
+    max_event_future_seconds: float = Field(default=TIME.max_future_seconds, ge=0)
+    max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 

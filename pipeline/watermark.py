@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from pipeline.records import Tick
 
 Partition = tuple[str, int]
 
@@ -58,22 +59,22 @@ class MergedWatermark:
     """
 
     stale_after: float
-    max_future_seconds: float = 300.0
+    max_future_seconds: float
     _reports: dict[Partition, tuple[float, bool, float]] = field(default_factory=dict)
     value: float = field(default=-math.inf, init=False)
     silent: int = field(default=0, init=False)  # raw partitions with no fresh report
 
-    def apply(self, tick: dict[str, Any], now: float = math.inf) -> float:
-        """Take in one tick record received at wall-clock time ``now``; return the watermark."""
-        sent_at, count = min(float(tick["sent_at"]), now), int(tick["source_count"])
+    def apply(self, tick: Tick, now: float = math.inf) -> float:
+        """Take in one tick received at wall-clock time ``now``; return the watermark."""
+        sent_at, count = min(tick.sent_at, now), tick.source_count
         ceiling = now + self.max_future_seconds
         reports = {
-            (str(topic), int(partition)): (
-                -math.inf if newest is None else min(float(newest), ceiling),
-                bool(backlog),
+            (s.topic, s.partition): (
+                -math.inf if s.newest is None else min(s.newest, ceiling),
+                s.backlog,
                 sent_at,
             )
-            for topic, partition, newest, backlog in tick["sources"]
+            for s in tick.sources
         }
         self._reports.update(reports)
         fresh_since = max(at for _, _, at in self._reports.values()) - self.stale_after

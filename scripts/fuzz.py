@@ -18,23 +18,25 @@ import math
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import Aggregator, WindowPolicy
+from pipeline.aggregate import Aggregator
 from pipeline.engine import Detector
-from pipeline.eventtime import TimePolicy
 from pipeline.match import match_event
 from pipeline.parse import parse_event
+from pipeline.policy import TimePolicy, WindowPolicy
 from pipeline.rejects import Rejected
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.errors import RuleError
 from pipeline.rules.loader import load_rules
 
-sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.synthetic_hostile import HOSTILE
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 TRIED: Counter[str] = Counter()
 NOW = time.time()

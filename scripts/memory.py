@@ -14,13 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import Aggregator, DestState, WindowPolicy
+from pipeline.aggregate import Aggregator
 from pipeline.engine import Detector
+from pipeline.policy import WindowPolicy
+from pipeline.records import DestState
 from pipeline.rules.loader import load_rules
 
-sys.path.insert(0, str(PROJECT_ROOT))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from bench.fleet import events
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mib() -> float:

@@ -26,12 +26,12 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from pipeline import PROJECT_ROOT
 from pipeline.apache_kafka import KafkaCluster, Sasl, running_kafka
 from pipeline.broker import free_port, running_broker, wait_for_port
 from pipeline.kafka import consumer, create_topics
 from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
+from tests import PROJECT_ROOT
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 ENGINE = os.environ.get("WMIWATCH_TEST_BROKER", "embedded")

@@ -294,7 +294,7 @@ def replay_with_steps(
         produced += produce_chunk(settings, topics, stream, log, chunk)
     fleet.wait("all committed", functools.partial(has_committed, settings, topics, produced))
     report = detect_files([path], load_rules(settings.rules_dir), settings.window_policy())
-    return {f["finding_id"]: f["count"] for f in report.findings}
+    return {f.finding_id: f.count for f in report.findings}
 
 
 def assert_counted_exactly(

@@ -133,9 +133,9 @@ def test_stream_and_offline_detect_give_the_same_finding_ids(
     assert len(offline.findings) >= 20
     replay_files(ALL_SAMPLES, settings, topics)
     streamed = read_topic(settings, topics.findings, expected=len(offline.findings))
-    assert {f["finding_id"] for f in streamed} == {f["finding_id"] for f in offline.findings}
+    assert {f["finding_id"] for f in streamed} == {f.finding_id for f in offline.findings}
     first_emissions = sorted(f["finding_id"] for f in streamed if f["status"] == "new")
-    assert first_emissions == sorted(f["finding_id"] for f in offline.findings)
+    assert first_emissions == sorted(f.finding_id for f in offline.findings)
 
 
 def test_a_configured_password_reaches_neither_logs_nor_metrics(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
+from msgspec.structs import replace
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestState, StagedWrites, WindowPolicy
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites
 from pipeline.emit import build_risk_events, finding_id
-from pipeline.match import Origin, RuleMatch
+from pipeline.policy import WindowPolicy
+from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
 from pipeline.rules.loader import load_rules
+from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
 HOUR = 3600
@@ -37,13 +39,13 @@ def aggregator(rules: dict[str, Any], state: dict[str, DestState]) -> Aggregator
     return Aggregator(rules, state, POLICY)
 
 
-def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> RuleMatch:
+def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> Match:
     group = {"Processes.dest": dest, "Processes.user": "CORP\\bob", "Processes.process": process}
-    return RuleMatch(WMIC_NODE, dest, time, group, origin=Origin("t", 0, next(OFFSETS)))
+    return Match(WMIC_NODE, dest, time, group, origin=Origin("t", 0, next(OFFSETS)))
 
 
-def statuses(records: list[dict[str, Any]]) -> list[tuple[str, int, bool]]:
-    return [(r["status"], r["count"], r["late"]) for r in records]
+def statuses(records: list[Finding]) -> list[tuple[str, int, bool]]:
+    return [(r.status, r.count, r.late) for r in records]
 
 
 def test_first_match_emits_new_and_later_ones_update_the_table(
@@ -53,20 +55,19 @@ def test_first_match_emits_new_and_later_ones_update_the_table(
     assert aggregator.add(match(7400.0), watermark=7400.0, now=1.0) == []
     assert aggregator.add(match(7250.0), watermark=7400.0, now=2.0) == []  # out of order
     (stats,) = state["h1"].values()
-    assert (stats["count"], stats["first"], stats["last"]) == (3, 7250.0, 7400.0)
-    offsets = [e["offset"] for e in stats["evidence"]]
+    assert (stats.count, stats.first, stats.last) == (3, 7250.0, 7400.0)
+    offsets = [e.offset for e in stats.evidence]
     assert offsets == sorted(set(offsets)) and len(offsets) == 3  # in arrival order
-    assert (first["status"], first["count"], first["late"]) == ("new", 1, False)
-    assert first["finding_id"] == finding_id(WMIC_NODE, 7200, match(0).group)
-    assert first["title"] == (
+    assert (first.status, first.count, first.late) == ("new", 1, False)
+    assert first.finding_id == finding_id(WMIC_NODE, 7200, match(0).group)
+    assert first.title == (
         "A wmic.exe process wmic /node:x os get contain node commandline "
         "wmic /node:x os get in host h1"
     )
-    assert first["first_time"] == "1970-01-01T02:01:40.000Z"
-    schema_validator("wmiwatch.findings").validate(first)
-    schema_validator("wmiwatch.matches").validate(
-        {"type": "match", **match(7300.0).to_record(), "ingested_at": 1.0}
-    )
+    assert first.first_time == "1970-01-01T02:01:40.000Z"
+    schema_validator("wmiwatch.findings").validate(to_builtins(first))
+    stamped = replace(match(7300.0), ingested_at=1.0)
+    schema_validator("wmiwatch.matches").validate(orjson.loads(MATCH.encode(stamped)))
 
 
 def test_updates_are_throttled_and_the_window_close_emits_final(aggregator: Aggregator) -> None:
@@ -81,7 +82,7 @@ def test_updates_are_throttled_and_the_window_close_emits_final(aggregator: Aggr
     assert aggregator.advance(closes - 1, now=570.0, dests=["h1"]) == []
     final = aggregator.advance(closes, now=571.0, dests=["h1"])
     assert statuses(final) == [("final", 3, False)]
-    assert {r["finding_id"] for r in final} == {new["finding_id"]}
+    assert {r.finding_id for r in final} == {new.finding_id}
     assert aggregator.advance(closes + 10, now=1000.0, dests=["h1"]) == []
 
 
@@ -101,18 +102,18 @@ def test_a_new_window_or_group_is_a_new_finding(aggregator: Aggregator) -> None:
         for m in (match(10.0), match(3610.0), match(20.0, "wmic /node:y"))
         for r in aggregator.add(m, -math.inf, 0.0)
     ]
-    assert len({r["finding_id"] for r in records}) == 3
+    assert len({r.finding_id for r in records}) == 3
 
 
 def test_risk_events_cover_entity_and_user(rules: dict[str, Any], aggregator: Aggregator) -> None:
     (finding,) = aggregator.add(match(10.0), -math.inf, 0.0)
     risk = build_risk_events(rules[WMIC_NODE], finding)
-    assert [(r["risk_object_type"], r["risk_object"], r["risk_score"]) for r in risk] == [
+    assert [(r.risk_object_type, r.risk_object, r.risk_score) for r in risk] == [
         ("system", "h1", 36),
         ("user", "CORP\\bob", 36),
     ]
     for event in risk:
-        schema_validator("wmiwatch.risk").validate(event)
+        schema_validator("wmiwatch.risk").validate(to_builtins(event))
 
 
 def test_closed_windows_expire_from_the_table(
@@ -121,7 +122,7 @@ def test_closed_windows_expire_from_the_table(
     for hour in range(10):
         aggregator.add(match(hour * HOUR + 1.0), hour * HOUR + 1.0, 0.0)
         aggregator.advance(hour * HOUR + 1.0, 0.0, ["h1"])
-    starts = sorted(s["window_start"] for s in state["h1"].values())
+    starts = sorted(s.window_start for s in state["h1"].values())
     assert starts == [h * HOUR for h in range(10 - KEPT_WINDOWS - 1, 10)]  # current + 2 before
     aggregator.advance(math.inf, 0.0, ["h1"])
     assert state == {}
@@ -134,25 +135,24 @@ def test_a_redelivered_match_is_not_counted_again(aggregator: Aggregator) -> Non
     assert aggregator.is_redelivery(first) and aggregator.is_redelivery(second)
     assert aggregator.add(first, 7320.0, now=1.0) == []  # replayed after a restart
     assert aggregator.add(second, 7320.0, now=1.0) == []
-    other_partition = RuleMatch(
-        first.rule_id, "h1", 7330.0, first.group, origin=Origin("t", 1, first.origin.offset)
-    )
+    assert first.origin is not None
+    other_partition = replace(first, time=7330.0, origin=replace(first.origin, partition=1))
     assert not aggregator.is_redelivery(other_partition)
     aggregator.add(other_partition, 7330.0, now=2.0)
     (final,) = aggregator.advance(HOUR * 3 + 300, now=3.0, dests=["h1"])
-    assert (new["status"], final["status"], final["count"]) == ("new", "final", 3)
+    assert (new.status, final.status, final.count) == ("new", "final", 3)
 
 
 def test_staged_writes_reach_the_table_only_when_applied(rules: dict[str, Any]) -> None:
-    table: dict[str, DestState] = {"old": {"x": {}}}
+    table: dict[str, DestState] = {"old": {}}
     staged = StagedWrites(table)
     aggregator = Aggregator(rules, staged, POLICY)
     (new,) = aggregator.add(match(7300.0), 7300.0, now=0.0)
     del staged["old"]
     assert "h1" not in table and "old" in table  # a crash here loses nothing sent
-    assert new["finding_id"] in staged["h1"] and "old" not in staged
+    assert new.finding_id in staged["h1"] and "old" not in staged
     staged.apply()
-    assert new["finding_id"] in table["h1"] and "old" not in table
+    assert new.finding_id in table["h1"] and "old" not in table
 
 
 def test_discarded_writes_never_reach_the_table(rules: dict[str, Any]) -> None:
@@ -170,7 +170,7 @@ def test_a_clamped_event_flags_its_finding(aggregator: Aggregator) -> None:
     clamped = replace(plain, origin=Origin("t", 0, next(OFFSETS)), time_clamped=True)
     aggregator.add(clamped, 7300.0, now=1.0)
     (final,) = aggregator.advance(HOUR * 3 + 300, now=2.0, dests=["h1"])
-    assert (new["time_clamped"], final["time_clamped"], final["count"]) == (False, True, 2)
+    assert (new.time_clamped, final.time_clamped, final.count) == (False, True, 2)
 
 
 def test_groups_of_a_rule_no_longer_loaded_are_forgotten(

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import PROJECT_ROOT
 from pipeline.cli import app
+from tests import PROJECT_ROOT
 
 runner = CliRunner()
 SEEDS = PROJECT_ROOT / "tests" / "fixtures" / "demo"

@@ -16,9 +16,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from prometheus_client.metrics import MetricWrapperBase
 
-from pipeline import PROJECT_ROOT, metrics
+from pipeline import metrics
 from pipeline.deploy import drift
 from pipeline.topics import load_topics
+from tests import PROJECT_ROOT
 from tests.conftest import tool
 
 K8S = PROJECT_ROOT / "k8s"

@@ -8,14 +8,16 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import Aggregator, DestState, WindowPolicy
+from pipeline.aggregate import Aggregator
 from pipeline.engine import Detector
 from pipeline.parse import parse_event
+from pipeline.policy import WindowPolicy
+from pipeline.records import DestState
 from pipeline.rejects import Rejected
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.errors import RuleError
 from pipeline.rules.loader import load_rules
+from tests import PROJECT_ROOT
 from tests.synthetic import script_block
 
 DETECTOR = Detector(load_rules(PROJECT_ROOT / "rules"))

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import PROJECT_ROOT
 from pipeline.cli import app
+from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
 GOLDEN = PROJECT_ROOT / "tests" / "golden"

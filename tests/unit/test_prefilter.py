@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import PROJECT_ROOT
 from pipeline.engine import Detector
 from pipeline.files import read_records
 from pipeline.match import match_event
@@ -19,6 +18,7 @@ from pipeline.rejects import Rejected
 from pipeline.rules.expr import All, Any, Keyword, Match, Not
 from pipeline.rules.loader import load_rules
 from pipeline.wildcard import Wildcard
+from tests import PROJECT_ROOT
 from tests.synthetic_hostile import (
     DUPLICATE_KEYS,
     NESTED_JSON,

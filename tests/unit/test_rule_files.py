@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import WindowPolicy
+from pipeline.policy import WindowPolicy
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.loader import load_rules
-from pipeline.rules.selftest import run_rule_tests
+from pipeline.selftest import run_rule_tests
+from tests import PROJECT_ROOT
 
 RULES = PROJECT_ROOT / "rules"
 STORY = {
@@ -49,7 +49,7 @@ def test_the_story_and_related_rules_load() -> None:
 
 
 def test_every_rule_passes_its_tests_section() -> None:
-    results = run_rule_tests(load_rules(RULES), WindowPolicy())
+    results = run_rule_tests(load_rules(RULES), WindowPolicy(), PROJECT_ROOT)
     assert [r for r in results if not r.passed] == []
     assert {r.rule for r in results if r.expected > 0} == STORY | RELATED
     assert {r.rule for r in results if r.expected == 0} == STORY | RELATED

@@ -8,11 +8,12 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from pipeline import PROJECT_ROOT
 from pipeline.normalize import default_normalizer
 from pipeline.ocsf import to_ocsf
+from pipeline.records import FINDING
 from pipeline.rules.loader import load_rules
 from pipeline.suppress import Suppression, Suppressions, known_fields
+from tests import PROJECT_ROOT
 from tests.conftest import FIXTURES
 
 SUPPRESSIONS = "wmiwatch_suppressions_total"
@@ -115,12 +116,12 @@ def test_entries_naming_an_unknown_rule_or_field_are_flagged() -> None:
 
 def test_findings_render_as_ocsf_detection_findings() -> None:
     golden = FIXTURES.parent / "golden" / "sysmon_wmic_node_credential_dumping_via_copy.log.jsonl"
-    finding = orjson.loads(golden.read_bytes().splitlines()[0])
+    finding = FINDING.decode(golden.read_bytes().splitlines()[0])
     ocsf = to_ocsf(finding)
     assert (ocsf["class_uid"], ocsf["category_uid"], ocsf["activity_id"]) == (2004, 2, 3)
     assert ocsf["type_uid"] == 200403
-    assert ocsf["finding_info"]["uid"] == finding["finding_id"]
-    assert ocsf["finding_info"]["analytic"]["uid"] == finding["rule_id"]
+    assert ocsf["finding_info"]["uid"] == finding.finding_id
+    assert ocsf["finding_info"]["analytic"]["uid"] == finding.rule_id
     assert ocsf["finding_info"]["attacks"][0]["technique"]["uid"] == "T1047"
-    assert ocsf["device"]["hostname"] == finding["dest"]
+    assert ocsf["device"]["hostname"] == finding.dest
     assert ocsf["severity_id"] == 3  # score 49

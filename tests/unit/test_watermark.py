@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
+import msgspec
+import orjson
 import pytest
 from jsonschema import ValidationError
 
+from pipeline.records import AGGREGATION_INPUT, TICK, SourceReport, Tick
 from pipeline.watermark import MergedWatermark, Watermark
 from tests.conftest import schema_validator
 
@@ -37,20 +39,20 @@ def test_when_all_are_caught_up_it_is_the_newest_time_seen() -> None:
     assert watermark.value(backlog=[]) == 1200.0
 
 
-def tick(sent_at: float, *sources: tuple[tuple[str, int], float | None, bool]) -> dict[str, Any]:
-    """Return a tick record as an intake sends it, for a universe of three raw partitions."""
-    reports = [[topic, number, newest, backlog] for (topic, number), newest, backlog in sources]
-    return {"type": "tick", "sent_at": sent_at, "source_count": 3, "sources": reports}
+def tick(sent_at: float, *sources: tuple[tuple[str, int], float | None, bool]) -> Tick:
+    """Return a tick as an intake sends it, for a universe of three raw partitions."""
+    reports = tuple(SourceReport(t, n, newest, backlog) for (t, n), newest, backlog in sources)
+    return Tick(sent_at, 3, reports)
 
 
 def test_the_merged_watermark_waits_for_every_raw_partition() -> None:
-    merged = MergedWatermark(stale_after=30)
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
     assert merged.apply(tick(0, (P0, 1000.0, False), (P1, 1200.0, False))) == -math.inf
     assert merged.apply(tick(1, (P2, 500.0, True))) == 500.0
 
 
 def test_an_intake_ahead_does_not_close_windows_another_has_not_read() -> None:
-    merged = MergedWatermark(stale_after=30)
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
     merged.apply(tick(0, (P2, None, True)))  # intake b: assigned P2, read nothing yet
     assert merged.apply(tick(1, (P0, 5000.0, False), (P1, 4000.0, False))) == -math.inf
     assert merged.apply(tick(2, (P2, 300.0, True))) == 300.0
@@ -58,7 +60,7 @@ def test_an_intake_ahead_does_not_close_windows_another_has_not_read() -> None:
 
 
 def test_a_silent_intake_s_partitions_hold_the_watermark_and_it_never_goes_back() -> None:
-    merged = MergedWatermark(stale_after=30)
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
     merged.apply(tick(0, (P2, 700.0, False)))  # intake b reports once, then dies
     assert merged.apply(tick(10, (P0, 900.0, False), (P1, 800.0, False))) == 900.0
     assert merged.apply(tick(60, (P0, 2000.0, False), (P1, 1500.0, False))) == 900.0
@@ -68,7 +70,7 @@ def test_a_silent_intake_s_partitions_hold_the_watermark_and_it_never_goes_back(
 
 
 def test_silent_counts_the_raw_partitions_no_intake_reports_on() -> None:
-    merged = MergedWatermark(stale_after=30)
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
     merged.apply(tick(0, (P0, 100.0, False)))
     assert merged.silent == 2  # P1 and P2 never reported
     merged.apply(tick(1, (P1, 100.0, False), (P2, 100.0, False)))
@@ -81,7 +83,7 @@ def test_silent_counts_the_raw_partitions_no_intake_reports_on() -> None:
 
 def test_the_ticks_used_here_follow_the_published_schema() -> None:
     validator = schema_validator("wmiwatch.matches")
-    validator.validate(tick(0, (P0, 1000.0, False), (P2, None, True)))
+    validator.validate(orjson.loads(TICK.encode(tick(0, (P0, 1000.0, False), (P2, None, True)))))
     with pytest.raises(ValidationError):
         validator.validate({"type": "tick", "watermark": 1000.0})  # the old, per-intake form
 
@@ -95,11 +97,11 @@ def test_a_tick_is_bounded_by_the_aggregation_s_clock() -> None:
     assert merged.silent == 0  # a forged send time does not make the others stale
 
 
-def test_a_malformed_tick_changes_nothing() -> None:
-    merged = MergedWatermark(stale_after=30)
+def test_a_malformed_tick_is_refused_whole_before_it_changes_anything() -> None:
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
     merged.apply(tick(0, (P0, 100.0, False), (P1, 100.0, False), (P2, 100.0, False)))
-    broken = tick(1, (P0, 900.0, False))
+    broken = orjson.loads(TICK.encode(tick(1, (P0, 900.0, False))))
     broken["sources"].append(["windows.sysmon", "not a partition", 1.0, False])
-    with pytest.raises(ValueError):
-        merged.apply(broken)
+    with pytest.raises(msgspec.ValidationError):
+        merged.apply(AGGREGATION_INPUT.decode(orjson.dumps(broken)))  # type: ignore[arg-type]
     assert merged.apply(tick(2)) == 100.0

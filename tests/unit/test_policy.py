@@ -7,11 +7,11 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import PROJECT_ROOT
 from pipeline.engine import Detector
-from pipeline.eventtime import Clamp, TimePolicy
+from pipeline.policy import Clamp, TimePolicy
 from pipeline.rules.loader import load_rules
 from pipeline.watermark import Watermark
+from tests import PROJECT_ROOT
 from tests.synthetic import WMIEXEC, script_block
 from tests.synthetic_hostile import EXTREME_TIMES, TIMES, sysmon
 

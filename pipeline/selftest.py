@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import PROJECT_ROOT
-from pipeline.aggregate import WindowPolicy
 from pipeline.offline import detect_files
+from pipeline.policy import WindowPolicy
 from pipeline.rules.model import Rule
 
 
@@ -27,9 +26,12 @@ class RuleTestResult:
 
 
 def run_rule_tests(
-    rules: tuple[Rule, ...], policy: WindowPolicy, root: Path = PROJECT_ROOT
+    rules: tuple[Rule, ...], policy: WindowPolicy, root: Path
 ) -> list[RuleTestResult]:
-    """Run every test of every rule, each rule alone over its fixture."""
+    """Run every test of every rule, each rule alone over its fixture.
+
+    Fixture paths are relative to ``root``: the parent of the rules folder.
+    """
     results = []
     for rule in rules:
         for test in rule.spec.tests:

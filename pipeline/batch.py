@@ -1,0 +1,135 @@
+"""One intake batch without a broker: raw messages in, records to produce and tallies out.
+
+The intake (``pipeline.intake``) consumes a batch, hands it here, produces what comes back,
+waits for the acknowledgements and commits. Most events are screened out unparsed; their
+metric counts are tallied per (topic, verdict) and added once per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
+from msgspec.structs import replace
+from prometheus_client import Counter as CounterMetric
+
+from pipeline import metrics
+from pipeline.engine import Detector, Outcome
+from pipeline.records import DEAD_LETTER, MATCH, Match, Origin
+from pipeline.rejects import dead_letter_record
+from pipeline.suppress import Suppressions
+from pipeline.ticks import TickReporter
+from pipeline.topics import Topics
+
+log = logging.getLogger(__name__)
+OTHER_CODE = "other"
+Tally = Counter[tuple[CounterMetric, tuple[str, ...]]]
+
+
+@dataclass
+class BatchResult:
+    """The records one batch produces, as (topic, key, value), and its metric tallies."""
+
+    produce: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    tally: Tally = field(default_factory=Counter)
+    screened: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # topic, source, code
+
+    def count(self) -> None:
+        """Add the tallies to the metrics."""
+        for (counter, labels), amount in self.tally.items():
+            counter.labels(*labels).inc(amount)
+
+
+class BatchProcessor:
+    """Runs the detection core over a batch of raw messages."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        topics: Topics,
+        suppressions: Suppressions,
+        reporter: TickReporter,
+        clock: Callable[[], float],
+    ) -> None:
+        self.detector, self.topics, self.suppressions = detector, topics, suppressions
+        self.reporter, self.clock = reporter, clock
+        self.known_codes = {code for _, code in detector.router.routes}
+        self.rule_times: dict[str, float] = {}
+
+    def process(self, messages: Iterable[Message]) -> BatchResult:
+        """Return what ``messages`` produce: matches keyed by dest, and dead letters."""
+        result = BatchResult()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", error)
+                continue
+            self._process_one(message, result)
+        for (topic, source, code), amount in result.screened.items():
+            self._tally(result.tally, topic, Outcome(source=source, event_code=code), amount)
+        return result
+
+    def _process_one(self, message: Message, result: BatchResult) -> None:
+        topic, partition = str(message.topic()), message.partition() or 0
+        payload, received = message.value() or b"", received_at(message)
+        origin = Origin(topic, partition, message.offset() or 0)
+        outcome = self.detector.process(payload, origin, received)
+        if outcome.screened:  # most events: tallied together at the end of the batch
+            self.reporter.last_record((topic, partition), (payload, received))
+            result.screened[(topic, outcome.source, outcome.event_code)] += 1
+            return
+        self.reporter.last_record((topic, partition), None)
+        self._tally(result.tally, topic, outcome)
+        if outcome.rejected is not None:
+            letter = dead_letter_record(
+                outcome.rejected.reason,
+                outcome.rejected.detail,
+                topic,
+                partition,
+                origin.offset,
+                payload,
+            )
+            result.produce.append(
+                (self.topics.dead_letter, topic.encode(), DEAD_LETTER.encode(letter))
+            )
+            return
+        if outcome.event is None:
+            return
+        self.reporter.observe((topic, partition), outcome.event.time)
+        for match in outcome.matches:
+            fields = {**outcome.event.fields, **match.group}
+            if self.suppressions.match(match.rule_id, fields, self.clock()) is not None:
+                metrics.matches_suppressed_total.labels(match.rule_id).inc()
+                continue
+            self._observe_rule_time(match)
+            stamped = replace(match, ingested_at=received or self.clock())
+            result.produce.append((self.topics.matches, match.dest.encode(), MATCH.encode(stamped)))
+
+    def _observe_rule_time(self, match: Match) -> None:
+        newest = max(self.rule_times.get(match.rule_id, match.time), match.time)
+        self.rule_times[match.rule_id] = newest
+        metrics.rule_watermark_seconds.labels(match.rule_id).set(newest)
+
+    def _tally(self, tally: Tally, topic: str, outcome: Outcome, amount: int = 1) -> None:
+        code = outcome.event_code if outcome.event_code in self.known_codes else OTHER_CODE
+        tally[(metrics.events_consumed_total, (topic, code))] += amount
+        if outcome.rejected is not None:
+            tally[(metrics.events_rejected_total, (outcome.rejected.reason,))] += amount
+        elif outcome.routed:
+            tally[(metrics.events_routed_total, (outcome.source,))] += amount
+        else:
+            tally[(metrics.events_dropped_total, (outcome.source,))] += amount
+        if outcome.event is not None and outcome.event.clamped is not None:
+            tally[(metrics.event_times_clamped_total, (outcome.source, outcome.event.clamped))] += 1
+        for match in outcome.matches:
+            tally[(metrics.rule_matches_total, (match.rule_id,))] += 1
+
+
+def received_at(message: Message) -> float | None:
+    """Return the record's Kafka timestamp in epoch seconds, or None when it has none."""
+    kind, milliseconds = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else milliseconds / 1000

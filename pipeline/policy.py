@@ -1,0 +1,73 @@
+"""The policies the pipeline runs by: windows, risk, event-time trust and size limits.
+
+Each default is written here once; ``Settings`` reads its defaults from these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+MAX_EVENT_BYTES = 1_048_576  # a raw record larger than this is dead-lettered (too_large)
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """Window length, allowed lateness and update throttle, in seconds."""
+
+    window_seconds: int = 3600
+    allowed_lateness_seconds: int = 300
+    update_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RiskPolicy:
+    """Thresholds and sliding windows of the incident rules."""
+
+    score_threshold: int = 100
+    score_window_seconds: int = 86_400
+    tactics_threshold: int = 3
+    tactics_window_seconds: int = 604_800
+
+
+class Clamp(StrEnum):
+    """Which bound an event time broke."""
+
+    FUTURE = "future"
+    PAST = "past"
+
+
+@dataclass(frozen=True)
+class TimePolicy:
+    """How far an event's own time is believed, in seconds.
+
+    An event's own timestamp comes from the host that logged it, so whoever owns the host
+    chooses it; it is trusted only within bounds set by trusted clocks. It is used as is when
+    it lies between the oldest time allowed and the reference time plus the allowed skew; the
+    reference is the record's Kafka timestamp when that is itself plausible, else the worker's
+    wall clock. Outside those bounds the event takes the reference time and is flagged (as
+    Splunk's MAX_DAYS_HENCE and MAX_DAYS_AGO replace a timestamp they do not believe): it is
+    still matched, but it can neither close windows early nor open them in the distant past.
+    """
+
+    max_future_seconds: float = 300.0
+    max_age_seconds: float | None = None  # None: any time since 1970 (replays of old logs)
+
+    def oldest(self, now: float) -> float:
+        """Return the oldest event time believed at wall-clock time ``now``."""
+        return 0.0 if self.max_age_seconds is None else max(0.0, now - self.max_age_seconds)
+
+    def reference(self, received: float | None, now: float) -> float:
+        """Return the trusted time of arrival: the Kafka timestamp if plausible, else ``now``."""
+        if received is None or not self.oldest(now) <= received:
+            return now
+        return min(received, now)
+
+    def trusted(
+        self, event_time: float, received: float | None, now: float
+    ) -> tuple[float, Clamp | None]:
+        """Return the time to use for an event and, when it was replaced, the bound it broke."""
+        reference = self.reference(received, now)
+        if self.oldest(now) <= event_time <= reference + self.max_future_seconds:
+            return event_time, None
+        return reference, Clamp.FUTURE if event_time > reference else Clamp.PAST

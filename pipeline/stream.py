@@ -1,0 +1,218 @@
+"""The worker's decisions, without Faust: what each matches or risk record leads to.
+
+``agents`` only wires: it hands each record's bytes to ``Aggregation.handle`` or
+``Scoring.handle``, publishes the returned outputs, waits for every acknowledgement, and then
+calls ``commit``, so a table never records as sent a finding a crash kept from being sent. A
+record that raises is the record's fault: ``discard`` drops what it staged and the caller
+dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, NamedTuple, TypeVar
+
+from pipeline import metrics
+from pipeline.aggregate import Aggregator, StagedWrites
+from pipeline.emit import build_risk_events
+from pipeline.policy import RiskPolicy, WindowPolicy
+from pipeline.records import (
+    AGGREGATION_INPUT,
+    INCIDENT,
+    RISK_EVENT,
+    Codec,
+    DestState,
+    Finding,
+    Match,
+    ObjectState,
+    Tick,
+)
+from pipeline.risk import RiskScorer
+from pipeline.rules.model import Rule
+from pipeline.watermark import MergedWatermark
+
+V = TypeVar("V")
+
+
+class Output(StrEnum):
+    """The topics the worker publishes to."""
+
+    FINDINGS = "findings"
+    RISK = "risk"
+    INCIDENTS = "incidents"
+
+
+class Outgoing(NamedTuple):
+    """One record to publish, with what its metric counts (a finding's status, a kind)."""
+
+    output: Output
+    key: str
+    value: bytes
+    rule_id: str
+    kind: str
+
+
+@dataclass
+class Step:
+    """What one input record leads to: the records to publish, and when its event arrived."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    ingested_at: float | None = None
+
+
+class EncodedTable(MutableMapping[str, V], Generic[V]):
+    """A view of a table of JSON bytes (a Faust table) as a table of records."""
+
+    def __init__(self, table: MutableMapping[str, bytes], codec: Codec[V]) -> None:
+        self.table, self.codec = table, codec
+
+    def __getitem__(self, key: str) -> V:
+        return self.codec.decode(self.table[key])
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.table[key] = self.codec.encode(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+class Aggregation:
+    """Matches and ticks in, findings and risk events out, for the matches partitions owned.
+
+    Each matches partition has its own watermark, merged from the ticks of every intake, and
+    its own index of the dests with open groups, so a tick visits only the groups it can close.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        table: MutableMapping[str, DestState],
+        policy: WindowPolicy,
+        render: Callable[[Finding], bytes],
+        watermark: Callable[[], MergedWatermark],
+    ) -> None:
+        self.rules, self.render, self.new_watermark = rules, render, watermark
+        self.staged = StagedWrites(table)
+        self.windows = Aggregator(rules, self.staged, policy)
+        self.watermarks: dict[int, MergedWatermark] = {}
+        self.open: dict[int, set[str]] | None = None  # per partition; None: rebuild from table
+
+    def handle(self, payload: bytes, partition: int, now: float) -> Step:
+        """Decode one record of the matches topic and decide what it leads to."""
+        record = AGGREGATION_INPUT.decode(payload)
+        if isinstance(record, Tick):
+            return self.on_tick(record, partition, now)
+        return self.on_match(record, partition, now)
+
+    def on_match(self, match: Match, partition: int, now: float) -> Step:
+        """Count a match unless it is a redelivery; return the findings it makes due."""
+        if match.rule_id not in self.rules:
+            raise KeyError(f"match of unknown rule {match.rule_id!r}")
+        if self.windows.is_redelivery(match):
+            metrics.matches_redelivered_total.labels(match.rule_id).inc()
+            return Step()
+        watermark = self._watermark(partition).value
+        due = self.windows.add(match, watermark, now, partition)
+        self._open(partition).add(match.dest)
+        metrics.matches_aggregated_total.labels(match.rule_id).inc()
+        if self.windows.is_late(match, watermark):
+            metrics.late_matches_total.labels(match.rule_id).inc()
+        return Step(self._outgoing(due), match.ingested_at)
+
+    def on_tick(self, tick: Tick, partition: int, now: float) -> Step:
+        """Advance the partition's watermark; return the updates and finals it makes due."""
+        watermark = self._watermark(partition).apply(tick, now)
+        metrics.event_time_watermark_seconds.set(max(w.value for w in self.watermarks.values()))
+        metrics.raw_partitions_silent.set(max(w.silent for w in self.watermarks.values()))
+        dests = self._open(partition)
+        due = self.windows.advance(watermark, now, sorted(dests))
+        dests.difference_update([dest for dest in dests if dest not in self.staged])
+        return Step(self._outgoing(due))
+
+    def commit(self, step: Step, now: float) -> None:
+        """Record in the table what ``step`` changed, once its records are acknowledged."""
+        self.staged.apply()
+        count_published(step, now)
+
+    def discard(self) -> None:
+        """Drop what the record being handled staged (it could not be handled)."""
+        self.staged.discard()
+
+    def forget_index(self) -> None:
+        """Rebuild the index of open groups from the table at the next record (a rebalance)."""
+        self.open = None
+
+    def _watermark(self, partition: int) -> MergedWatermark:
+        if partition not in self.watermarks:
+            self.watermarks[partition] = self.new_watermark()
+        return self.watermarks[partition]
+
+    def _open(self, partition: int) -> set[str]:
+        if self.open is None:
+            self.open = {}
+            for dest, groups in self.staged.items():
+                for group in groups.values():
+                    self.open.setdefault(group.partition, set()).add(dest)
+        return self.open.setdefault(partition, set())
+
+    def _outgoing(self, due: list[Finding]) -> list[Outgoing]:
+        """Return the findings due, each followed by the risk events of a new one."""
+        records = []
+        for finding in due:
+            records.append(
+                Outgoing(
+                    Output.FINDINGS,
+                    finding.dest,
+                    self.render(finding),
+                    finding.rule_id,
+                    finding.status,
+                )
+            )
+            if finding.status != "new":
+                continue
+            for risk in build_risk_events(self.rules[finding.rule_id], finding):
+                value = RISK_EVENT.encode(risk)
+                records.append(
+                    Outgoing(Output.RISK, risk.risk_object, value, risk.rule_id, Output.RISK)
+                )
+        return records
+
+
+class Scoring:
+    """Risk events in, risk incidents out."""
+
+    def __init__(self, table: MutableMapping[str, ObjectState], policy: RiskPolicy) -> None:
+        self.scorer = RiskScorer(table, policy)
+
+    def handle(self, payload: bytes) -> Step:
+        """Decode one risk event, count it, and return the incidents it raises."""
+        risk = RISK_EVENT.decode(payload)
+        incidents = self.scorer.add(risk, datetime.fromisoformat(risk.time).timestamp())
+        return Step(
+            [
+                Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
+                for i in incidents
+            ]
+        )
+
+
+def count_published(step: Step, now: float) -> None:
+    """Count the records of ``step`` that were published."""
+    for record in step.outgoing:
+        if record.output is Output.RISK:
+            metrics.risk_events_emitted_total.labels(record.rule_id).inc()
+        elif record.output is Output.INCIDENTS:
+            metrics.incidents_emitted_total.labels(record.kind).inc()
+        else:
+            metrics.findings_emitted_total.labels(record.rule_id, record.kind).inc()
+            if record.kind == "new" and step.ingested_at is not None:
+                metrics.finding_latency_seconds.observe(now - step.ingested_at)
