@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import Message
+from faust.types import TableT
 from mode import Service
 
 from pipeline import metrics
@@ -82,17 +83,18 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     dead_letter_topic = app.topic(topics.dead_letter, value_serializer="raw", internal=False)
     changelog = settings.topic_config()  # Faust creates the changelogs with these
 
-    def table(name: str, partitions: int, serializer: str = "raw") -> faust.types.TableT[str, Any]:
+    def table(name: str, partitions: int, value_type: type | None = bytes) -> TableT[str, Any]:
+        """Declare a table; its values are records' JSON bytes (Faust: the raw serializer)."""
         return app.Table(
             name,
             partitions=partitions,
-            value_serializer=serializer,
+            value_type=value_type,
             extra_topic_configs=changelog,
         )
 
     groups = table("dest_to_rule_stats", matches_spec.partitions)
     objects = table("risk_object_to_contributions", topics.spec("wmiwatch.risk").partitions)
-    partition_offsets = table("matches_partition_offsets", matches_spec.partitions, "json")
+    partition_offsets = table("matches_partition_offsets", matches_spec.partitions, None)
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
-from msgspec.structs import replace
 from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
@@ -106,8 +105,7 @@ class BatchProcessor:
                 metrics.matches_suppressed_total.labels(match.rule_id).inc()
                 continue
             self._observe_rule_time(match)
-            stamped = replace(match, ingested_at=received or self.clock())
-            result.produce.append((self.topics.matches, match.dest.encode(), MATCH.encode(stamped)))
+            result.produce.append((self.topics.matches, match.dest.encode(), MATCH.encode(match)))
 
     def _observe_rule_time(self, match: Match) -> None:
         newest = max(self.rule_times.get(match.rule_id, match.time), match.time)

@@ -110,7 +110,10 @@ class Detector:
             origin = Origin(
                 origin.topic, origin.partition, origin.offset, event.fields.get("EventRecordID", "")
             )
-        matches = [m for rule in rules if (m := match_event(rule, event, origin)) is not None]
+        arrived = self.clock() if received is None else received
+        matches = [
+            m for rule in rules if (m := match_event(rule, event, origin, arrived)) is not None
+        ]
         return Outcome(
             event=event,
             matches=matches,

@@ -8,8 +8,10 @@ from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 
 
-def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> Match | None:
-    """Return the match when ``event`` satisfies ``rule``'s search, else None."""
+def match_event(
+    rule: Rule, event: Event, origin: Origin | None = None, arrived: float = 0.0
+) -> Match | None:
+    """Return the match when ``event`` (arrived at ``arrived``) satisfies ``rule``, else None."""
     plan = rule.plan
     if not plan.predicate.evaluate(event):
         return None
@@ -30,4 +32,5 @@ def match_event(rule: Rule, event: Event, origin: Origin | None = None) -> Match
         if a.function in ("values", "dc") and a.field in row
     }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
-    return Match(rule.id, dest, event.time, group, values, origin, event.clamped is not None)
+    clamped = event.clamped is not None
+    return Match(rule.id, dest, event.time, group, values, origin, clamped, arrived)

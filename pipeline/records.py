@@ -37,10 +37,10 @@ class Match(Record, frozen=True, tag_field="type", tag="match"):
     dest: str
     time: float
     group: dict[str, str]
-    values: dict[str, str] = {}
-    origin: Origin | None = None
-    time_clamped: bool = False
-    ingested_at: float = 0.0  # the raw record's Kafka timestamp, epoch seconds
+    values: dict[str, str]
+    origin: Origin | None
+    time_clamped: bool
+    ingested_at: float  # arrival: the raw record's Kafka timestamp, epoch seconds
 
 
 class SourceReport(Record, frozen=True, array_like=True):

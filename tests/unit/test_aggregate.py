@@ -41,7 +41,7 @@ def aggregator(rules: dict[str, Any], state: dict[str, DestState]) -> Aggregator
 
 def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> Match:
     group = {"Processes.dest": dest, "Processes.user": "CORP\\bob", "Processes.process": process}
-    return Match(WMIC_NODE, dest, time, group, origin=Origin("t", 0, next(OFFSETS)))
+    return Match(WMIC_NODE, dest, time, group, {}, Origin("t", 0, next(OFFSETS)), False, 0.0)
 
 
 def statuses(records: list[Finding]) -> list[tuple[str, int, bool]]:
@@ -66,8 +66,7 @@ def test_first_match_emits_new_and_later_ones_update_the_table(
     )
     assert first.first_time == "1970-01-01T02:01:40.000Z"
     schema_validator("wmiwatch.findings").validate(to_builtins(first))
-    stamped = replace(match(7300.0), ingested_at=1.0)
-    schema_validator("wmiwatch.matches").validate(orjson.loads(MATCH.encode(stamped)))
+    schema_validator("wmiwatch.matches").validate(orjson.loads(MATCH.encode(match(7300.0))))
 
 
 def test_updates_are_throttled_and_the_window_close_emits_final(aggregator: Aggregator) -> None:

@@ -1,0 +1,139 @@
+"""One intake batch without a broker: real Kafka messages in, records to produce out."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
+
+from pipeline import metrics
+from pipeline.batch import BatchProcessor
+from pipeline.engine import Detector
+from pipeline.records import DEAD_LETTER, MATCH
+from pipeline.rules.loader import load_rules
+from pipeline.suppress import Suppressions
+from pipeline.ticks import TickReporter
+from pipeline.topics import Topics, load_topics
+from tests import PROJECT_ROOT
+from tests.synthetic import BENIGN, WMIEXEC, script_block
+
+POWERSHELL = "windows.powershell"
+WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage
+EVENT_TIME = 1_790_000_000.0
+CLOCK = EVENT_TIME + 60
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(load_rules(PROJECT_ROOT / "rules"), clock=lambda: CLOCK)
+
+
+@pytest.fixture(scope="module")
+def topics() -> Topics:
+    return load_topics(PROJECT_ROOT / "topics")
+
+
+@pytest.fixture
+def reporter(detector: Detector) -> TickReporter:
+    return TickReporter(detector.event_time)
+
+
+@pytest.fixture
+def suppressions() -> Suppressions:
+    return Suppressions()
+
+
+@pytest.fixture
+def batches(
+    detector: Detector, topics: Topics, suppressions: Suppressions, reporter: TickReporter
+) -> BatchProcessor:
+    return BatchProcessor(detector, topics, suppressions, reporter, lambda: CLOCK)
+
+
+def message(payload: bytes, offset: int, kafka_time: float | None = CLOCK) -> Message:
+    timestamp = (
+        (TIMESTAMP_NOT_AVAILABLE, 0)
+        if kafka_time is None
+        else (TIMESTAMP_CREATE_TIME, int(kafka_time * 1000))
+    )
+    return Message(topic=POWERSHELL, partition=2, offset=offset, value=payload, timestamp=timestamp)
+
+
+def test_a_match_is_produced_keyed_by_dest_with_its_origin_and_arrival(
+    batches: BatchProcessor, topics: Topics
+) -> None:
+    result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 41)])
+    ((topic, key, value),) = result.produce
+    found = MATCH.decode(value)
+    assert (topic, key) == (topics.matches, b"ws01")
+    assert (found.rule_id, found.dest, found.time, found.ingested_at) == (
+        WMIEXEC_RULE,
+        "ws01",
+        EVENT_TIME,
+        CLOCK,
+    )
+    assert found.origin is not None
+    assert (found.origin.topic, found.origin.partition, found.origin.offset) == (POWERSHELL, 2, 41)
+    assert found.origin.record_id == "7"
+
+
+def test_without_a_kafka_timestamp_the_arrival_is_the_clock(batches: BatchProcessor) -> None:
+    payload = script_block("ws01", EVENT_TIME, WMIEXEC, 7)
+    result = batches.process([message(payload, 1, kafka_time=None)])
+    assert MATCH.decode(result.produce[0][2]).ingested_at == CLOCK
+
+
+def test_a_record_that_cannot_be_parsed_is_dead_lettered_with_its_reason(
+    batches: BatchProcessor, topics: Topics
+) -> None:
+    result = batches.process([message(b"<Event><System>", 9)])
+    ((topic, key, value),) = result.produce
+    letter = DEAD_LETTER.decode(value)
+    assert (topic, key) == (topics.dead_letter, POWERSHELL.encode())
+    assert (letter.reason, letter.topic, letter.partition, letter.offset) == (
+        "not_xml",
+        POWERSHELL,
+        2,
+        9,
+    )
+    assert result.tally[(metrics.events_rejected_total, ("not_xml",))] == 1
+
+
+def test_screened_events_are_tallied_together_and_produce_nothing(
+    batches: BatchProcessor,
+) -> None:
+    benign = [message(script_block("ws01", EVENT_TIME + i, BENIGN, i), i) for i in range(5)]
+    result = batches.process(benign)
+    assert result.produce == []
+    assert result.tally[(metrics.events_consumed_total, (POWERSHELL, "4104"))] == 5
+    assert result.tally[(metrics.events_dropped_total, ("powershell",))] == 5
+
+
+def test_a_screened_last_record_is_kept_for_the_tick_and_a_parsed_one_is_not(
+    batches: BatchProcessor, reporter: TickReporter
+) -> None:
+    benign = script_block("ws01", EVENT_TIME, BENIGN, 1)
+    batches.process([message(benign, 1)])
+    assert reporter.tails == {(POWERSHELL, 2): (benign, CLOCK)}
+    batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 2), 2)])
+    assert reporter.tails == {(POWERSHELL, 2): None}
+    assert reporter.watermark.newest((POWERSHELL, 2)) == EVENT_TIME
+
+
+def test_a_suppressed_match_is_not_produced(
+    batches: BatchProcessor, suppressions: Suppressions
+) -> None:
+    entry = (
+        b'{"rule_id": "%s", "field": "dest", "value": "ws01", "reason": "lab host",'
+        b' "author": "soc"}' % WMIEXEC_RULE.encode()
+    )
+    suppressions.apply("lab", entry)
+    result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 1)])
+    assert result.produce == []
+    assert result.tally[(metrics.rule_matches_total, (WMIEXEC_RULE,))] == 1  # matched, then dropped
+
+
+def test_the_tally_reaches_the_metrics_once_counted(batches: BatchProcessor) -> None:
+    sample = metrics.events_consumed_total.labels(POWERSHELL, "4104")
+    before = sample._value.get()
+    batches.process([message(script_block("ws01", EVENT_TIME, BENIGN, 1), 1)]).count()
+    assert sample._value.get() == before + 1

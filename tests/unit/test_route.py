@@ -1,0 +1,46 @@
+"""Routing: an event reaches exactly the rules listening to its (source, EventCode)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from pipeline.event import Event
+from pipeline.route import Router
+from pipeline.rules.loader import load_rules
+from pipeline.rules.model import Rule
+from tests import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def rules() -> tuple[Rule, ...]:
+    return load_rules(PROJECT_ROOT / "rules")
+
+
+def event(source: str, code: str) -> Event:
+    return Event({"EventCode": code}, 0.0, "", source=source)
+
+
+def test_every_route_of_every_rule_leads_back_to_it(rules: tuple[Rule, ...]) -> None:
+    router = Router(rules)
+    for rule in rules:
+        for source, code in rule.routes:
+            assert rule in router.rules_for(event(source, code))
+    assert router.routes == frozenset(route for rule in rules for route in rule.routes)
+
+
+def test_an_event_no_rule_listens_to_reaches_none(rules: tuple[Rule, ...]) -> None:
+    router = Router(rules)
+    assert router.rules_for(event("sysmon", "3")) == ()
+    assert router.rules_for(event("nosuchsource", "1")) == ()
+    assert router.rules_for(Event({}, 0.0, "", source="sysmon")) == ()  # no EventCode
+
+
+def test_the_shipped_rules_share_routes_without_duplicates(rules: tuple[Rule, ...]) -> None:
+    router = Router(rules)
+    shared = Counter(len(router.rules_at(route)) for route in router.routes)
+    assert max(shared) > 1  # process creation feeds several rules at once
+    for route in router.routes:
+        found = router.rules_at(route)
+        assert len(found) == len(set(found))

@@ -1,0 +1,205 @@
+"""The worker's decisions without Faust: matches and ticks in, findings and risk out."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import msgspec
+import pytest
+
+from pipeline.ocsf import RENDERERS
+from pipeline.policy import RiskPolicy, WindowPolicy
+from pipeline.records import (
+    DEST_STATE,
+    FINDING,
+    INCIDENT,
+    MATCH,
+    RISK_EVENT,
+    TICK,
+    DestState,
+    Match,
+    Origin,
+    SourceReport,
+    Tick,
+)
+from pipeline.rules.loader import load_rules
+from pipeline.stream import Aggregation, EncodedTable, Output, Scoring
+from pipeline.watermark import MergedWatermark
+from tests import PROJECT_ROOT
+
+HOUR = 3600
+POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
+WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+RAW = ("windows.sysmon", 0)
+OFFSETS = itertools.count()
+NOW = 100_000.0  # the wall clock: ticks may not report event times much past it
+
+
+@pytest.fixture(scope="module")
+def rules() -> dict[str, Any]:
+    return {rule.id: rule for rule in load_rules(PROJECT_ROOT / "rules")}
+
+
+@pytest.fixture
+def table() -> dict[str, DestState]:
+    return {}
+
+
+@pytest.fixture
+def aggregation(rules: dict[str, Any], table: dict[str, DestState]) -> Aggregation:
+    return Aggregation(rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300))
+
+
+def match(time: float, dest: str = "h1", ingested_at: float = 5.0) -> bytes:
+    group = {
+        "Processes.dest": dest,
+        "Processes.user": "CORP\\bob",
+        "Processes.process": "wmic /node:x",
+    }
+    origin = Origin(RAW[0], RAW[1], next(OFFSETS))
+    return MATCH.encode(Match(WMIC_NODE, dest, time, group, {}, origin, False, ingested_at))
+
+
+def tick(sent_at: float, newest: float) -> bytes:
+    """Return a tick from the one intake of a one-partition raw universe, caught up."""
+    return TICK.encode(Tick(sent_at, 1, (SourceReport(RAW[0], RAW[1], newest, False),)))
+
+
+def test_a_first_match_publishes_a_new_finding_and_its_risk_events(
+    aggregation: Aggregation, table: dict[str, DestState]
+) -> None:
+    step = aggregation.handle(match(7300.0), partition=0, now=NOW)
+    finding, *risk = step.outgoing
+    assert (finding.output, finding.key, finding.kind) == (Output.FINDINGS, "h1", "new")
+    assert FINDING.decode(finding.value).count == 1
+    assert [(r.output, r.key) for r in risk] == [(Output.RISK, "h1"), (Output.RISK, "CORP\\bob")]
+    assert RISK_EVENT.decode(risk[0].value).finding_id == FINDING.decode(finding.value).finding_id
+    assert step.ingested_at == 5.0
+    assert table == {}  # nothing is kept until the records are acknowledged
+    aggregation.commit(step, now=11.0)
+    assert list(table) == ["h1"]
+
+
+def test_a_redelivered_match_publishes_nothing(aggregation: Aggregation) -> None:
+    payload = match(7300.0)
+    aggregation.commit(aggregation.handle(payload, 0, now=NOW), NOW)
+    again = aggregation.handle(payload, 0, now=NOW)
+    assert again.outgoing == []
+
+
+def test_a_tick_closes_only_its_own_partition_s_windows(aggregation: Aggregation) -> None:
+    aggregation.commit(aggregation.handle(match(7300.0, dest="h1"), 0, now=NOW), NOW)
+    aggregation.commit(aggregation.handle(match(7300.0, dest="h2"), 1, now=NOW), NOW)
+    closes = 7200 + HOUR + 300
+    step = aggregation.handle(tick(11.0, closes), partition=0, now=NOW)
+    assert [(o.key, o.kind) for o in step.outgoing] == [("h1", "final")]
+    aggregation.commit(step, 12.0)
+    assert aggregation.open == {0: {"h1"}, 1: {"h2"}}
+    step = aggregation.handle(tick(13.0, closes), partition=1, now=NOW)
+    assert [(o.key, o.kind) for o in step.outgoing] == [("h2", "final")]
+
+
+def test_the_watermark_is_kept_per_matches_partition(aggregation: Aggregation) -> None:
+    aggregation.handle(tick(1.0, 9000.0), partition=0, now=NOW)
+    assert aggregation.watermarks[0].value == 9000.0
+    aggregation.handle(match(100.0), partition=1, now=NOW)
+    assert aggregation.watermarks[1].value == -math.inf  # partition 1 has had no tick
+
+
+def test_expired_groups_leave_the_index(
+    aggregation: Aggregation, table: dict[str, DestState]
+) -> None:
+    aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
+    aggregation.commit(aggregation.handle(tick(11.0, 10 * HOUR), 0, now=NOW), NOW)
+    assert table == {} and aggregation.open == {0: set()}
+
+
+def test_after_a_rebalance_the_index_is_rebuilt_from_the_table(
+    rules: dict[str, Any], aggregation: Aggregation, table: dict[str, DestState]
+) -> None:
+    aggregation.commit(aggregation.handle(match(7300.0, dest="h1"), 0, now=NOW), NOW)
+    aggregation.commit(aggregation.handle(match(7300.0, dest="h2"), 1, now=NOW), NOW)
+    restarted = Aggregation(
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300)
+    )
+    step = restarted.handle(tick(11.0, 7200 + HOUR + 300), partition=1, now=NOW)
+    assert [(o.key, o.kind) for o in step.outgoing] == [("h2", "final")]
+    restarted.forget_index()
+    assert restarted.open is None
+    restarted.handle(tick(13.0, 0.0), partition=0, now=NOW)
+    assert restarted.open == {0: {"h1"}, 1: {"h2"}}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b'{"type": "verdict"}',
+        b'{"type": "match", "rule_id": "r"}',
+        b'{"type": "tick", "sent_at": 1, "source_count": -1, "sources": []}',
+    ],
+)
+def test_a_malformed_record_raises_and_stages_nothing(
+    aggregation: Aggregation, table: dict[str, DestState], payload: bytes
+) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        aggregation.handle(payload, 0, now=NOW)
+    aggregation.discard()
+    assert aggregation.staged.pending == {} and table == {}
+
+
+def test_a_match_of_an_unknown_rule_raises(aggregation: Aggregation) -> None:
+    payload = MATCH.encode(Match("no-such-rule", "h1", 1.0, {}, {}, None, False, 1.0))
+    with pytest.raises(KeyError, match="no-such-rule"):
+        aggregation.handle(payload, 0, now=NOW)
+
+
+def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None:
+    ocsf = Aggregation(rules, {}, POLICY, RENDERERS["ocsf"], lambda: MergedWatermark(30, 300))
+    finding = ocsf.handle(match(7300.0), 0, now=NOW).outgoing[0]
+    assert msgspec.json.decode(finding.value)["class_uid"] == 2004
+
+
+def test_the_encoded_table_stores_bytes_and_gives_records(
+    aggregation: Aggregation,
+) -> None:
+    raw: dict[str, bytes] = {}
+    encoded = EncodedTable(raw, DEST_STATE)
+    aggregation.staged.table = encoded
+    aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
+    assert isinstance(raw["h1"], bytes)
+    (group,) = encoded["h1"].values()
+    assert (group.rule_id, group.count, group.partition) == (WMIC_NODE, 1, 0)
+    del encoded["h1"]
+    assert raw == {} and len(encoded) == 0
+
+
+def risk_event(rule: str, score: int, at: str) -> bytes:
+    return (
+        b'{"finding_id":"f-%s","risk_object":"h1","risk_object_type":"system","risk_score":%d,'
+        b'"risk_message":"m","search_name":"rule %s","rule_id":"%s","mitre_attack_id":[],'
+        b'"tactics":[],"analytic_story":[],"threat_object":"","time":"%s"}'
+        % (rule.encode(), score, rule.encode(), rule.encode(), at.encode())
+    )
+
+
+def test_scoring_reads_the_event_time_and_raises_incidents() -> None:
+    scoring = Scoring({}, RiskPolicy(score_threshold=100))
+    assert scoring.handle(risk_event("a", 60, "2026-11-01T10:00:00.000Z")).outgoing == []
+    (incident,) = scoring.handle(risk_event("b", 60, "2026-11-01T11:00:00.000Z")).outgoing
+    assert (incident.output, incident.key, incident.kind) == (
+        Output.INCIDENTS,
+        "h1",
+        "risk_threshold",
+    )
+    decoded = INCIDENT.decode(incident.value)
+    assert (decoded.score, decoded.time) == (120, "2026-11-01T11:00:00.000Z")
+    far = scoring.handle(risk_event("c", 60, "2026-11-03T11:00:00.000Z"))
+    assert far.outgoing == []  # a and b aged out of the day: 60, under the threshold
+
+
+def test_scoring_refuses_a_risk_event_missing_a_field() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        Scoring({}, RiskPolicy()).handle(b'{"risk_object": "h1"}')
