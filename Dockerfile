@@ -5,20 +5,22 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/wmiwatch
 COPY pyproject.toml README.md ./
+COPY rules ./rules
+COPY topics ./topics
+COPY tests/fixtures/demo ./tests/fixtures/demo
+COPY tests/fixtures/rules ./tests/fixtures/rules
 COPY pipeline ./pipeline
+# The wheel carries the rules, topic definitions and rule fixtures (pipeline/content links them).
 RUN /opt/wmiwatch/bin/pip install --no-compile .
 
 FROM python:3.11.10-slim-bookworm
 ENV PATH=/opt/wmiwatch/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    WMIWATCH_RULES_DIR=/app/rules WMIWATCH_TOPICS_DIR=/app/topics \
     WMIWATCH_DATA_DIR=/var/lib/wmiwatch
 RUN groupadd --system --gid 10001 wmiwatch \
     && useradd --system --uid 10001 --gid wmiwatch --home-dir /app --shell /usr/sbin/nologin wmiwatch \
     && mkdir -p /var/lib/wmiwatch && chown wmiwatch:wmiwatch /var/lib/wmiwatch
 COPY --from=build /opt/wmiwatch /opt/wmiwatch
 WORKDIR /app
-COPY rules ./rules
-COPY topics ./topics
 USER 10001:10001
 EXPOSE 9108
 ENTRYPOINT ["wmiwatch"]

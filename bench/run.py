@@ -355,7 +355,7 @@ def measure(
     started = time.perf_counter()
     report = detect_files([log_file], rules, WindowPolicy())
     detect_rate = args.events / (time.perf_counter() - started)
-    matches = sum(f["count"] for f in report.findings)
+    matches = sum(f.count for f in report.findings)
     run = run_worker(settings, topics, args.events, args.workers, folder, matches, broker_pid)
     alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
     print(

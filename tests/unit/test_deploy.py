@@ -150,7 +150,7 @@ def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
     assert re.findall(r"^FROM python:(3\.\d+)\.\d+-slim-bookworm", dockerfile, re.M) == ["3.11"] * 2
     assert "USER 10001:10001" in dockerfile
     assert 'ENTRYPOINT ["wmiwatch"]' in dockerfile and "wmiwatch" in project["scripts"]
-    assert "COPY rules ./rules" in dockerfile and "COPY topics ./topics" in dockerfile
+    assert "COPY rules ./rules" in dockerfile and "COPY topics ./topics" in dockerfile  # the wheel
 
 
 def test_only_the_suppressions_principal_may_write_suppressions() -> None:
