@@ -29,7 +29,7 @@ from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step, count_published
+from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
 from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
@@ -178,7 +178,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                     await reject(topics.risk, message.partition, message.offset, event.value, error)
                     continue
                 await publish(step)
-                count_published(step, time.time())
+                scoring.commit(step, time.time())
 
     def reindex(_app: Any, *_: Any, signal: Any, **__: Any) -> None:
         """Have the aggregation re-read which dests are open: its partitions changed."""

@@ -204,6 +204,10 @@ class Scoring:
             ]
         )
 
+    def commit(self, step: Step, now: float) -> None:
+        """Count the incidents of ``step``, once acknowledged (the table is already written)."""
+        count_published(step, now)
+
 
 def count_published(step: Step, now: float) -> None:
     """Count the records of ``step`` that were published."""
