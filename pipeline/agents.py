@@ -17,13 +17,13 @@ from typing import Any
 
 import faust
 from confluent_kafka import Message
-from faust.types import TableT
+from faust.types import TP, TableT
 from mode import Service
 
 from pipeline import metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
-from pipeline.kafka import first_offset, read_range
+from pipeline.kafka import RangeReader
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
 from pipeline.rejects import RejectReason, dead_letter_record
@@ -32,6 +32,7 @@ from pipeline.settings import Settings
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
 from pipeline.watermark import MergedWatermark
 
+COMMIT_INTERVAL_SECONDS = 0.5  # with exactly-once, how often outputs become visible
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
+        processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=COMMIT_INTERVAL_SECONDS,
     )
     # Every topic and table value is bytes: the records' own codecs decode them inside the
     # per-record containment.
@@ -105,32 +108,48 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
 
-    async def publish(step: Step) -> None:
+    async def send(topic: faust.types.TopicT, key: str, value: bytes, source: TP) -> Any:
+        """Send one record; with exactly-once, in the transaction of its input's partition.
+
+        Faust picks a transaction by the partition a record goes to, which for a finding,
+        risk event or dead letter is not the partition it came from (and may not be this
+        worker's): the record would commit apart from its input, or fail to send.
+        """
+        if not app.in_transaction:
+            return await topic.send(key=key, value=value)
+        group = app.assignor.group_for_topic(source.topic)
+        transaction = f"{app.conf.id}-{group}-{source.partition}"
+        name = topic.get_topic_name()
+        return await app.producer.send(
+            name, key.encode(), value, None, None, None, transactional_id=transaction
+        )
+
+    async def publish(step: Step, source: TP) -> None:
         """Send the step's records and wait for every acknowledgement."""
-        sent = [await outputs[r.output].send(key=r.key, value=r.value) for r in step.outgoing]
+        sent = [await send(outputs[r.output], r.key, r.value, source) for r in step.outgoing]
         await asyncio.gather(*sent)
 
-    async def reject(
-        topic: str, partition: int, offset: int, payload: bytes, error: Exception
-    ) -> None:
+    async def reject(source: TP, offset: int, payload: bytes, error: Exception) -> None:
         """Dead-letter one record of an internal topic that cannot be handled, and go on."""
-        log.warning("dead-lettering %s[%d]@%d: %r", topic, partition, offset, error)
+        log.warning("dead-lettering %s[%d]@%d: %r", source.topic, source.partition, offset, error)
         record = dead_letter_record(
-            RejectReason.UNPROCESSABLE, repr(error), topic, partition, offset, payload
+            RejectReason.UNPROCESSABLE, repr(error), source.topic, source.partition, offset, payload
         )
-        await (await dead_letter_topic.send(key=topic.encode(), value=DEAD_LETTER.encode(record)))
-        metrics.aggregation_rejected_total.labels(topic).inc()
+        await (await send(dead_letter_topic, source.topic, DEAD_LETTER.encode(record), source))
+        metrics.aggregation_rejected_total.labels(source.topic).inc()
 
-    async def handle(payload: bytes, partition: int, offset: int) -> None:
+    async def handle(payload: bytes, source: TP, offset: int) -> None:
         """Handle one record of the matches topic; one it cannot handle is dead-lettered."""
         try:
-            step = aggregation.handle(payload, partition, time.time())
+            step = aggregation.handle(payload, source.partition, time.time())
         except Exception as error:  # the record's fault: nothing of it is published or kept
             aggregation.discard()
-            await reject(topics.matches, partition, offset, payload, error)
+            await reject(source, offset, payload, error)
             return
-        await publish(step)
+        await publish(step, source)
         aggregation.commit(step, time.time())
+
+    rereader = RangeReader(settings, topics.matches)
 
     async def skipped_records(partition: int, offset: int) -> list[Message]:
         """Re-read the records of ``partition`` the stream skipped before ``offset``.
@@ -138,19 +157,18 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         Faust 0.15 can commit past records it never delivered around restarts and rebalances
         (faust-streaming issue 312); the next offset the aggregation expects is kept in a
         changelog-backed table (a partition never aggregated expects its oldest record), so
-        such a hole is seen and read again from the broker.
+        such a hole is seen and read again from the broker. With exactly-once, transaction
+        markers take offsets too: most holes are only those, and cost one short fetch.
         """
         stored: int | None = partition_offsets.get(str(partition))
         expected = (  # a partition never aggregated here expects all it holds
             stored
             if stored is not None
-            else await asyncio.to_thread(first_offset, settings, topics.matches, partition)
+            else await asyncio.to_thread(rereader.first_offset, partition)
         )
         if offset <= expected:
             return []
-        records = await asyncio.to_thread(
-            read_range, settings, topics.matches, partition, expected, offset
-        )
+        records = await asyncio.to_thread(rereader.read, partition, expected, offset)
         metrics.matches_reread_total.inc(len(records))
         return records
 
@@ -159,11 +177,11 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Hand each match and tick to the aggregation and publish what it returns."""
         with _counting_crashes("aggregate", health.agents):
             async for event in stream.events():
-                partition, offset = event.message.partition, event.message.offset
-                for skipped in await skipped_records(partition, offset):
-                    await handle(skipped.value() or b"", partition, skipped.offset() or 0)
-                await handle(event.value, partition, offset)
-                partition_offsets[str(partition)] = offset + 1
+                source, offset = event.message.tp, event.message.offset
+                for skipped in await skipped_records(source.partition, offset):
+                    await handle(skipped.value() or b"", source, skipped.offset() or 0)
+                await handle(event.value, source, offset)
+                partition_offsets[str(source.partition)] = offset + 1
                 health.agents.handled()
 
     @app.agent(outputs[Output.RISK])
@@ -171,13 +189,13 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Hand each risk event to the scoring and publish the incidents it returns."""
         with _counting_crashes("score", health.agents):
             async for event in stream.events():
+                source = event.message.tp
                 try:
                     step = scoring.handle(event.value)
                 except Exception as error:
-                    message = event.message
-                    await reject(topics.risk, message.partition, message.offset, event.value, error)
+                    await reject(source, event.message.offset, event.value, error)
                     continue
-                await publish(step)
+                await publish(step, source)
                 scoring.commit(step, time.time())
 
     def reindex(_app: Any, *_: Any, signal: Any, **__: Any) -> None:

@@ -51,31 +51,33 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
-def first_offset(settings: Settings, topic: str, partition: int) -> int:
-    """Return the oldest offset still held in ``topic``/``partition``."""
-    reader = consumer(settings, f"{settings.group_id}-reread")
-    try:
-        return int(reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[0])
-    finally:
-        reader.close()
+class RangeReader:
+    """Reads given offset ranges of a topic's partitions again, with one long-lived consumer."""
 
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.reader = consumer(settings, f"{settings.group_id}-reread")  # never commits
 
-def read_range(
-    settings: Settings, topic: str, partition: int, start: int, end: int
-) -> list[Message]:
-    """Return the records of ``topic``/``partition`` with offsets in [start, end)."""
-    reader = consumer(settings, f"{settings.group_id}-reread")
-    reader.assign([TopicPartition(topic, partition, start)])
-    records: list[Message] = []
-    try:
-        while not records or (records[-1].offset() or 0) < end - 1:
-            batch = [m for m in reader.consume(end - start, timeout=10) if m.error() is None]
+    def first_offset(self, partition: int) -> int:
+        """Return the oldest offset still held in ``partition``."""
+        low, _ = self.reader.get_watermark_offsets(TopicPartition(self.topic, partition), 30)
+        return int(low)
+
+    def read(self, partition: int, start: int, end: int) -> list[Message]:
+        """Return the records of ``partition`` with offsets in [start, end).
+
+        A record at ``end`` must exist: reading stops when it arrives, so offsets that hold no
+        record (transaction markers, aborted records) are passed over, never waited for.
+        """
+        self.reader.assign([TopicPartition(self.topic, partition, start)])
+        records: list[Message] = []
+        while True:
+            batch = [m for m in self.reader.consume(end - start + 1, 10) if m.error() is None]
             if not batch:
-                raise KafkaException(f"{topic}[{partition}] ended before offset {end - 1}")
+                raise KafkaException(f"{self.topic}[{partition}] ended before offset {end}")
             records.extend(m for m in batch if (m.offset() or 0) < end)
-    finally:
-        reader.close()
-    return records
+            if (batch[-1].offset() or 0) >= end:
+                return records
 
 
 def create_topics(
