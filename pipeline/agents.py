@@ -131,7 +131,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
     async def reject(source: TP, offset: int, payload: bytes, error: Exception) -> None:
         """Dead-letter one record of an internal topic that cannot be handled, and go on."""
-        log.warning("dead-lettering %s[%d]@%d: %r", source.topic, source.partition, offset, error)
+        where = (source.topic, source.partition, offset)
+        log.warning("dead-lettering %s[%d]@%d: %r", *where, error, exc_info=error)
         record = dead_letter_record(
             RejectReason.UNPROCESSABLE, repr(error), source.topic, source.partition, offset, payload
         )

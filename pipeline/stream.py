@@ -159,8 +159,8 @@ class Aggregation:
     def _open(self, partition: int) -> set[str]:
         if self.open is None:
             self.open = {}
-            for dest, groups in self.staged.items():
-                for group in groups.values():
+            for dest in list(self.staged):  # a live table: a key listed may be gone when read
+                for group in (self.staged.get(dest) or {}).values():
                     self.open.setdefault(group.partition, set()).add(dest)
         return self.open.setdefault(partition, set())
 
