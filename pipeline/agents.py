@@ -32,7 +32,6 @@ from pipeline.settings import Settings
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
 from pipeline.watermark import MergedWatermark
 
-COMMIT_INTERVAL_SECONDS = 0.5  # with exactly-once, how often outputs become visible
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,6 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
-        processing_guarantee=settings.processing_guarantee,
-        broker_commit_interval=COMMIT_INTERVAL_SECONDS,
     )
     # Every topic and table value is bytes: the records' own codecs decode them inside the
     # per-record containment.
@@ -108,25 +105,9 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
 
-    async def send(topic: faust.types.TopicT, key: str, value: bytes, source: TP) -> Any:
-        """Send one record; with exactly-once, in the transaction of its input's partition.
-
-        Faust picks a transaction by the partition a record goes to, which for a finding,
-        risk event or dead letter is not the partition it came from (and may not be this
-        worker's): the record would commit apart from its input, or fail to send.
-        """
-        if not app.in_transaction:
-            return await topic.send(key=key, value=value)
-        group = app.assignor.group_for_topic(source.topic)
-        transaction = f"{app.conf.id}-{group}-{source.partition}"
-        name = topic.get_topic_name()
-        return await app.producer.send(
-            name, key.encode(), value, None, None, None, transactional_id=transaction
-        )
-
-    async def publish(step: Step, source: TP) -> None:
+    async def publish(step: Step) -> None:
         """Send the step's records and wait for every acknowledgement."""
-        sent = [await send(outputs[r.output], r.key, r.value, source) for r in step.outgoing]
+        sent = [await outputs[r.output].send(key=r.key, value=r.value) for r in step.outgoing]
         await asyncio.gather(*sent)
 
     async def reject(source: TP, offset: int, payload: bytes, error: Exception) -> None:
@@ -136,7 +117,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         record = dead_letter_record(
             RejectReason.UNPROCESSABLE, repr(error), source.topic, source.partition, offset, payload
         )
-        await (await send(dead_letter_topic, source.topic, DEAD_LETTER.encode(record), source))
+        letter = DEAD_LETTER.encode(record)
+        await (await dead_letter_topic.send(key=source.topic.encode(), value=letter))
         metrics.aggregation_rejected_total.labels(source.topic).inc()
 
     async def handle(payload: bytes, source: TP, offset: int) -> None:
@@ -147,7 +129,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             aggregation.discard()
             await reject(source, offset, payload, error)
             return
-        await publish(step, source)
+        await publish(step)
         aggregation.commit(step, time.time())
 
     rereader = RangeReader(settings, topics.matches)
@@ -158,7 +140,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         Faust 0.15 can commit past records it never delivered around restarts and rebalances
         (faust-streaming issue 312); the next offset the aggregation expects is kept in a
         changelog-backed table (a partition never aggregated expects its oldest record), so
-        such a hole is seen and read again from the broker. With exactly-once, transaction
+        such a hole is seen and read again from the broker. A transactional intake's commit
         markers take offsets too: most holes are only those, and cost one short fetch.
         """
         stored: int | None = partition_offsets.get(str(partition))
@@ -196,7 +178,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                 except Exception as error:
                     await reject(source, event.message.offset, event.value, error)
                     continue
-                await publish(step, source)
+                await publish(step)
                 scoring.commit(step, time.time())
 
     def reindex(_app: Any, *_: Any, signal: Any, **__: Any) -> None:
