@@ -8,10 +8,14 @@ from pipeline.settings import Settings
 
 def test_a_static_worker_keeps_its_transactional_id_across_restarts() -> None:
     settings = Settings(group_id="soc", instance_id="wmiwatch-2")
-    assert producer_config(settings) == producer_config(settings) == {
-        "transactional.id": "soc-intake-wmiwatch-2",
-        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-    }
+    assert (
+        producer_config(settings)
+        == producer_config(settings)
+        == {
+            "transactional.id": "soc-intake-wmiwatch-2",
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+        }
+    )
 
 
 def test_dynamic_workers_never_share_a_transactional_id() -> None:
