@@ -32,8 +32,20 @@ from pipeline.settings import Settings
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
 from pipeline.watermark import MergedWatermark
 
+# Each table, by the topic whose partitions it follows (its changelog has as many).
+TABLES = {
+    "dest_to_rule_stats": "wmiwatch.matches",
+    "risk_object_to_contributions": "wmiwatch.risk",
+    "matches_partition_offsets": "wmiwatch.matches",
+}
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 log = logging.getLogger(__name__)
+
+
+def changelog_partitions(settings: Settings) -> dict[str, int]:
+    """Return the partitions of each table's changelog."""
+    topics = settings.topics()
+    return {table: topics.spec(source).partitions for table, source in TABLES.items()}
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -83,18 +95,18 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     dead_letter_topic = app.topic(topics.dead_letter, value_serializer="raw", internal=False)
     changelog = settings.topic_config()  # Faust creates the changelogs with these
 
-    def table(name: str, partitions: int, value_type: type | None = bytes) -> TableT[str, Any]:
+    def table(name: str, value_type: type | None = bytes) -> TableT[str, Any]:
         """Declare a table; its values are records' JSON bytes (Faust: the raw serializer)."""
         return app.Table(
             name,
-            partitions=partitions,
+            partitions=topics.spec(TABLES[name]).partitions,
             value_type=value_type,
             extra_topic_configs=changelog,
         )
 
-    groups = table("dest_to_rule_stats", matches_spec.partitions)
-    objects = table("risk_object_to_contributions", topics.spec("wmiwatch.risk").partitions)
-    partition_offsets = table("matches_partition_offsets", matches_spec.partitions, None)
+    groups = table("dest_to_rule_stats")
+    objects = table("risk_object_to_contributions")
+    partition_offsets = table("matches_partition_offsets", None)
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,

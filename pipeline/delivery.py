@@ -23,7 +23,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0
-TRANSACTION_TIMEOUT_MS = 15_000  # an open transaction a dead worker left blocks readers this long
+TRANSACTION_TIMEOUT_MS = 5_000  # an open transaction a dead worker left blocks readers this long
 COMMIT_ATTEMPTS = 5
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch

@@ -99,20 +99,32 @@ def create_topics(
     return _create(settings, wanted, timeout)
 
 
-def create_leader_topic(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
-    """Create Faust's leader topic with the deployment's replication before Faust would.
+def create_faust_topics(
+    settings: Settings, changelogs: dict[str, int], timeout: float = 30.0
+) -> dict[str, str]:
+    """Create Faust's leader topic and the tables' changelogs before Faust starts.
 
-    Faust creates it with the replication factor but no topic config, so it would get the
-    broker's ``min.insync.replicas`` rather than the deployment's.
+    Faust would create them with the replication factor but not the deployment's
+    ``min.insync.replicas``; and a changelog it creates just before its consumer subscribes
+    can be missing from that consumer's metadata (0 partitions), which crashes the agent
+    writing the table (``PartitionsMismatch``). ``changelogs`` maps table name to partitions.
     """
-    name = f"{settings.group_id}-__assignor-__leader"
     leader = NewTopic(
-        name,
+        f"{settings.group_id}-__assignor-__leader",
         num_partitions=1,
         replication_factor=settings.replication_factor,
         config=settings.topic_config(),
     )
-    return _create(settings, [leader], timeout)
+    tables = [
+        NewTopic(
+            f"{settings.group_id}-{table}-changelog",
+            num_partitions=partitions,
+            replication_factor=settings.replication_factor,
+            config={"cleanup.policy": "compact", **settings.topic_config()},
+        )
+        for table, partitions in changelogs.items()
+    ]
+    return _create(settings, [leader, *tables], timeout)
 
 
 def _create(settings: Settings, wanted: list[NewTopic], timeout: float) -> dict[str, str]:
