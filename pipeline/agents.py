@@ -17,13 +17,13 @@ from typing import Any
 
 import faust
 from confluent_kafka import Message
-from faust.types import TP, TableT
+from faust.types import TableT
 from mode import Service
 
 from pipeline import metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
-from pipeline.kafka import RangeReader
+from pipeline.kafka import first_offset, read_range
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
 from pipeline.rejects import RejectReason, dead_letter_record
@@ -32,20 +32,8 @@ from pipeline.settings import Settings
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
 from pipeline.watermark import MergedWatermark
 
-# Each table, by the topic whose partitions it follows (its changelog has as many).
-TABLES = {
-    "dest_to_rule_stats": "wmiwatch.matches",
-    "risk_object_to_contributions": "wmiwatch.risk",
-    "matches_partition_offsets": "wmiwatch.matches",
-}
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 log = logging.getLogger(__name__)
-
-
-def changelog_partitions(settings: Settings) -> dict[str, int]:
-    """Return the partitions of each table's changelog."""
-    topics = settings.topics()
-    return {table: topics.spec(source).partitions for table, source in TABLES.items()}
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -95,18 +83,18 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     dead_letter_topic = app.topic(topics.dead_letter, value_serializer="raw", internal=False)
     changelog = settings.topic_config()  # Faust creates the changelogs with these
 
-    def table(name: str, value_type: type | None = bytes) -> TableT[str, Any]:
+    def table(name: str, partitions: int, value_type: type | None = bytes) -> TableT[str, Any]:
         """Declare a table; its values are records' JSON bytes (Faust: the raw serializer)."""
         return app.Table(
             name,
-            partitions=topics.spec(TABLES[name]).partitions,
+            partitions=partitions,
             value_type=value_type,
             extra_topic_configs=changelog,
         )
 
-    groups = table("dest_to_rule_stats")
-    objects = table("risk_object_to_contributions")
-    partition_offsets = table("matches_partition_offsets", None)
+    groups = table("dest_to_rule_stats", matches_spec.partitions)
+    objects = table("risk_object_to_contributions", topics.spec("wmiwatch.risk").partitions)
+    partition_offsets = table("matches_partition_offsets", matches_spec.partitions, None)
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,
@@ -122,29 +110,27 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         sent = [await outputs[r.output].send(key=r.key, value=r.value) for r in step.outgoing]
         await asyncio.gather(*sent)
 
-    async def reject(source: TP, offset: int, payload: bytes, error: Exception) -> None:
+    async def reject(
+        topic: str, partition: int, offset: int, payload: bytes, error: Exception
+    ) -> None:
         """Dead-letter one record of an internal topic that cannot be handled, and go on."""
-        where = (source.topic, source.partition, offset)
-        log.warning("dead-lettering %s[%d]@%d: %r", *where, error, exc_info=error)
+        log.warning("dead-lettering %s[%d]@%d: %r", topic, partition, offset, error, exc_info=error)
         record = dead_letter_record(
-            RejectReason.UNPROCESSABLE, repr(error), source.topic, source.partition, offset, payload
+            RejectReason.UNPROCESSABLE, repr(error), topic, partition, offset, payload
         )
-        letter = DEAD_LETTER.encode(record)
-        await (await dead_letter_topic.send(key=source.topic.encode(), value=letter))
-        metrics.aggregation_rejected_total.labels(source.topic).inc()
+        await (await dead_letter_topic.send(key=topic.encode(), value=DEAD_LETTER.encode(record)))
+        metrics.aggregation_rejected_total.labels(topic).inc()
 
-    async def handle(payload: bytes, source: TP, offset: int) -> None:
+    async def handle(payload: bytes, partition: int, offset: int) -> None:
         """Handle one record of the matches topic; one it cannot handle is dead-lettered."""
         try:
-            step = aggregation.handle(payload, source.partition, time.time())
+            step = aggregation.handle(payload, partition, time.time())
         except Exception as error:  # the record's fault: nothing of it is published or kept
             aggregation.discard()
-            await reject(source, offset, payload, error)
+            await reject(topics.matches, partition, offset, payload, error)
             return
         await publish(step)
         aggregation.commit(step, time.time())
-
-    rereader = RangeReader(settings, topics.matches)
 
     async def skipped_records(partition: int, offset: int) -> list[Message]:
         """Re-read the records of ``partition`` the stream skipped before ``offset``.
@@ -152,18 +138,19 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         Faust 0.15 can commit past records it never delivered around restarts and rebalances
         (faust-streaming issue 312); the next offset the aggregation expects is kept in a
         changelog-backed table (a partition never aggregated expects its oldest record), so
-        such a hole is seen and read again from the broker. A transactional intake's commit
-        markers take offsets too: most holes are only those, and cost one short fetch.
+        such a hole is seen and read again from the broker.
         """
         stored: int | None = partition_offsets.get(str(partition))
         expected = (  # a partition never aggregated here expects all it holds
             stored
             if stored is not None
-            else await asyncio.to_thread(rereader.first_offset, partition)
+            else await asyncio.to_thread(first_offset, settings, topics.matches, partition)
         )
         if offset <= expected:
             return []
-        records = await asyncio.to_thread(rereader.read, partition, expected, offset)
+        records = await asyncio.to_thread(
+            read_range, settings, topics.matches, partition, expected, offset
+        )
         metrics.matches_reread_total.inc(len(records))
         return records
 
@@ -172,11 +159,11 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Hand each match and tick to the aggregation and publish what it returns."""
         with _counting_crashes("aggregate", health.agents):
             async for event in stream.events():
-                source, offset = event.message.tp, event.message.offset
-                for skipped in await skipped_records(source.partition, offset):
-                    await handle(skipped.value() or b"", source, skipped.offset() or 0)
-                await handle(event.value, source, offset)
-                partition_offsets[str(source.partition)] = offset + 1
+                partition, offset = event.message.partition, event.message.offset
+                for skipped in await skipped_records(partition, offset):
+                    await handle(skipped.value() or b"", partition, skipped.offset() or 0)
+                await handle(event.value, partition, offset)
+                partition_offsets[str(partition)] = offset + 1
                 health.agents.handled()
 
     @app.agent(outputs[Output.RISK])
@@ -184,11 +171,11 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Hand each risk event to the scoring and publish the incidents it returns."""
         with _counting_crashes("score", health.agents):
             async for event in stream.events():
-                source = event.message.tp
                 try:
                     step = scoring.handle(event.value)
                 except Exception as error:
-                    await reject(source, event.message.offset, event.value, error)
+                    message = event.message
+                    await reject(topics.risk, message.partition, message.offset, event.value, error)
                     continue
                 await publish(step)
                 scoring.commit(step, time.time())

@@ -238,15 +238,15 @@ def worker(
     import faust
     from confluent_kafka import KafkaException
 
-    from pipeline.agents import changelog_partitions, create_app
+    from pipeline.agents import create_app
     from pipeline.health import Health, serve
-    from pipeline.kafka import create_faust_topics
+    from pipeline.kafka import create_leader_topic
 
     _check_access(settings)
     try:
-        create_faust_topics(settings, changelog_partitions(settings))
-    except KafkaException as error:  # Faust creates them then, with the broker's defaults
-        console.print(f"[yellow]could not create Faust's topics[/yellow]: {error}")
+        create_leader_topic(settings)
+    except KafkaException as error:  # Faust creates it then, with the broker's defaults
+        console.print(f"[yellow]could not create Faust's leader topic[/yellow]: {error}")
     health = Health()
     serve(settings.metrics_port, health)
     console.print(

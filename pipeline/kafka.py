@@ -51,33 +51,31 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
-class RangeReader:
-    """Reads given offset ranges of a topic's partitions again, with one long-lived consumer."""
+def first_offset(settings: Settings, topic: str, partition: int) -> int:
+    """Return the oldest offset still held in ``topic``/``partition``."""
+    reader = consumer(settings, f"{settings.group_id}-reread")
+    try:
+        return int(reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[0])
+    finally:
+        reader.close()
 
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.topic = topic
-        self.reader = consumer(settings, f"{settings.group_id}-reread")  # never commits
 
-    def first_offset(self, partition: int) -> int:
-        """Return the oldest offset still held in ``partition``."""
-        low, _ = self.reader.get_watermark_offsets(TopicPartition(self.topic, partition), 30)
-        return int(low)
-
-    def read(self, partition: int, start: int, end: int) -> list[Message]:
-        """Return the records of ``partition`` with offsets in [start, end).
-
-        A record at ``end`` must exist: reading stops when it arrives, so offsets that hold no
-        record (transaction markers, aborted records) are passed over, never waited for.
-        """
-        self.reader.assign([TopicPartition(self.topic, partition, start)])
-        records: list[Message] = []
-        while True:
-            batch = [m for m in self.reader.consume(end - start + 1, 10) if m.error() is None]
+def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int
+) -> list[Message]:
+    """Return the records of ``topic``/``partition`` with offsets in [start, end)."""
+    reader = consumer(settings, f"{settings.group_id}-reread")
+    reader.assign([TopicPartition(topic, partition, start)])
+    records: list[Message] = []
+    try:
+        while not records or (records[-1].offset() or 0) < end - 1:
+            batch = [m for m in reader.consume(end - start, timeout=10) if m.error() is None]
             if not batch:
-                raise KafkaException(f"{self.topic}[{partition}] ended before offset {end}")
+                raise KafkaException(f"{topic}[{partition}] ended before offset {end - 1}")
             records.extend(m for m in batch if (m.offset() or 0) < end)
-            if (batch[-1].offset() or 0) >= end:
-                return records
+    finally:
+        reader.close()
+    return records
 
 
 def create_topics(
@@ -99,32 +97,20 @@ def create_topics(
     return _create(settings, wanted, timeout)
 
 
-def create_faust_topics(
-    settings: Settings, changelogs: dict[str, int], timeout: float = 30.0
-) -> dict[str, str]:
-    """Create Faust's leader topic and the tables' changelogs before Faust starts.
+def create_leader_topic(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create Faust's leader topic with the deployment's replication before Faust would.
 
-    Faust would create them with the replication factor but not the deployment's
-    ``min.insync.replicas``; and a changelog it creates just before its consumer subscribes
-    can be missing from that consumer's metadata (0 partitions), which crashes the agent
-    writing the table (``PartitionsMismatch``). ``changelogs`` maps table name to partitions.
+    Faust creates it with the replication factor but no topic config, so it would get the
+    broker's ``min.insync.replicas`` rather than the deployment's.
     """
+    name = f"{settings.group_id}-__assignor-__leader"
     leader = NewTopic(
-        f"{settings.group_id}-__assignor-__leader",
+        name,
         num_partitions=1,
         replication_factor=settings.replication_factor,
         config=settings.topic_config(),
     )
-    tables = [
-        NewTopic(
-            f"{settings.group_id}-{table}-changelog",
-            num_partitions=partitions,
-            replication_factor=settings.replication_factor,
-            config={"cleanup.policy": "compact", **settings.topic_config()},
-        )
-        for table, partitions in changelogs.items()
-    ]
-    return _create(settings, [leader, *tables], timeout)
+    return _create(settings, [leader], timeout)
 
 
 def _create(settings: Settings, wanted: list[NewTopic], timeout: float) -> dict[str, str]:

@@ -109,10 +109,6 @@ intake_batch_seconds = Histogram(
     "Time to process one intake batch (parse to produce).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-intake_transactions_aborted_total = Counter(
-    "wmiwatch_intake_transactions_aborted_total",
-    "Intake transactions aborted (exactly-once); their batches were read and processed again.",
-)
 consumer_lag = Gauge(
     "wmiwatch_consumer_lag",
     "Records not yet read by the intake, per raw partition (from the last fetch).",

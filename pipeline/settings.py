@@ -50,7 +50,6 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, gt=0)
     max_event_future_seconds: float = Field(default=TIME.max_future_seconds, ge=0)
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -203,3 +204,21 @@ def test_scoring_reads_the_event_time_and_raises_incidents() -> None:
 def test_scoring_refuses_a_risk_event_missing_a_field() -> None:
     with pytest.raises(msgspec.ValidationError):
         Scoring({}, RiskPolicy()).handle(b'{"risk_object": "h1"}')
+
+
+class VanishingKeys(dict[str, DestState]):
+    """A table that lists a key it no longer holds, as a Faust table may while it recovers."""
+
+    def __iter__(self) -> Iterator[str]:
+        yield from [*super().__iter__(), "gone.example"]
+
+
+def test_rebuilding_the_index_skips_keys_that_vanish_while_listed(rules: dict[str, Any]) -> None:
+    table = VanishingKeys()
+    aggregation = Aggregation(
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300)
+    )
+    aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
+    aggregation.forget_index()
+    aggregation.handle(tick(1.0, 0.0), partition=0, now=NOW)
+    assert aggregation.open == {0: {"h1"}}
