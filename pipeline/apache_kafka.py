@@ -69,6 +69,17 @@ logger.state.level = warn
 """
 
 
+def new_cluster_id() -> str:
+    """Return a random KRaft cluster id as Kafka makes them: base64url, never starting with '-'.
+
+    The storage tool would read a leading '-' as an option.
+    """
+    candidate = "-"
+    while candidate.startswith("-"):
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return candidate
+
+
 def cache_dir() -> Path:
     """Return the folder the broker's jars are fetched into (``$XDG_CACHE_HOME``)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -266,7 +277,7 @@ class KafkaCluster:
         else:
             ports = [self.port] + [free_port() for _ in range(self.brokers - 1)]
             plan = {
-                "cluster_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+                "cluster_id": new_cluster_id(),
                 "nodes": [
                     [n + 1, port, free_port(), free_port() if self.sasl else port]
                     for n, port in enumerate(ports)
