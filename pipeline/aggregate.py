@@ -82,20 +82,23 @@ class Aggregator:
 
     def is_redelivery(self, match: Match) -> bool:
         """Return True when the match's group has already counted its raw record."""
-        if match.origin is None:
-            return False
         stats = (self.state.get(match.dest) or {}).get(self.group_of(match)[0])
-        counted = -1 if stats is None else stats.counted.get(_source_key(match.origin), -1)
-        return match.origin.offset <= counted
+        return _has_counted(stats, match)
 
-    def add(self, match: Match, watermark: float, now: float, partition: int = 0) -> list[Finding]:
-        """Count ``match`` (read from matches ``partition``); return the findings now due."""
-        if self.is_redelivery(match):
-            return []
+    def add(
+        self, match: Match, watermark: float, now: float, partition: int = 0
+    ) -> list[Finding] | None:
+        """Count ``match`` (read from matches ``partition``); return the findings now due.
+
+        A redelivery is not counted again: None.
+        """
         rule = self.rules[match.rule_id]
         fid, start = self.group_of(match)
         dest_state = dict(self.state.get(match.dest) or {})
-        stats = _counted(dest_state.get(fid), match, fid, start, partition)
+        old = dest_state.get(fid)
+        if _has_counted(old, match):
+            return None
+        stats = _counted(old, match, fid, start, partition)
         if self.is_late(match, watermark):
             stats = replace(stats, late=True)
         findings: list[Finding] = []
@@ -174,6 +177,13 @@ def _source_key(origin: Origin) -> str:
     return f"{origin.topic}:{origin.partition}"
 
 
+def _has_counted(stats: GroupState | None, match: Match) -> bool:
+    """Return True when ``stats`` has already counted the raw record of ``match``."""
+    if stats is None or match.origin is None:
+        return False
+    return match.origin.offset <= stats.counted.get(_source_key(match.origin), -1)
+
+
 def _counted(
     stats: GroupState | None, match: Match, fid: str, start: int, partition: int
 ) -> GroupState:
@@ -236,6 +246,11 @@ class StagedWrites(MutableMapping[str, DestState]):
 
     def __delitem__(self, key: str) -> None:
         self.pending[key] = None
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.pending:
+            return self.pending[key] is not None
+        return key in self.table
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.table)

@@ -78,6 +78,9 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
     def __delitem__(self, key: str) -> None:
         del self.table[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.table  # without decoding the value
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.table)
 
@@ -117,11 +120,11 @@ class Aggregation:
         """Count a match unless it is a redelivery; return the findings it makes due."""
         if match.rule_id not in self.rules:
             raise KeyError(f"match of unknown rule {match.rule_id!r}")
-        if self.windows.is_redelivery(match):
-            metrics.matches_redelivered_total.labels(match.rule_id).inc()
-            return Step()
         watermark = self._watermark(partition).value
         due = self.windows.add(match, watermark, now, partition)
+        if due is None:
+            metrics.matches_redelivered_total.labels(match.rule_id).inc()
+            return Step()
         self._open(partition).add(match.dest)
         metrics.matches_aggregated_total.labels(match.rule_id).inc()
         if self.windows.is_late(match, watermark):

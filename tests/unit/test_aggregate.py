@@ -132,8 +132,8 @@ def test_a_redelivered_match_is_not_counted_again(aggregator: Aggregator) -> Non
     (new,) = aggregator.add(first, 7300.0, now=0.0)
     aggregator.add(second, 7310.0, now=0.0)
     assert aggregator.is_redelivery(first) and aggregator.is_redelivery(second)
-    assert aggregator.add(first, 7320.0, now=1.0) == []  # replayed after a restart
-    assert aggregator.add(second, 7320.0, now=1.0) == []
+    assert aggregator.add(first, 7320.0, now=1.0) is None  # replayed after a restart: not counted
+    assert aggregator.add(second, 7320.0, now=1.0) is None
     assert first.origin is not None
     other_partition = replace(first, time=7330.0, origin=replace(first.origin, partition=1))
     assert not aggregator.is_redelivery(other_partition)
