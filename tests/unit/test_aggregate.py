@@ -14,19 +14,12 @@ from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
-from pipeline.rules.loader import load_rules
-from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 OFFSETS = itertools.count()  # raw offsets rise in arrival order, whatever the event times
-
-
-@pytest.fixture(scope="module")
-def rules() -> dict[str, Any]:
-    return {rule.id: rule for rule in load_rules(PROJECT_ROOT / "rules")}
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from tests import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
-def rules() -> tuple[Rule, ...]:
+def shipped() -> tuple[Rule, ...]:
     return load_rules(PROJECT_ROOT / "rules")
 
 
@@ -22,23 +22,23 @@ def event(source: str, code: str) -> Event:
     return Event({"EventCode": code}, 0.0, "", source=source)
 
 
-def test_every_route_of_every_rule_leads_back_to_it(rules: tuple[Rule, ...]) -> None:
-    router = Router(rules)
-    for rule in rules:
+def test_every_route_of_every_rule_leads_back_to_it(shipped: tuple[Rule, ...]) -> None:
+    router = Router(shipped)
+    for rule in shipped:
         for source, code in rule.routes:
             assert rule in router.rules_for(event(source, code))
-    assert router.routes == frozenset(route for rule in rules for route in rule.routes)
+    assert router.routes == frozenset(route for rule in shipped for route in rule.routes)
 
 
-def test_an_event_no_rule_listens_to_reaches_none(rules: tuple[Rule, ...]) -> None:
-    router = Router(rules)
+def test_an_event_no_rule_listens_to_reaches_none(shipped: tuple[Rule, ...]) -> None:
+    router = Router(shipped)
     assert router.rules_for(event("sysmon", "3")) == ()
     assert router.rules_for(event("nosuchsource", "1")) == ()
     assert router.rules_for(Event({}, 0.0, "", source="sysmon")) == ()  # no EventCode
 
 
-def test_the_shipped_rules_share_routes_without_duplicates(rules: tuple[Rule, ...]) -> None:
-    router = Router(rules)
+def test_the_shipped_rules_share_routes_without_duplicates(shipped: tuple[Rule, ...]) -> None:
+    router = Router(shipped)
     shared = Counter(len(router.rules_at(route)) for route in router.routes)
     assert max(shared) > 1  # process creation feeds several rules at once
     for route in router.routes:

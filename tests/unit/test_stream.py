@@ -25,10 +25,8 @@ from pipeline.records import (
     SourceReport,
     Tick,
 )
-from pipeline.rules.loader import load_rules
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring
 from pipeline.watermark import MergedWatermark
-from tests import PROJECT_ROOT
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
@@ -36,11 +34,6 @@ WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 RAW = ("windows.sysmon", 0)
 OFFSETS = itertools.count()
 NOW = 100_000.0  # the wall clock: ticks may not report event times much past it
-
-
-@pytest.fixture(scope="module")
-def rules() -> dict[str, Any]:
-    return {rule.id: rule for rule in load_rules(PROJECT_ROOT / "rules")}
 
 
 @pytest.fixture
