@@ -11,10 +11,12 @@ the same run:
 
   a) a bare aiokafka getmany loop over the raw topics (the ceiling),
   b) the full wmiwatch worker(s), all rules, until every event is consumed and the last finding
-     is out; then p50/p99 latency (raw record -> finding) with events produced at half that rate,
+     is out; then p50/p99 latency (raw record -> finding) with events produced at half that rate;
+     once with exactly-once processing and once with at-least-once, each over the same raw
+     topics with internal and output topics of its own,
   c) ``wmiwatch detect`` over the same events written as an XML file,
-  d) the intake stage alone (a fresh consumer group, no Faust process): what the worker's
-     intake process can do when the Faust process and the broker leave it a core.
+  d) the intake stage alone (a fresh consumer group, no Faust process, exactly-once): what the
+     worker's intake process can do when the Faust process and the broker leave it a core.
 
 It also prints the CPU cores each process (Faust, intake, broker) used during b). With
 --json PATH it also writes the figures as one JSON object.
@@ -177,6 +179,7 @@ def start_workers(
             "WMIWATCH_GROUP_ID": settings.group_id,
             "WMIWATCH_DATA_DIR": str(logs / f"worker{number}"),
             "WMIWATCH_METRICS_PORT": str(port),
+            "WMIWATCH_PROCESSING_GUARANTEE": settings.processing_guarantee,
         }
         log = open(logs / f"worker{number}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
@@ -332,6 +335,9 @@ def intake_alone(settings: Settings, rules: tuple[Rule, ...], count: int) -> flo
     return rate
 
 
+GUARANTEES = ("exactly_once", "at_least_once")
+
+
 def measure(
     args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: int | None
 ) -> dict[str, object]:
@@ -356,7 +362,21 @@ def measure(
     report = detect_files([log_file], rules, WindowPolicy())
     detect_rate = args.events / (time.perf_counter() - started)
     matches = sum(f.count for f in report.findings)
-    run = run_worker(settings, topics, args.events, args.workers, folder, matches, broker_pid)
+    runs = {}
+    for guarantee in GUARANTEES:  # each with its own internal topics over the same raw ones
+        own = settings.model_copy(
+            update={
+                "processing_guarantee": guarantee,
+                "topic_prefix": f"bench{tag}{guarantee[0]}.",
+                "group_id": f"bench-{tag}-{guarantee}",
+            }
+        )
+        create_topics(own, own.topics())
+        logs = folder / guarantee
+        logs.mkdir()
+        runs[guarantee] = run_worker(
+            own, topics, args.events, args.workers, logs, matches, broker_pid
+        )
     alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
@@ -366,27 +386,33 @@ def measure(
     )
     print(f"{'measure':44} {'value':>14} {'vs a':>8}")
     print(f"{'a) bare aiokafka getmany (msg/s)':44} {bare:14,.0f} {1:8.2f}")
-    rows = [
-        ("b) wmiwatch worker end to end (events/s)", run.rate),
+    for guarantee, run in runs.items():
+        print(f"{f'b) worker end to end, {guarantee} (events/s)':44} {run.rate:14,.0f}", end="")
+        print(f" {run.rate / bare:8.2f}")
+        print(f"{'   latency p50 / p99 at half rate (s, <=)':44} {run.p50:>6} / {run.p99:<6}")
+        print(f"{'   worker RSS (MiB)':44} {run.rss:14,.0f}")
+        for role, cores in sorted(run.cores.items()):
+            print(f"{f'   CPU cores used by {role}':44} {cores:14.2f}")
+    for label, value in (
         ("c) wmiwatch detect on XML lines (events/s)", detect_rate),
         ("d) intake stage alone, no Faust (events/s)", alone),
-    ]
-    for label, value in rows:
+    ):
         print(f"{label:44} {value:14,.0f} {value / bare:8.2f}")
-    print(f"{'b) latency p50 / p99 at half rate (s, <=)':44} {run.p50:>6} / {run.p99:<6}")
-    print(f"{'b) worker RSS (MiB)':44} {run.rss:14,.0f}")
-    for role, cores in sorted(run.cores.items()):
-        print(f"{f'b) CPU cores used by {role}':44} {cores:14.2f}")
     return {
         "broker": broker_name(args),
         "events": args.events,
         "getmany_eps": round(bare),
-        "worker_eps": round(run.rate),
+        "worker": {
+            guarantee: {
+                "eps": round(run.rate),
+                "p50_latency_s": run.p50,
+                "p99_latency_s": run.p99,
+                "rss_mib": round(run.rss, 1),
+            }
+            for guarantee, run in runs.items()
+        },
         "detect_eps": round(detect_rate),
         "intake_eps": round(alone),
-        "p50_latency_s": run.p50,
-        "p99_latency_s": run.p99,
-        "worker_rss_mib": round(run.rss, 1),
     }
 
 

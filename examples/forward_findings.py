@@ -43,6 +43,9 @@ def main() -> None:
             "group.id": args.group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            # wmiwatch writes its outputs in transactions: read only committed ones (this is
+            # librdkafka's default; say it, as Java and aiokafka default to read_uncommitted).
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe([f"{settings.topic_prefix}wmiwatch.findings"])

@@ -1,7 +1,8 @@
-"""The Faust app: topics, tables, the two agents and the intake service, wired together.
+"""The Faust app: the two stages' agents, their commits and rebalances, and the intake service.
 
 This is the only module that uses Faust, and it decides nothing: the aggregation and the risk
-scoring are ``pipeline.stream``'s, the intake is ``pipeline.intake``'s.
+scoring are ``pipeline.stream``'s, their state and commits ``pipeline.transactional``'s, the
+intake is ``pipeline.intake``'s. Faust delivers the records and runs the consumer group.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
-from confluent_kafka import Message
-from faust.types import TableT
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, TransportT
 from mode import Service
 
 from pipeline import metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
-from pipeline.kafka import first_offset, read_range
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
-from pipeline.stream import Aggregation, EncodedTable, Output, Scoring, Step
+from pipeline.state import PartitionedTable
+from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Scoring
+from pipeline.transactional import Stage
 from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
@@ -54,47 +56,61 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     )
 
 
+class CommittedReadingApp(faust.App):
+    """A Faust app whose consumer reads only committed records (``read_committed``).
+
+    Faust reads uncommitted records unless it runs its own exactly-once mode; the intake and
+    the stages write in transactions, so a record of an aborted one must never be handled.
+    """
+
+    def _new_transport(self) -> TransportT:
+        return _CommittedTransport(self.conf.broker_consumer, self)
+
+
+class _CommittedConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        created = super()._create_worker_consumer(transport)
+        created._isolation_level = "read_committed"  # aiokafka reads it when the consumer starts
+        return created
+
+
+class _CommittedConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> _CommittedConsumerThread:
+        return _CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _CommittedTransport(aiokafka_driver.Transport):
+    Consumer = _CommittedConsumer
+
+
 def create_app(settings: Settings, health: Health) -> faust.App:
-    """Build the worker app: rules, topics, tables, the two agents and the intake service."""
+    """Build the worker app: rules, topics, the two stages, their agents and the intake."""
     rules = {rule.id: rule for rule in load_rules(settings.rules_dir)}
     topics = settings.topics()
     metrics.rules_loaded.set(len(rules))
-    matches_spec = topics.spec("wmiwatch.matches")
-    app = faust.App(
+    app = CommittedReadingApp(
         settings.group_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
-        store=settings.table_store,
         datadir=str(settings.data_dir),
         web_enabled=False,
-        topic_partitions=matches_spec.partitions,
+        topic_partitions=topics.spec("wmiwatch.matches").partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=settings.instance_id,
     )
-    # Every topic and table value is bytes: the records' own codecs decode them inside the
-    # per-record containment.
     outputs = {
-        Output.FINDINGS: app.topic(topics.findings, value_serializer="raw", internal=False),
-        Output.RISK: app.topic(topics.risk, value_serializer="raw", internal=False),
-        Output.INCIDENTS: app.topic(topics.incidents, value_serializer="raw", internal=False),
+        Output.FINDINGS: topics.findings,
+        Output.RISK: topics.risk,
+        Output.INCIDENTS: topics.incidents,
     }
-    matches_topic = app.topic(topics.matches, value_serializer="raw", internal=False)
-    dead_letter_topic = app.topic(topics.dead_letter, value_serializer="raw", internal=False)
-    changelog = settings.topic_config()  # Faust creates the changelogs with these
-
-    def table(name: str, partitions: int, value_type: type | None = bytes) -> TableT[str, Any]:
-        """Declare a table; its values are records' JSON bytes (Faust: the raw serializer)."""
-        return app.Table(
-            name,
-            partitions=partitions,
-            value_type=value_type,
-            extra_topic_configs=changelog,
-        )
-
-    groups = table("dest_to_rule_stats", matches_spec.partitions)
-    objects = table("risk_object_to_contributions", topics.spec("wmiwatch.risk").partitions)
-    partition_offsets = table("matches_partition_offsets", matches_spec.partitions, None)
+    groups, objects = PartitionedTable(), PartitionedTable()
+    aggregating = Stage(
+        settings, "aggregation", topics.matches, topics.name("wmiwatch.aggregation-state"), groups
+    )
+    scoring_stage = Stage(
+        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects
+    )
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,
@@ -104,95 +120,88 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         lambda: MergedWatermark(stale_after, settings.max_event_future_seconds),
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
+    decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
 
-    async def publish(step: Step) -> None:
-        """Send the step's records and wait for every acknowledgement."""
-        sent = [await outputs[r.output].send(key=r.key, value=r.value) for r in step.outgoing]
-        await asyncio.gather(*sent)
-
-    async def reject(
-        topic: str, partition: int, offset: int, payload: bytes, error: Exception
-    ) -> None:
-        """Dead-letter one record of an internal topic that cannot be handled, and go on."""
-        log.warning("dead-lettering %s[%d]@%d: %r", topic, partition, offset, error, exc_info=error)
-        record = dead_letter_record(
-            RejectReason.UNPROCESSABLE, repr(error), topic, partition, offset, payload
-        )
-        await (await dead_letter_topic.send(key=topic.encode(), value=DEAD_LETTER.encode(record)))
-        metrics.aggregation_rejected_total.labels(topic).inc()
-
-    async def handle(payload: bytes, partition: int, offset: int) -> None:
-        """Handle one record of the matches topic; one it cannot handle is dead-lettered."""
+    def handle(stage: Stage, source: TP, offset: int, payload: bytes) -> None:
+        """Hand one record to its stage's decisions and send what they return; one that
+        cannot be handled is dead-lettered (in the same transaction)."""
+        decide = decisions[stage.name]
         try:
-            step = aggregation.handle(payload, partition, time.time())
+            step = decide.handle(payload, source.partition, time.time())
         except Exception as error:  # the record's fault: nothing of it is published or kept
-            aggregation.discard()
-            await reject(topics.matches, partition, offset, payload, error)
-            return
-        await publish(step)
-        aggregation.commit(step, time.time())
+            decide.discard()
+            log.warning("dead-lettering %s[%d]@%d: %r", *source, offset, error, exc_info=error)
+            record = dead_letter_record(
+                RejectReason.UNPROCESSABLE, repr(error), *source, offset, payload
+            )
+            letter = DEAD_LETTER.encode(record)
+            stage.produce(source.partition, topics.dead_letter, source.topic.encode(), letter)
+            metrics.aggregation_rejected_total.labels(source.topic).inc()
+        else:
+            for out in step.outgoing:
+                stage.produce(source.partition, outputs[out.output], out.key.encode(), out.value)
+            decide.commit(step, time.time())
+        stage.handled(source.partition, offset)
 
-    async def skipped_records(partition: int, offset: int) -> list[Message]:
-        """Re-read the records of ``partition`` the stream skipped before ``offset``.
+    async def run(stage: Stage, stream: faust.StreamT[bytes]) -> None:
+        """Handle each record Faust delivers (and any it skipped), committing as due."""
+        async for event in stream.events():
+            source, offset = event.message.tp, event.message.offset
+            async with stage.lock:
+                for at, payload in await stage.due(source.partition, offset, event.value):
+                    handle(stage, source, at, payload)
+                if stage.commit_due():
+                    await commit(stage)
+            health.agents.handled()
 
-        Faust 0.15 can commit past records it never delivered around restarts and rebalances
-        (faust-streaming issue 312); the next offset the aggregation expects is kept in a
-        changelog-backed table (a partition never aggregated expects its oldest record), so
-        such a hole is seen and read again from the broker.
-        """
-        stored: int | None = partition_offsets.get(str(partition))
-        expected = (  # a partition never aggregated here expects all it holds
-            stored
-            if stored is not None
-            else await asyncio.to_thread(first_offset, settings, topics.matches, partition)
-        )
-        if offset <= expected:
-            return []
-        records = await asyncio.to_thread(
-            read_range, settings, topics.matches, partition, expected, offset
-        )
-        metrics.matches_reread_total.inc(len(records))
-        return records
+    async def commit(stage: Stage) -> None:
+        """Commit a stage; a partition whose state was dropped is re-indexed when read back."""
+        if await stage.commit() and stage is aggregating:
+            aggregation.forget_index()
 
-    @app.agent(matches_topic)
+    @app.agent(app.topic(topics.matches, value_serializer="raw", internal=False))
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
-        """Hand each match and tick to the aggregation and publish what it returns."""
+        """Hand each match and tick to the aggregation."""
         with _counting_crashes("aggregate", health.agents):
-            async for event in stream.events():
-                partition, offset = event.message.partition, event.message.offset
-                for skipped in await skipped_records(partition, offset):
-                    await handle(skipped.value() or b"", partition, skipped.offset() or 0)
-                await handle(event.value, partition, offset)
-                partition_offsets[str(partition)] = offset + 1
-                health.agents.handled()
+            await run(aggregating, stream)
 
-    @app.agent(outputs[Output.RISK])
+    @app.agent(app.topic(topics.risk, value_serializer="raw", internal=False))
     async def score(stream: faust.StreamT[bytes]) -> None:
-        """Hand each risk event to the scoring and publish the incidents it returns."""
+        """Hand each risk event to the scoring."""
         with _counting_crashes("score", health.agents):
-            async for event in stream.events():
-                try:
-                    step = scoring.handle(event.value)
-                except Exception as error:
-                    message = event.message
-                    await reject(topics.risk, message.partition, message.offset, event.value, error)
-                    continue
-                await publish(step)
-                scoring.commit(step, time.time())
+            await run(scoring_stage, stream)
 
-    def reindex(_app: Any, *_: Any, signal: Any, **__: Any) -> None:
-        """Have the aggregation re-read which dests are open: its partitions changed."""
+    @app.timer(interval=settings.commit_interval_seconds)  # type: ignore[untyped-decorator]
+    async def commit_idle() -> None:
+        """Commit what a stage handled when no record came to commit it."""
+        for stage in (aggregating, scoring_stage):
+            if stage.lock.locked():  # a record is being handled: its agent commits when due
+                continue
+            async with stage.lock:
+                if stage.commit_due():
+                    await commit(stage)
+
+    async def on_revoked(_app: Any, revoked: set[TP], **_: Any) -> None:
+        """Commit the stages and let go of the partitions revoked."""
+        for stage in (aggregating, scoring_stage):
+            async with stage.lock:
+                await stage.revoke(tp.partition for tp in revoked if tp.topic == stage.source.topic)
+
+    def on_assigned(_app: Any, assigned: set[TP], **_: Any) -> None:
+        """Note the partitions each stage now owns; each is taken over at its first record."""
+        for stage in (aggregating, scoring_stage):
+            stage.assigned = {tp.partition for tp in assigned if tp.topic == stage.source.topic}
         aggregation.forget_index()
 
-    app.on_partitions_assigned.connect(reindex)  # type: ignore[arg-type]  # mode's stub
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's stub
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def observe() -> None:
         """Report table sizes, and whether this worker owns matches partitions (ticks due)."""
         metrics.table_keys.labels("dest_to_rule_stats").set(len(groups))
         metrics.table_keys.labels("risk_object_to_contributions").set(len(objects))
-        assigned = app.consumer.assignment()
-        health.agents.assigned(any(tp.topic == topics.matches for tp in assigned))
+        health.agents.assigned(bool(aggregating.assigned))
 
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
     app.service(_intake_service(settings, health.intake))

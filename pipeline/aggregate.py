@@ -15,6 +15,7 @@ arrive in offset order (one producer per source partition, idempotent), so this 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Generic, TypeVar
 
 from msgspec.structs import replace
 
@@ -23,6 +24,8 @@ from pipeline.policy import WindowPolicy
 from pipeline.records import DestState, Finding, GroupState, Match, Origin, Status
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
+
+V = TypeVar("V")
 
 MAX_EVIDENCE = 10
 KEPT_WINDOWS = 2
@@ -222,18 +225,18 @@ def _counted(
     )
 
 
-class StagedWrites(MutableMapping[str, DestState]):
+class StagedWrites(MutableMapping[str, V], Generic[V]):
     """A view of a table whose writes wait for ``apply``.
 
     The worker applies them only after the findings they announce are acknowledged, so a
     table never records a finding as sent that a crash kept from being sent.
     """
 
-    def __init__(self, table: MutableMapping[str, DestState]) -> None:
+    def __init__(self, table: MutableMapping[str, V]) -> None:
         self.table = table
-        self.pending: dict[str, DestState | None] = {}  # None: delete
+        self.pending: dict[str, V | None] = {}  # None: delete
 
-    def __getitem__(self, key: str) -> DestState:
+    def __getitem__(self, key: str) -> V:
         if key not in self.pending:
             return self.table[key]
         value = self.pending[key]
@@ -241,7 +244,7 @@ class StagedWrites(MutableMapping[str, DestState]):
             raise KeyError(key)
         return value
 
-    def __setitem__(self, key: str, value: DestState) -> None:
+    def __setitem__(self, key: str, value: V) -> None:
         self.pending[key] = value
 
     def __delitem__(self, key: str) -> None:

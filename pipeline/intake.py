@@ -20,13 +20,13 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
 
 from pipeline import metrics
 from pipeline.batch import BatchProcessor
+from pipeline.delivery import DELIVERIES, producer_config
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer
@@ -39,19 +39,6 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 CLOSE_SECONDS = 10.0
-
-
-# The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
-# again, and the aggregation does not count its matches twice.
-UNCOMMITTABLE = frozenset(
-    {
-        KafkaError._NO_OFFSET,
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError.UNKNOWN_MEMBER_ID,
-        KafkaError._ASSIGNMENT_LOST,
-    }
-)
 
 
 class SuppressionFollower:
@@ -93,7 +80,8 @@ class Intake:
         self.consumer = consumer(
             settings, f"{settings.group_id}-intake", error_cb=self._on_client_error, **membership
         )
-        self.producer = producer(settings)
+        self.producer = producer(settings, **producer_config(settings))
+        self.delivery = DELIVERIES[settings.processing_guarantee](self.producer, self.consumer)
         suppressions = Suppressions(known_fields(detector.rules.values(), detector.normalizer))
         self.follower = SuppressionFollower(
             consumer(settings, f"{settings.group_id}-suppressions"),
@@ -119,10 +107,10 @@ class Intake:
                 self.status.beat()
                 self.follower.poll(timeout=0)
                 batch = self.consumer.consume(self.settings.intake_batch_size, timeout=0.2)
-                if batch:
-                    self.process_batch(batch)
-                if time.monotonic() >= next_tick:
-                    self._send_ticks()
+                tick = time.monotonic() >= next_tick
+                if batch or tick:
+                    self.deliver(batch, tick)
+                if tick:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
         finally:
             self.producer.flush(30)
@@ -162,7 +150,7 @@ class Intake:
             positions.append(position)
         return positions
 
-    def _send_ticks(self) -> None:
+    def _produce_ticks(self) -> None:
         """Send every matches partition this intake's tick."""
         tick = self.reporter.tick(self._positions(), self.source_count, time.time())
         if tick is None:
@@ -170,26 +158,21 @@ class Intake:
         value = TICK.encode(tick)
         for partition in self.tick_partitions:  # resolved once at start, not every tick
             self.producer.produce(self.topics.matches, value, partition=partition)
-        self.producer.poll(0)
 
-    def process_batch(self, batch: list[Message]) -> None:
-        """Handle one batch, wait for its records to be acknowledged, then commit."""
+    def deliver(self, batch: list[Message], tick: bool) -> None:
+        """Produce what ``batch`` yields (and the ticks when due), then make it all durable."""
         started = time.perf_counter()
         self.status.broker_error = None
+        self.delivery.begin()
         result = self.batches.process(batch)
         for topic, key, value in result.produce:
             self.producer.produce(topic, value, key=key)
-        result.count()
-        undelivered = self.producer.flush(30)
-        if undelivered:
-            raise KafkaException(f"{undelivered} produced record(s) not acknowledged")
-        try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as error:
-            if error.args[0].code() not in UNCOMMITTABLE:
-                raise
-            log.info("batch not committed, its partitions moved: %s", error.args[0].str())
-        metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        if tick:
+            self._produce_ticks()
+        if self.delivery.commit(offsets=bool(batch)):
+            result.count()  # an aborted batch is counted when it is processed again
+        if batch:
+            metrics.intake_batch_seconds.observe(time.perf_counter() - started)
 
 
 def run_intake_process(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -17,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
+READ_TIMEOUT = 10.0  # a partition being read again that sends nothing for this long fails
 RECEIVE_MAX_BYTES = 2_147_483_647  # librdkafka's maximum for receive.message.max.bytes
 
 
@@ -51,31 +55,52 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
-def first_offset(settings: Settings, topic: str, partition: int) -> int:
-    """Return the oldest offset still held in ``topic``/``partition``."""
-    reader = consumer(settings, f"{settings.group_id}-reread")
-    try:
-        return int(reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[0])
-    finally:
-        reader.close()
+class RangeReader:
+    """Reads a topic's partitions again, committed records only, with one long-lived consumer."""
 
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.reader = consumer(  # never commits; reports each partition's end when it gets there
+            settings, f"{settings.group_id}-reread", **{"enable.partition.eof": True}
+        )
 
-def read_range(
-    settings: Settings, topic: str, partition: int, start: int, end: int
-) -> list[Message]:
-    """Return the records of ``topic``/``partition`` with offsets in [start, end)."""
-    reader = consumer(settings, f"{settings.group_id}-reread")
-    reader.assign([TopicPartition(topic, partition, start)])
-    records: list[Message] = []
-    try:
-        while not records or (records[-1].offset() or 0) < end - 1:
-            batch = [m for m in reader.consume(end - start, timeout=10) if m.error() is None]
-            if not batch:
-                raise KafkaException(f"{topic}[{partition}] ended before offset {end - 1}")
-            records.extend(m for m in batch if (m.offset() or 0) < end)
-    finally:
-        reader.close()
-    return records
+    def first_offset(self, partition: int) -> int:
+        """Return the oldest offset still held in ``partition``."""
+        low, _ = self.reader.get_watermark_offsets(TopicPartition(self.topic, partition), 30)
+        return int(low)
+
+    def read(self, partition: int, start: int, end: int) -> list[Message]:
+        """Return the records of ``partition`` with offsets in [start, end).
+
+        A record at ``end`` must exist: reading stops when it arrives, so offsets that hold no
+        record (transaction markers, aborted records) are passed over, never waited for.
+        """
+        records: list[Message] = []
+        for message in self._follow(partition, start):
+            if (message.offset() or 0) >= end:
+                return records
+            records.append(message)
+        raise KafkaException(f"{self.topic}[{partition}] ended before offset {end}")
+
+    def read_all(self, partition: int) -> list[Message]:
+        """Return every committed record ``partition`` holds, up to its end."""
+        return list(self._follow(partition, OFFSET_BEGINNING))
+
+    def _follow(self, partition: int, start: int) -> Iterator[Message]:
+        """Yield the records of ``partition`` from ``start`` until its end."""
+        self.reader.assign([TopicPartition(self.topic, partition, start)])
+        deadline = time.monotonic() + READ_TIMEOUT
+        while time.monotonic() < deadline:
+            for message in self.reader.consume(10_000, 0.05):  # returns when full or timed out
+                deadline = time.monotonic() + READ_TIMEOUT
+                error = message.error()
+                if error is None:
+                    yield message
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    return
+                else:
+                    raise KafkaException(error)
+        raise KafkaException(f"{self.topic}[{partition}] sent neither records nor its end")
 
 
 def create_topics(

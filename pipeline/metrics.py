@@ -85,9 +85,20 @@ matches_redelivered_total = Counter(
     "Matches delivered again after a restart (at-least-once) and not counted twice.",
     ["rule"],
 )
-matches_reread_total = Counter(
-    "wmiwatch_matches_reread_total",
-    "Records of the matches topic the stream skipped and the aggregation read again.",
+records_reread_total = Counter(
+    "wmiwatch_records_reread_total",
+    "Input records Faust skipped that a stage (aggregation, scoring) read again from the broker.",
+    ["stage"],
+)
+records_passed_over_total = Counter(
+    "wmiwatch_records_passed_over_total",
+    "Input records delivered again that a stage's committed state already holds.",
+    ["stage"],
+)
+partitions_taken_over_total = Counter(
+    "wmiwatch_partitions_taken_over_total",
+    "Input partitions a stage took over: producer fenced in, table and offset read back.",
+    ["stage"],
 )
 findings_emitted_total = Counter(
     "wmiwatch_findings_emitted_total",
@@ -108,6 +119,11 @@ intake_batch_seconds = Histogram(
     "wmiwatch_intake_batch_seconds",
     "Time to process one intake batch (parse to produce).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+transactions_aborted_total = Counter(
+    "wmiwatch_transactions_aborted_total",
+    "Commits that failed (stage: intake, aggregation, scoring); the records were handled again.",
+    ["stage"],
 )
 consumer_lag = Gauge(
     "wmiwatch_consumer_lag",

@@ -192,6 +192,12 @@ class DeadLetter(Record, frozen=True):
     payload_base64: str
 
 
+class InputPosition(Record, frozen=True):
+    """The next offset a stage expects of one input partition (kept in its state changelog)."""
+
+    next_offset: int
+
+
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 
@@ -221,6 +227,7 @@ RISK_EVENT: Codec[RiskEvent] = Codec(RiskEvent)
 OBJECT_STATE: Codec[ObjectState] = Codec(ObjectState)
 INCIDENT: Codec[Incident] = Codec(Incident)
 DEAD_LETTER: Codec[DeadLetter] = Codec(DeadLetter)
+INPUT_POSITION: Codec[InputPosition] = Codec(InputPosition)
 
 
 def to_builtins(record: Record) -> dict[str, Any]:

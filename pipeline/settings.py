@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     rules_dir: Path = CONTENT / "rules"
     topics_dir: Path = CONTENT / "topics"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
-    table_store: str = "memory://"
     data_dir: Path = Path(".wmiwatch")
     window_seconds: int = Field(default=WINDOW.window_seconds, gt=0)
     allowed_lateness_seconds: int = Field(default=WINDOW.allowed_lateness_seconds, ge=0)
@@ -50,6 +49,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, gt=0)
     max_event_future_seconds: float = Field(default=TIME.max_future_seconds, ge=0)
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    commit_interval_seconds: float = Field(default=0.1, gt=0)
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 

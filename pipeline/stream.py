@@ -1,10 +1,10 @@
 """The worker's decisions, without Faust: what each matches or risk record leads to.
 
 ``agents`` only wires: it hands each record's bytes to ``Aggregation.handle`` or
-``Scoring.handle``, publishes the returned outputs, waits for every acknowledgement, and then
-calls ``commit``, so a table never records as sent a finding a crash kept from being sent. A
-record that raises is the record's fault: ``discard`` drops what it staged and the caller
-dead-letters it.
+``Scoring.handle``, sends the returned outputs and then calls ``commit``, which applies the
+record's table changes; ``pipeline.transactional`` makes outputs, changes and the input offset
+durable together. A record that raises is the record's fault: ``discard`` drops what it staged
+and the caller dead-letters it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
@@ -88,6 +88,19 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
         return len(self.table)
 
 
+class Decisions(Protocol):
+    """A stage's decisions: a record in, a step out; its table changes kept until committed."""
+
+    def handle(self, payload: bytes, partition: int, now: float) -> Step:
+        """Decide what the record ``payload`` of input ``partition`` leads to."""
+
+    def commit(self, step: Step, now: float) -> None:
+        """Apply the table changes of ``step``, whose records are sent."""
+
+    def discard(self) -> None:
+        """Drop the table changes of a record that could not be handled."""
+
+
 class Aggregation:
     """Matches and ticks in, findings and risk events out, for the matches partitions owned.
 
@@ -104,7 +117,7 @@ class Aggregation:
         watermark: Callable[[], MergedWatermark],
     ) -> None:
         self.rules, self.render, self.new_watermark = rules, render, watermark
-        self.staged = StagedWrites(table)
+        self.staged: StagedWrites[DestState] = StagedWrites(table)
         self.windows = Aggregator(rules, self.staged, policy)
         self.watermarks: dict[int, MergedWatermark] = {}
         self.open: dict[int, set[str]] | None = None  # per partition; None: rebuild from table
@@ -194,10 +207,14 @@ class Scoring:
     """Risk events in, risk incidents out."""
 
     def __init__(self, table: MutableMapping[str, ObjectState], policy: RiskPolicy) -> None:
-        self.scorer = RiskScorer(table, policy)
+        self.staged: StagedWrites[ObjectState] = StagedWrites(table)
+        self.scorer = RiskScorer(self.staged, policy)
 
-    def handle(self, payload: bytes) -> Step:
-        """Decode one risk event, count it, and return the incidents it raises."""
+    def handle(self, payload: bytes, partition: int = 0, now: float = 0.0) -> Step:
+        """Decode one risk event, score it, and return the incidents it raises.
+
+        ``partition`` and ``now`` do not matter: a risk event carries its own time.
+        """
         risk = RISK_EVENT.decode(payload)
         incidents = self.scorer.add(risk, datetime.fromisoformat(risk.time).timestamp())
         return Step(
@@ -208,8 +225,13 @@ class Scoring:
         )
 
     def commit(self, step: Step, now: float) -> None:
-        """Count the incidents of ``step``, once acknowledged (the table is already written)."""
+        """Record in the table what ``step`` changed, once its incidents are sent."""
+        self.staged.apply()
         count_published(step, now)
+
+    def discard(self) -> None:
+        """Drop what the risk event being handled staged (it could not be handled)."""
+        self.staged.discard()
 
 
 def count_published(step: Step, now: float) -> None:

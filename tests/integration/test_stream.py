@@ -188,11 +188,9 @@ def wait_for_metric(port: int, name: str, value: float, timeout: float = 60) -> 
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_a_restarted_worker_recovers_its_table_and_repeats_no_finding(
-    settings: Settings, topics: Topics, tmp_path: Path, store: str
+    settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"table_store": store})
     samples = [path for path in SEED_SAMPLES if "4104" in path.name]  # one day's events
     first = start_worker(settings, tmp_path / "first.log")
     replay_files(samples, settings, topics)

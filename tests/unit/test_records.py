@@ -28,12 +28,14 @@ from pipeline.records import (
     DEST_STATE,
     FINDING,
     INCIDENT,
+    INPUT_POSITION,
     MATCH,
     OBJECT_STATE,
     RISK_EVENT,
     TICK,
     Codec,
     DestState,
+    InputPosition,
     Origin,
     Record,
     SourceReport,
@@ -97,6 +99,8 @@ SAMPLES: dict[str, tuple[Codec[Any], Any]] = {
     "wmiwatch.risk-incidents": (INCIDENT, incidents),
     "wmiwatch.matches": (MATCH, lambda: list(matches())),
     "wmiwatch.dead-letter": (DEAD_LETTER, dead_letters),
+    "wmiwatch.aggregation-state": (INPUT_POSITION, lambda: [InputPosition(0), InputPosition(9)]),
+    "wmiwatch.risk-state": (INPUT_POSITION, lambda: [InputPosition(42), InputPosition(1 << 40)]),
 }
 
 

@@ -1,0 +1,141 @@
+"""How the intake makes a batch durable: its records, then its raw offsets.
+
+``exactly_once`` wraps each batch in one Kafka transaction holding its matches, dead letters
+and ticks and its input offsets (``send_offsets_to_transaction``): a consumer reading
+``read_committed`` sees all of a batch or none of it, and a batch processed again after a
+crash or an aborted transaction leaves no second copy. The transactional id is the worker's
+instance id when it has one, so a restarted worker fences its predecessor and aborts what it
+left open at once; the consumer group's generation fences a zombie after a rebalance (KIP-447).
+``at_least_once`` flushes the batch's records and then commits the offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+
+from pipeline import metrics
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+TIMEOUT = 30.0
+TRANSACTION_TIMEOUT_MS = 5_000  # an open transaction a dead worker left blocks readers this long
+COMMIT_ATTEMPTS = 5
+
+# The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
+# again, and the aggregation does not count its matches twice.
+UNCOMMITTABLE = frozenset(
+    {
+        KafkaError._NO_OFFSET,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+class Delivery(Protocol):
+    """Begin a batch, then make its records and (when ``offsets``) its input offsets durable."""
+
+    def begin(self) -> None:
+        """Start a batch."""
+
+    def commit(self, offsets: bool) -> bool:
+        """Make the batch durable; return False when it was dropped and will be read again."""
+
+
+class AtLeastOnce:
+    """Flush the batch's records, then commit the consumer's offsets."""
+
+    def __init__(self, producer: Producer, consumer: Consumer) -> None:
+        self.producer, self.consumer = producer, consumer
+
+    def begin(self) -> None:
+        """Start a batch (nothing to do)."""
+
+    def commit(self, offsets: bool) -> bool:
+        """Wait for every record's acknowledgement, then commit the offsets read."""
+        undelivered = self.producer.flush(TIMEOUT)
+        if undelivered:
+            raise KafkaException(f"{undelivered} produced record(s) not acknowledged")
+        if not offsets:
+            return True
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            if error.args[0].code() not in UNCOMMITTABLE:
+                raise
+            log.info("batch not committed, its partitions moved: %s", error.args[0].str())
+        return True
+
+
+class ExactlyOnce:
+    """One transaction per batch: its records and its input offsets commit together."""
+
+    def __init__(self, producer: Producer, consumer: Consumer) -> None:
+        self.producer, self.consumer = producer, consumer
+        self.producer.init_transactions(TIMEOUT)  # fences and aborts a predecessor's leftovers
+
+    def begin(self) -> None:
+        """Open the batch's transaction."""
+        self.producer.begin_transaction()
+
+    def commit(self, offsets: bool) -> bool:
+        """Commit the transaction with the offsets read; abort and rewind if it cannot commit."""
+        try:
+            if offsets:
+                positions = [
+                    p for p in self.consumer.position(self.consumer.assignment()) if p.offset >= 0
+                ]
+                self.producer.send_offsets_to_transaction(
+                    positions, self.consumer.consumer_group_metadata(), TIMEOUT
+                )
+            self._commit_transaction()
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not error.txn_requires_abort():
+                raise  # fatal: fenced by a newer instance, or the producer is unusable
+            log.warning("intake transaction aborted, the batch is read again: %s", error.str())
+            self.producer.abort_transaction(TIMEOUT)
+            self._rewind()
+            metrics.transactions_aborted_total.labels("intake").inc()
+            return False
+        return True
+
+    def _commit_transaction(self) -> None:
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self.producer.commit_transaction(TIMEOUT)
+                return
+            except KafkaException as exception:
+                if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset."""
+        for committed in self.consumer.committed(self.consumer.assignment(), timeout=TIMEOUT):
+            if committed.offset < 0:
+                committed.offset = OFFSET_BEGINNING
+            self.consumer.seek(committed)
+
+
+def producer_config(settings: Settings) -> dict[str, str | int]:
+    """Return the producer settings the processing guarantee needs."""
+    if settings.processing_guarantee == "at_least_once":
+        return {}
+    member = settings.instance_id or uuid.uuid4().hex
+    return {
+        "transactional.id": f"{settings.group_id}-intake-{member}",
+        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+
+
+DELIVERIES: dict[str, Callable[[Producer, Consumer], Delivery]] = {
+    "at_least_once": AtLeastOnce,
+    "exactly_once": ExactlyOnce,
+}

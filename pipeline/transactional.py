@@ -1,0 +1,209 @@
+"""A stage's outputs, table changes and input position, made durable together.
+
+A stage is the aggregation (matches in; findings, risk events out) or the risk scoring (risk
+events in; incidents out). For each input partition it owns, it has a producer, an in-memory
+part of its table (``pipeline.state``) and the next input offset it expects, and it commits all
+three at once, at most every ``commit_interval_seconds``:
+
+* ``exactly_once``: the producer is transactional, with the id ``<group>-<stage>-<partition>``.
+  The outputs of a partition's records, the changelog records of the table changes they made
+  and the next offset go into one transaction. Taking a partition over starts by initialising
+  its producer, which fences the previous owner and aborts what it left open, and then reads
+  the stage's changelog partition (``read_committed``) back: table and offset are exactly those
+  of the outputs committed. So a record is never handled twice into the outputs, whatever
+  Faust's own offset commits say.
+* ``at_least_once``: the producers are plain; committing flushes the outputs and then writes
+  the changelog and the offset, so a crash between the two sends outputs again.
+
+Records below the expected offset are passed over (already in the state); if the first record
+after a partition is taken over lies beyond it, the records between are read again from the
+broker (Faust 0.15 can commit past records it never delivered around rebalances: faust-streaming
+issue 312). A transaction that cannot commit is aborted and the partition's state dropped: the
+next record re-reads it and the records since the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from pipeline import metrics
+from pipeline.kafka import RangeReader, producer
+from pipeline.settings import Settings
+from pipeline.state import PartitionedTable, changelog_records, replay
+
+log = logging.getLogger(__name__)
+TIMEOUT = 30.0
+TRANSACTION_TIMEOUT_MS = 10_000  # what a dead owner left open blocks readers at most this long
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class Owned:
+    """One input partition as the stage holds it."""
+
+    producer: Producer
+    next_offset: int | None  # None: no record of it handled yet, anywhere
+    checked: bool = False  # the first record since it was taken over was checked for a hole
+    open: bool = False  # a transaction is begun (exactly_once)
+    dirty: bool = False  # records handled since the last commit
+
+
+class Stage:
+    """Owns input partitions of one topic; commits their outputs, table and offsets together."""
+
+    def __init__(
+        self, settings: Settings, name: str, source: str, changelog: str, table: PartitionedTable
+    ) -> None:
+        self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
+        self.transactional = settings.processing_guarantee == "exactly_once"
+        self.source = RangeReader(settings, source)
+        self.state = RangeReader(settings, changelog)
+        self.assigned: set[int] = set()
+        self.owned: dict[int, Owned] = {}
+        self.lock = asyncio.Lock()  # records, commits and rebalances take turns
+        self.last_commit = time.monotonic()
+
+    async def due(self, partition: int, offset: int, value: bytes) -> list[tuple[int, bytes]]:
+        """Return the records to handle now, as (offset, value), for a record Faust delivered.
+
+        Empty for a partition no longer assigned or a record already handled; with the records
+        Faust skipped before it for the first record since the partition was taken over. The
+        table's writes go to ``partition`` until the next call.
+        """
+        if partition not in self.assigned:
+            return []
+        owned = self.owned.get(partition)
+        if owned is None:
+            owned = await asyncio.to_thread(self._take_over, partition)
+        self.table.partition = partition
+        expected = owned.next_offset
+        if expected is None:
+            expected = await asyncio.to_thread(self.source.first_offset, partition)
+        if offset < expected:
+            metrics.records_passed_over_total.labels(self.name).inc()
+            return []
+        skipped: list[tuple[int, bytes]] = []
+        if offset > expected and not owned.checked:
+            read = await asyncio.to_thread(self.source.read, partition, expected, offset)
+            skipped = [(m.offset() or 0, m.value() or b"") for m in read]
+            metrics.records_reread_total.labels(self.name).inc(len(skipped))
+        owned.checked = True
+        return [*skipped, (offset, value)]
+
+    def produce(self, partition: int, topic: str, key: bytes, value: bytes) -> None:
+        """Send an output of a record of ``partition`` (in its transaction, if transactional)."""
+        owned = self._begun(partition)
+        owned.producer.produce(topic, value, key=key)
+
+    def handled(self, partition: int, offset: int) -> None:
+        """Record that the record at ``offset`` is handled: its outputs and changes are sent."""
+        owned = self.owned[partition]
+        owned.next_offset, owned.dirty = offset + 1, True
+
+    def commit_due(self) -> bool:
+        """Return True once ``commit_interval_seconds`` has passed since the last commit."""
+        return time.monotonic() - self.last_commit >= self.settings.commit_interval_seconds
+
+    async def commit(self) -> list[int]:
+        """Commit every partition with records handled; return those whose state was dropped."""
+        self.last_commit = time.monotonic()
+        dirty = [p for p, owned in self.owned.items() if owned.dirty]
+        dropped = await asyncio.gather(*(asyncio.to_thread(self._commit, p) for p in dirty))
+        return [p for p, lost in zip(dirty, dropped, strict=True) if lost]
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Commit, then let ``partitions`` go: their next owner takes them over."""
+        await self.commit()
+        for partition in partitions:
+            self.assigned.discard(partition)
+            self._drop(partition)
+
+    def _take_over(self, partition: int) -> Owned:
+        """Fence the previous owner of ``partition``, then read its table and offset back."""
+        started = time.monotonic()
+        config: dict[str, str | int] = {}
+        if self.transactional:
+            config = {
+                "transactional.id": f"{self.settings.group_id}-{self.name}-{partition}",
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            }
+        client = producer(self.settings, **config)
+        if self.transactional:
+            client.init_transactions(TIMEOUT)
+        records = self.state.read_all(partition)
+        rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
+        self.table.load(partition, rows)
+        self.owned[partition] = Owned(client, next_offset)
+        metrics.partitions_taken_over_total.labels(self.name).inc()
+        log.info(
+            "%s took over partition %d: %d keys, next offset %s, in %.2f s",
+            self.name, partition, len(rows), next_offset, time.monotonic() - started,
+        )  # fmt: skip
+        return self.owned[partition]
+
+    def _begun(self, partition: int) -> Owned:
+        owned = self.owned[partition]
+        if self.transactional and not owned.open:
+            owned.producer.begin_transaction()
+            owned.open = True
+        return owned
+
+    def _commit(self, partition: int) -> bool:
+        """Commit ``partition``'s outputs, changes and offset; return True if its state dropped.
+
+        A commit that fails is the partition's to redo, not the worker's: the transaction is
+        aborted (a fenced or failed producer is let go) and the partition taken over again
+        from what was committed at its next record. Only an error that is neither the
+        transaction's nor the producer's stops the worker.
+        """
+        owned = self._begun(partition)
+        assert owned.next_offset is not None  # dirty: a record was handled
+        try:
+            if not self.transactional:
+                _flush(owned.producer)  # the outputs are durable before the state says so
+            for key, value in changelog_records(
+                self.table.take_changes(partition), owned.next_offset
+            ):
+                owned.producer.produce(self.changelog, value, key=key, partition=partition)
+            self._complete(owned.producer)
+        except KafkaException as exception:
+            error = exception.args[0]
+            log.warning("%s partition %d not committed: %s", self.name, partition, error.str())
+            metrics.transactions_aborted_total.labels(self.name).inc()
+            if self.transactional and error.txn_requires_abort():
+                owned.producer.abort_transaction(TIMEOUT)
+            elif self.transactional and not error.fatal():
+                raise
+            self._drop(partition)
+            return True
+        owned.open = owned.dirty = False
+        return False
+
+    def _complete(self, client: Producer) -> None:
+        if not self.transactional:
+            _flush(client)
+            return
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                client.commit_transaction(TIMEOUT)
+                return
+            except KafkaException as exception:
+                if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+
+    def _drop(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+        self.table.drop(partition)
+
+
+def _flush(client: Producer) -> None:
+    """Wait for every record's acknowledgement; raise if one is not acknowledged."""
+    if undelivered := client.flush(TIMEOUT):
+        error = KafkaError(KafkaError._MSG_TIMED_OUT, f"{undelivered} record(s) not acknowledged")
+        raise KafkaException(error)

@@ -1,0 +1,112 @@
+"""The intake's delivery on a real broker: a batch's records and offsets commit together."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from pipeline.delivery import AtLeastOnce, ExactlyOnce
+from pipeline.kafka import consumer, producer
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.integration
+RECORDS = [b"one", b"two", b"three"]
+
+
+def new_topic(settings: Settings, config: dict[str, str] | None = None) -> str:
+    name = f"{settings.topic_prefix}delivery-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient(settings.librdkafka_config())
+    topic = NewTopic(name, num_partitions=1, replication_factor=1, config=config or {})
+    admin.create_topics([topic])[name].result()
+    return name
+
+
+def read(settings: Settings, topic: str, count: int) -> list[Message]:
+    """Return the first ``count`` records of ``topic`` a read_committed consumer sees (or all)."""
+    reader = consumer(settings, f"read-{uuid.uuid4().hex[:6]}")
+    reader.assign([TopicPartition(topic, 0, 0)])
+    found: list[Message] = []
+    for _ in range(20):
+        found += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if len(found) >= count:
+            break
+    reader.close()
+    return found
+
+
+def source_with_records(settings: Settings) -> tuple[str, Consumer, list[Message]]:
+    """Return a filled source topic, a group consumer on it and the batch it read."""
+    source = new_topic(settings)
+    writer = producer(settings)
+    for value in RECORDS:
+        writer.produce(source, value)
+    writer.flush(15)
+    reader = consumer(settings, f"{settings.group_id}-intake")
+    reader.subscribe([source])
+    batch: list[Message] = []
+    for _ in range(40):
+        batch += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if len(batch) == len(RECORDS):
+            break
+    return source, reader, batch
+
+
+def test_an_exactly_once_batch_commits_its_records_and_offsets_together(settings: Settings) -> None:
+    source, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    writer = producer(settings, **{"transactional.id": f"test-{uuid.uuid4().hex[:6]}"})
+    delivery = ExactlyOnce(writer, reader)
+    delivery.begin()
+    for message in batch:
+        writer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS
+    (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
+    assert committed.offset == len(RECORDS)
+    reader.close()
+
+
+def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings) -> None:
+    source, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    small = new_topic(settings, {"max.message.bytes": "1024"})
+    writer = producer(settings, **{"transactional.id": f"test-{uuid.uuid4().hex[:6]}"})
+    delivery = ExactlyOnce(writer, reader)
+    delivery.begin()
+    for message in batch:
+        writer.produce(out, message.value())
+    writer.produce(small, b"x" * 4096)  # the broker refuses it: the transaction must abort
+    assert not delivery.commit(offsets=True)
+    assert read(settings, out, 1) == []  # nothing of the batch is visible read_committed
+    (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
+    assert committed.offset < 0  # no offset was committed
+    again: list[Message] = []
+    for _ in range(40):
+        again += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if len(again) == len(RECORDS):
+            break
+    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
+    delivery.begin()
+    for message in again:
+        writer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS  # once, not twice
+    reader.close()
+
+
+def test_at_least_once_flushes_then_commits(settings: Settings) -> None:
+    source, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    writer = producer(settings)
+    delivery = AtLeastOnce(writer, reader)
+    delivery.begin()
+    for message in batch:
+        writer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS
+    (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
+    assert committed.offset == len(RECORDS)
+    reader.close()
