@@ -19,12 +19,11 @@ from typing import Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 
 from pipeline import metrics
+from pipeline.kafka import retrying, transactional
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0
-TRANSACTION_TIMEOUT_MS = 5_000  # an open transaction a dead worker left blocks readers this long
-COMMIT_ATTEMPTS = 5
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
 # again, and the aggregation does not count its matches twice.
@@ -86,35 +85,30 @@ class ExactlyOnce:
         self.producer.begin_transaction()
 
     def commit(self, offsets: bool) -> bool:
-        """Commit the transaction with the offsets read; abort and rewind if it cannot commit."""
+        """Commit the transaction with the offsets read; abort and rewind if it cannot commit.
+
+        A retriable failure (a coordinator moving, a timeout while a broker fails over) is
+        retried; any other that leaves the producer usable aborts the batch, which is read
+        again. Only a fatal error (fenced by a newer instance) stops the intake.
+        """
         try:
             if offsets:
                 positions = [
                     p for p in self.consumer.position(self.consumer.assignment()) if p.offset >= 0
                 ]
-                self.producer.send_offsets_to_transaction(
-                    positions, self.consumer.consumer_group_metadata(), TIMEOUT
-                )
-            self._commit_transaction()
+                metadata = self.consumer.consumer_group_metadata()
+                retrying(self.producer.send_offsets_to_transaction, positions, metadata, TIMEOUT)
+            retrying(self.producer.commit_transaction, TIMEOUT)
         except KafkaException as exception:
             error = exception.args[0]
-            if not error.txn_requires_abort():
-                raise  # fatal: fenced by a newer instance, or the producer is unusable
+            if error.fatal():
+                raise
             log.warning("intake transaction aborted, the batch is read again: %s", error.str())
-            self.producer.abort_transaction(TIMEOUT)
+            retrying(self.producer.abort_transaction, TIMEOUT)
             self._rewind()
             metrics.transactions_aborted_total.labels("intake").inc()
             return False
         return True
-
-    def _commit_transaction(self) -> None:
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self.producer.commit_transaction(TIMEOUT)
-                return
-            except KafkaException as exception:
-                if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS - 1:
-                    raise
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
@@ -128,11 +122,7 @@ def producer_config(settings: Settings) -> dict[str, str | int]:
     """Return the producer settings the processing guarantee needs."""
     if settings.processing_guarantee == "at_least_once":
         return {}
-    member = settings.instance_id or uuid.uuid4().hex
-    return {
-        "transactional.id": f"{settings.group_id}-intake-{member}",
-        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-    }
+    return transactional(settings, f"intake-{settings.instance_id or uuid.uuid4().hex}")
 
 
 DELIVERIES: dict[str, Callable[[Producer, Consumer], Delivery]] = {

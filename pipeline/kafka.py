@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -20,8 +21,34 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
+# A transaction a dead producer left open holds back read_committed readers of its partitions
+# this long unless a successor fences it first; outputs wait at most this long for a leader
+# (a killed Kafka node's partitions move after its 9 s session timeout).
+TRANSACTION_TIMEOUT_MS = 30_000
 READ_TIMEOUT = 10.0  # a partition being read again that sends nothing for this long fails
 RECEIVE_MAX_BYTES = 2_147_483_647  # librdkafka's maximum for receive.message.max.bytes
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 5) -> T:
+    """Return ``call(*args)``, calling again while it fails with a retriable Kafka error."""
+    for _ in range(attempts - 1):
+        try:
+            return call(*args)
+        except KafkaException as exception:
+            if not exception.args[0].retriable():
+                raise
+            log.info("retrying %s: %s", getattr(call, "__name__", call), exception.args[0].str())
+    return call(*args)
+
+
+def transactional(settings: Settings, transactional_id: str) -> dict[str, str | int]:
+    """Return the producer settings of a transactional producer named ``transactional_id``."""
+    return {
+        "transactional.id": f"{settings.group_id}-{transactional_id}",
+        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:

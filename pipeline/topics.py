@@ -31,6 +31,7 @@ class TopicSpec(BaseModel):
     role: Literal["raw", "internal", "output"]
     source: str | None = None
     partitions: int = Field(gt=0)
+    partitions_of: str | None = None  # a state topic: as many partitions as its input topic
     config: dict[str, str]
     key: str
     value_schema: str
@@ -115,6 +116,14 @@ def load_topics(
         TopicSpec.model_validate(yaml.safe_load(path.read_text()))
         for path in sorted(folder.glob("*.yaml"))
     )
+    by_name = {spec.name: spec for spec in specs}
+    for spec in specs:
+        followed = by_name.get(spec.partitions_of or spec.name)
+        if followed is None or followed.partitions != spec.partitions:
+            raise ValueError(
+                f"{spec.name}: {spec.partitions} partitions, but it follows {spec.partitions_of}"
+                f" ({followed.partitions if followed else 'no such topic'})"
+            )
     overrides = dict(raw_names or {})
     sources = {spec.source for spec in specs if spec.role == "raw" and spec.source}
     if unknown := sorted(set(overrides) - sources):

@@ -25,6 +25,7 @@ next record re-reads it and the records since the last commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -33,14 +34,12 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pipeline import metrics
-from pipeline.kafka import RangeReader, producer
+from pipeline.kafka import RangeReader, producer, retrying, transactional
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable, changelog_records, replay
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0
-TRANSACTION_TIMEOUT_MS = 10_000  # what a dead owner left open blocks readers at most this long
-COMMIT_ATTEMPTS = 5
 
 
 @dataclass
@@ -127,15 +126,10 @@ class Stage:
     def _take_over(self, partition: int) -> Owned:
         """Fence the previous owner of ``partition``, then read its table and offset back."""
         started = time.monotonic()
-        config: dict[str, str | int] = {}
+        config = transactional(self.settings, f"{self.name}-{partition}")
+        client = producer(self.settings, **(config if self.transactional else {}))
         if self.transactional:
-            config = {
-                "transactional.id": f"{self.settings.group_id}-{self.name}-{partition}",
-                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            }
-        client = producer(self.settings, **config)
-        if self.transactional:
-            client.init_transactions(TIMEOUT)
+            retrying(client.init_transactions, TIMEOUT)
         records = self.state.read_all(partition)
         rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
         self.table.load(partition, rows)
@@ -159,8 +153,7 @@ class Stage:
 
         A commit that fails is the partition's to redo, not the worker's: the transaction is
         aborted (a fenced or failed producer is let go) and the partition taken over again
-        from what was committed at its next record. Only an error that is neither the
-        transaction's nor the producer's stops the worker.
+        from what was committed at its next record.
         """
         owned = self._begun(partition)
         assert owned.next_offset is not None  # dirty: a record was handled
@@ -176,26 +169,19 @@ class Stage:
             error = exception.args[0]
             log.warning("%s partition %d not committed: %s", self.name, partition, error.str())
             metrics.transactions_aborted_total.labels(self.name).inc()
-            if self.transactional and error.txn_requires_abort():
-                owned.producer.abort_transaction(TIMEOUT)
-            elif self.transactional and not error.fatal():
-                raise
+            if self.transactional and not error.fatal():
+                with contextlib.suppress(KafkaException):  # its successor's take-over aborts it
+                    retrying(owned.producer.abort_transaction, TIMEOUT)
             self._drop(partition)
             return True
         owned.open = owned.dirty = False
         return False
 
     def _complete(self, client: Producer) -> None:
-        if not self.transactional:
+        if self.transactional:
+            retrying(client.commit_transaction, TIMEOUT)
+        else:
             _flush(client)
-            return
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                client.commit_transaction(TIMEOUT)
-                return
-            except KafkaException as exception:
-                if not exception.args[0].retriable() or attempt == COMMIT_ATTEMPTS - 1:
-                    raise
 
     def _drop(self, partition: int) -> None:
         self.owned.pop(partition, None)

@@ -86,8 +86,8 @@ def grant_wmiwatch(admin: AdminClient, user: str, settings: Settings) -> None:
         (ResourceType.TOPIC, f"{settings.group_id}-", AclOperation.ALL),  # Faust's own topics
         (ResourceType.GROUP, settings.group_id, AclOperation.READ),
         (ResourceType.GROUP, settings.group_id, AclOperation.DESCRIBE),
-        (ResourceType.TRANSACTIONAL_ID, f"{settings.group_id}-intake-", AclOperation.WRITE),
-        (ResourceType.TRANSACTIONAL_ID, f"{settings.group_id}-intake-", AclOperation.DESCRIBE),
+        (ResourceType.TRANSACTIONAL_ID, f"{settings.group_id}-", AclOperation.WRITE),
+        (ResourceType.TRANSACTIONAL_ID, f"{settings.group_id}-", AclOperation.DESCRIBE),
     ]
     bindings = [
         AclBinding(

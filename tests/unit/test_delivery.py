@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.delivery import TRANSACTION_TIMEOUT_MS, producer_config
+from pipeline.delivery import producer_config
+from pipeline.kafka import TRANSACTION_TIMEOUT_MS
 from pipeline.settings import Settings
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.settings import Settings
+from pipeline.topics import load_topics
+from tests import PROJECT_ROOT
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -59,3 +63,14 @@ def test_min_insync_replicas_cannot_exceed_the_replication_factor() -> None:
     assert Settings(replication_factor=3, min_insync_replicas=2).topic_config() == {
         "min.insync.replicas": "2"
     }
+
+
+def test_a_state_topic_must_have_its_input_topic_s_partitions(tmp_path: Path) -> None:
+    for path in (PROJECT_ROOT / "topics").glob("*.yaml"):
+        text = path.read_text()
+        if path.stem == "wmiwatch.risk-state":
+            text = text.replace("partitions: 6\n", "partitions: 4\n")
+        (tmp_path / path.name).write_text(text)
+    with pytest.raises(ValueError, match=r"wmiwatch.risk-state: 4 partitions.*wmiwatch.risk \(6\)"):
+        load_topics(tmp_path)
+    assert load_topics(PROJECT_ROOT / "topics").spec("wmiwatch.risk-state").partitions == 6
