@@ -134,7 +134,7 @@ class Health:
             if not self.intake.joined:
                 found.append("intake has not joined its consumer group")
             if not self.recovered():
-                found.append("table recovery has not finished")
+                found.append("the Faust consumer has not been assigned its partitions")
         return found
 
     def intake_idle_seconds(self) -> float:

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -40,6 +40,7 @@ from pipeline.state import PartitionedTable, changelog_records, replay
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0
+IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Owned:
     checked: bool = False  # the first record since it was taken over was checked for a hole
     open: bool = False  # a transaction is begun (exactly_once)
     dirty: bool = False  # records handled since the last commit
+    sent: bool = False  # outputs sent since the last commit
+    committed_at: float = field(default_factory=time.monotonic)
 
 
 class Stage:
@@ -99,6 +102,7 @@ class Stage:
         """Send an output of a record of ``partition`` (in its transaction, if transactional)."""
         owned = self._begun(partition)
         owned.producer.produce(topic, value, key=key)
+        owned.sent = True
 
     def handled(self, partition: int, offset: int) -> None:
         """Record that the record at ``offset`` is handled: its outputs and changes are sent."""
@@ -109,16 +113,32 @@ class Stage:
         """Return True once ``commit_interval_seconds`` has passed since the last commit."""
         return time.monotonic() - self.last_commit >= self.settings.commit_interval_seconds
 
-    async def commit(self) -> list[int]:
-        """Commit every partition with records handled; return those whose state was dropped."""
-        self.last_commit = time.monotonic()
-        dirty = [p for p, owned in self.owned.items() if owned.dirty]
+    async def commit(self, everything: bool = False) -> list[int]:
+        """Commit the partitions whose records sent outputs or changed the table, and those
+        whose records changed nothing (ticks) once ``IDLE_COMMIT_SECONDS`` old, or with
+        ``everything`` all with records handled; return those whose state was dropped.
+
+        A record that changed nothing need not be committed soon: handled again after a
+        crash, it changes nothing again.
+        """
+        self.last_commit = now = time.monotonic()
+        dirty = [
+            p
+            for p, owned in self.owned.items()
+            if owned.dirty
+            and (
+                everything
+                or owned.sent
+                or self.table.changes.get(p)
+                or now - owned.committed_at >= IDLE_COMMIT_SECONDS
+            )
+        ]
         dropped = await asyncio.gather(*(asyncio.to_thread(self._commit, p) for p in dirty))
         return [p for p, lost in zip(dirty, dropped, strict=True) if lost]
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Commit, then let ``partitions`` go: their next owner takes them over."""
-        await self.commit()
+        await self.commit(everything=True)
         for partition in partitions:
             self.assigned.discard(partition)
             self._drop(partition)
@@ -174,7 +194,8 @@ class Stage:
                     retrying(owned.producer.abort_transaction, TIMEOUT)
             self._drop(partition)
             return True
-        owned.open = owned.dirty = False
+        owned.open = owned.dirty = owned.sent = False
+        owned.committed_at = time.monotonic()
         return False
 
     def _complete(self, client: Producer) -> None:

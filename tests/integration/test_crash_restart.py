@@ -118,6 +118,11 @@ class Fleet:
         """Stop worker ``name`` gracefully (scale down)."""
         self.workers.pop(name).stop()
 
+    def stop_all(self) -> None:
+        """Stop every worker (also when the scenario failed half-way)."""
+        for name in list(self.workers):
+            self.stop(name)
+
 
 @dataclass
 class LocalBroker:
@@ -282,17 +287,21 @@ def replay_with_steps(
     has committed half of its chunk, and return detect's finding counts over the same events."""
     settings = fleet.settings
     stream, produced = events((len(steps) + 1) * chunk), 0
-    with path.open("wb") as log:
-        for step in steps:  # each step lands while the intake is inside a fresh chunk
+    try:
+        with path.open("wb") as log:
+            for step in steps:  # each step lands while the intake is inside a fresh chunk
+                produced += produce_chunk(settings, topics, stream, log, chunk)
+                target = produced - chunk // 2
+                fleet.wait(
+                    f"{target} records committed",
+                    functools.partial(has_committed, settings, topics, target),
+                )
+                step()
             produced += produce_chunk(settings, topics, stream, log, chunk)
-            target = produced - chunk // 2
-            fleet.wait(
-                f"{target} records committed",
-                functools.partial(has_committed, settings, topics, target),
-            )
-            step()
-        produced += produce_chunk(settings, topics, stream, log, chunk)
-    fleet.wait("all committed", functools.partial(has_committed, settings, topics, produced))
+        fleet.wait("all committed", functools.partial(has_committed, settings, topics, produced))
+    except BaseException:
+        fleet.stop_all()  # no worker outlives a failed scenario
+        raise
     report = detect_files([path], load_rules(settings.rules_dir), settings.window_policy())
     return {f.finding_id: f.count for f in report.findings}
 
@@ -309,8 +318,7 @@ def assert_counted_exactly(
             lambda: findings_once_counted(fleet.settings, topics, expected),
         )
     finally:
-        for name in list(fleet.workers):
-            fleet.stop(name)
+        fleet.stop_all()
     assert highest_counts(found) == expected
     news = {fid: [r for r in records if r["status"] == "new"] for fid, records in found.items()}
     assert all(len(records) >= 1 for records in news.values())

@@ -13,7 +13,7 @@ def test_ready_only_when_joined_recovered_and_broker_reachable() -> None:
     assert health.problems(ready=False) == []
     assert health.problems(ready=True) == [
         "intake has not joined its consumer group",
-        "table recovery has not finished",
+        "the Faust consumer has not been assigned its partitions",
     ]
     health.intake.joined, health.recovered = True, lambda: True
     assert health.problems(ready=True) == []
