@@ -105,12 +105,6 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         Output.INCIDENTS: topics.incidents,
     }
     groups, objects = PartitionedTable(), PartitionedTable()
-    aggregating = Stage(
-        settings, "aggregation", topics.matches, topics.name("wmiwatch.aggregation-state"), groups
-    )
-    scoring_stage = Stage(
-        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects
-    )
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,
@@ -120,6 +114,17 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         lambda: MergedWatermark(stale_after, settings.max_event_future_seconds),
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
+    aggregating = Stage(
+        settings,
+        "aggregation",
+        topics.matches,
+        topics.name("wmiwatch.aggregation-state"),
+        groups,
+        lambda partition: aggregation.forget_index(),  # its open groups join the index
+    )
+    scoring_stage = Stage(
+        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects
+    )
     decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
 
     def handle(stage: Stage, source: TP, offset: int, payload: bytes) -> None:

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -60,9 +60,16 @@ class Stage:
     """Owns input partitions of one topic; commits their outputs, table and offsets together."""
 
     def __init__(
-        self, settings: Settings, name: str, source: str, changelog: str, table: PartitionedTable
+        self,
+        settings: Settings,
+        name: str,
+        source: str,
+        changelog: str,
+        table: PartitionedTable,
+        taken_over: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
+        self.taken_over = taken_over  # told each partition whose table part was read back
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.source = RangeReader(settings, source)
         self.state = RangeReader(settings, changelog)
@@ -83,6 +90,7 @@ class Stage:
         owned = self.owned.get(partition)
         if owned is None:
             owned = await asyncio.to_thread(self._take_over, partition)
+            self.taken_over(partition)
         self.table.partition = partition
         expected = owned.next_offset
         if expected is None:

@@ -317,6 +317,13 @@ def assert_counted_exactly(
             "every finding counted",
             lambda: findings_once_counted(fleet.settings, topics, expected),
         )
+    except AssertionError:
+        counts = highest_counts(findings_by_id(fleet.settings, topics))
+        short = {f: (counts.get(f, 0), n) for f, n in expected.items() if counts.get(f, 0) < n}
+        raise AssertionError(
+            f"{len(short)} of {len(expected)} findings short of their count (found, expected): "
+            f"{dict(itertools.islice(short.items(), 10))}"
+        ) from None
     finally:
         fleet.stop_all()
     assert highest_counts(found) == expected
