@@ -24,6 +24,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0
+OFFSETS_TIMEOUT = 5.0  # longer only delays a rebalance that waits for this intake to poll
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
 # again, and the aggregation does not count its matches twice.
@@ -87,9 +88,10 @@ class ExactlyOnce:
     def commit(self, offsets: bool) -> bool:
         """Commit the transaction with the offsets read; abort and rewind if it cannot commit.
 
-        A retriable failure (a coordinator moving, a timeout while a broker fails over) is
-        retried; any other that leaves the producer usable aborts the batch, which is read
-        again. Only a fatal error (fenced by a newer instance) stops the intake.
+        Offsets that cannot be sent at once abort the batch: the group is rebalancing, and the
+        rebalance waits for this intake to poll again. A commit that times out (a broker failing
+        over) is retried. Any failure that leaves the producer usable aborts the batch, which
+        is read again; only a fatal one (fenced by a newer instance) stops the intake.
         """
         try:
             if offsets:
@@ -97,7 +99,7 @@ class ExactlyOnce:
                     p for p in self.consumer.position(self.consumer.assignment()) if p.offset >= 0
                 ]
                 metadata = self.consumer.consumer_group_metadata()
-                retrying(self.producer.send_offsets_to_transaction, positions, metadata, TIMEOUT)
+                self.producer.send_offsets_to_transaction(positions, metadata, OFFSETS_TIMEOUT)
             retrying(self.producer.commit_transaction, TIMEOUT)
         except KafkaException as exception:
             error = exception.args[0]

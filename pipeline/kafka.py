@@ -31,7 +31,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def retrying(call: Callable[..., T], *args: Any, attempts: int = 5) -> T:
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 3) -> T:
     """Return ``call(*args)``, calling again while it fails with a retriable Kafka error."""
     for _ in range(attempts - 1):
         try:

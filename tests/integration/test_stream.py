@@ -188,9 +188,11 @@ def wait_for_metric(port: int, name: str, value: float, timeout: float = 60) -> 
         time.sleep(0.3)
 
 
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 def test_a_restarted_worker_recovers_its_table_and_repeats_no_finding(
-    settings: Settings, topics: Topics, tmp_path: Path
+    settings: Settings, topics: Topics, tmp_path: Path, guarantee: str
 ) -> None:
+    settings = settings.model_copy(update={"processing_guarantee": guarantee})
     samples = [path for path in SEED_SAMPLES if "4104" in path.name]  # one day's events
     first = start_worker(settings, tmp_path / "first.log")
     replay_files(samples, settings, topics)

@@ -27,7 +27,7 @@ FENCED = KafkaError(KafkaError._FENCED, "a newer instance", fatal=True)
 
 def test_a_retriable_failure_is_called_again_until_it_succeeds() -> None:
     flaky = Flaky(3, TIMED_OUT)
-    assert retrying(flaky, 30.0) == 4
+    assert retrying(flaky, 30.0, attempts=5) == 4
 
 
 def test_retries_stop_after_the_attempts_and_the_last_error_is_raised() -> None:
