@@ -12,8 +12,8 @@ the same run:
   a) a bare aiokafka getmany loop over the raw topics (the ceiling),
   b) the full wmiwatch worker(s), all rules, until every event is consumed and the last finding
      is out; then p50/p99 latency (raw record -> finding) with events produced at half that rate;
-     once with exactly-once processing and once with at-least-once, each over the same raw
-     topics with internal and output topics of its own,
+     once with exactly-once processing and once with at-least-once, each with topics of its
+     own (raw ones holding the same events),
   c) ``wmiwatch detect`` over the same events written as an XML file,
   d) the intake stage alone (a fresh consumer group, no Faust process, exactly-once): what the
      worker's intake process can do when the Faust process and the broker leave it a core.
@@ -219,9 +219,6 @@ def run_worker(
     """Measure the workers over the backlog, then latency at half rate; return the figures."""
     running = start_workers(settings, workers, logs)
     ports = [port for _, port in running]
-    roles = {process.pid: "faust" for process, _ in running}
-    roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
-    roles.update({broker_pid: "broker"} if broker_pid else {})
 
     def consumed() -> float:
         return sum(scrape(p).get("wmiwatch_events_consumed_total", 0) for p in ports)
@@ -232,14 +229,14 @@ def run_worker(
     deadline = time.monotonic() + 1800
     while consumed() == 0:
         time.sleep(0.05)
+    roles = {process.pid: "faust" for process, _ in running}  # the intakes run by now
+    roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
+    roles.update({broker_pid: "broker"} if broker_pid else {})
     started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
-    while consumed() < count:
-        assert time.monotonic() < deadline, f"consumed only {consumed()} of {count}"
+    while aggregated() < matches_expected:  # every match of the backlog reached the table
+        assert time.monotonic() < deadline, f"aggregated only {aggregated()} matches"
         time.sleep(0.05)
-    done, last = time.perf_counter(), -1.0
-    while aggregated() != last:  # the last matches reach the table
-        last, done = aggregated(), time.perf_counter()
-        time.sleep(0.5)
+    done, last = time.perf_counter(), aggregated()
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
     cores: dict[str, float] = {}
     for pid, role in roles.items():
@@ -363,19 +360,22 @@ def measure(
     detect_rate = args.events / (time.perf_counter() - started)
     matches = sum(f.count for f in report.findings)
     runs = {}
-    for guarantee in GUARANTEES:  # each with its own internal topics over the same raw ones
+    for guarantee in GUARANTEES:  # each with topics of its own, raw ones holding the same events
+        prefix = f"bench{tag}{guarantee[0]}."
         own = settings.model_copy(
             update={
                 "processing_guarantee": guarantee,
-                "topic_prefix": f"bench{tag}{guarantee[0]}.",
+                "topic_prefix": prefix,
+                "raw_topics": {s.source: f"{prefix}{s.name}" for s in topics.specs if s.source},
                 "group_id": f"bench-{tag}-{guarantee}",
             }
         )
-        create_topics(own, own.topics())
+        create_topics(own, own.topics(), raw=True)
+        produce(own, own.topics(), batch)
         logs = folder / guarantee
         logs.mkdir()
         runs[guarantee] = run_worker(
-            own, topics, args.events, args.workers, logs, matches, broker_pid
+            own, own.topics(), args.events, args.workers, logs, matches, broker_pid
         )
     alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
     print(

@@ -11,7 +11,8 @@ dynamic member present its fresh assignment reaches only itself and half of the 
 are owned by no one. At the end every finding
 the offline ``detect`` finds over the same events is on the findings topic with the same
 count (matches are counted exactly once despite redelivery), and no finding_id has two
-different ``new`` records (a ``new`` may be sent twice after a crash, always identical).
+different ``new`` records. (The Apache Kafka scenario in ``test_cluster`` also asserts that a
+``read_committed`` reader sees no record twice: exactly-once outputs are proven there.)
 """
 
 from __future__ import annotations
