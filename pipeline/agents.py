@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,13 +21,14 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, TransportT
 from mode import Service
 
-from pipeline import metrics
+from pipeline import __version__, metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
+from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable
 from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Scoring
@@ -87,7 +88,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     """Build the worker app: rules, topics, the two stages, their agents and the intake."""
     rules = {rule.id: rule for rule in load_rules(settings.rules_dir)}
     topics = settings.topics()
-    metrics.rules_loaded.set(len(rules))
+    export_info(rules.values())
     app = CommittedReadingApp(
         settings.group_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
@@ -211,6 +212,16 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
     app.service(_intake_service(settings, health.intake))
     return app
+
+
+def export_info(rules: Iterable[Rule]) -> None:
+    """Export the version running and each rule's name, version and ATT&CK ids."""
+    metrics.build_info.labels(__version__).set(1)
+    metrics.rules_loaded.set(len(loaded := list(rules)))
+    for rule in loaded:
+        spec = rule.spec
+        mitre = ",".join(spec.mitre_attack_id)
+        metrics.rule_info.labels(rule.id, spec.name, str(spec.version), mitre).set(1)
 
 
 @contextmanager

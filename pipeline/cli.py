@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline import CONTENT
+from pipeline import CONTENT, __version__
 from pipeline.broker import (
     BrokerUnavailable,
     free_port,
@@ -52,6 +52,25 @@ app.add_typer(suppress_app, name="suppress")
 k8s_app = typer.Typer(help="Kubernetes manifests.", no_args_is_help=True)
 app.add_typer(k8s_app, name="k8s")
 console = Console(stderr=True)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"wmiwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Splunk-style WMI detections over Kafka streams of Windows events."""
+
 
 Bootstrap = Annotated[
     str | None,

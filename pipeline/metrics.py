@@ -167,6 +167,18 @@ aggregation_rejected_total = Counter(
 rules_loaded = Gauge(
     "wmiwatch_rules_loaded", "Rules compiled at start-up.", multiprocess_mode="mostrecent"
 )
+build_info = Gauge(
+    "wmiwatch_build_info",
+    "The wmiwatch version running (always 1).",
+    ["version"],
+    multiprocess_mode="mostrecent",
+)
+rule_info = Gauge(
+    "wmiwatch_rule_info",
+    "Each loaded rule's name, version and ATT&CK ids (always 1): join on the rule label.",
+    ["rule", "rule_name", "rule_version", "mitre"],
+    multiprocess_mode="mostrecent",
+)
 
 
 def exposed_registry() -> CollectorRegistry:

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from pipeline import __version__
 from pipeline.kafka import producer
 from pipeline.offline import detect_files
 from pipeline.replay import replay_files
@@ -124,6 +125,15 @@ def test_seed_detections_fire_on_the_stream(
     assert total(metrics, "wmiwatch_findings_emitted_total") == len(records)
     assert total(metrics, "wmiwatch_risk_events_emitted_total") == len(risk)
     assert total(metrics, "wmiwatch_finding_latency_seconds_count") == len(findings)
+    assert metrics[("wmiwatch_build_info", (("version", __version__),))] == 1
+    wmiexec_info = (
+        ("mitre", "T1047"),
+        ("rule", wmiexec["rule_id"]),
+        ("rule_name", "PowerShell Invoke WmiExec Usage"),
+        ("rule_version", "12"),
+    )
+    assert metrics[("wmiwatch_rule_info", wmiexec_info)] == 1
+    assert total(metrics, "wmiwatch_rule_info") == total(metrics, "wmiwatch_rules_loaded") == 14
 
 
 def test_stream_and_offline_detect_give_the_same_finding_ids(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import orjson
@@ -13,6 +14,12 @@ from tests import PROJECT_ROOT
 
 runner = CliRunner()
 SEEDS = PROJECT_ROOT / "tests" / "fixtures" / "demo"
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"wmiwatch {version('wmiwatch')}\n"
 
 
 def test_rules_list_names_all_rules() -> None:
