@@ -69,6 +69,20 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(
     assert (Path(where.strip()) / "rules" / "macros.yml").is_file()
 
 
+def test_the_package_carries_its_licence_notice_and_version(
+    installed: Path, tmp_path: Path
+) -> None:
+    script = (
+        "from importlib.metadata import distribution as d; w = d('wmiwatch');"
+        "print(w.metadata['License-Expression'], sorted(f.name for f in w.files"
+        " if 'licenses' in str(f)))"
+    )
+    shown = run([installed / "python", "-c", script], tmp_path).stdout
+    assert shown.strip() == "Apache-2.0 ['LICENSE', 'NOTICE']"
+    version = run([installed / "wmiwatch", "--version"], tmp_path).stdout
+    assert version.strip().startswith("wmiwatch 0.")
+
+
 def test_the_installed_rules_pass_their_own_tests(installed: Path, tmp_path: Path) -> None:
     done = run([installed / "wmiwatch", "test-rules"], tmp_path)
     passed, failed = done.stderr.strip().splitlines()[-1].split(", ")  # the summary line
