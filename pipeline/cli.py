@@ -76,11 +76,11 @@ Bootstrap = Annotated[
     str | None,
     typer.Option(
         "--bootstrap",
-        help="Kafka bootstrap servers [env WMIWATCH_BOOTSTRAP_SERVERS, 127.0.0.1:9092]",
+        help="Kafka bootstrap servers (env WMIWATCH_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)",
     ),
 ]
 RulesDir = Annotated[
-    Path | None, typer.Option("--rules", help="Rules directory [env WMIWATCH_RULES_DIR]")
+    Path | None, typer.Option("--rules", help="Rules directory (env WMIWATCH_RULES_DIR)")
 ]
 DEMO_SAMPLES = CONTENT / "tests" / "fixtures" / "demo"
 
@@ -307,11 +307,20 @@ def _use_multiprocess_metrics(folder: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+class DetectFormat(StrEnum):
+    """How ``detect`` prints its findings."""
+
+    TABLE = "table"
+    JSONL = "jsonl"
+
+
 @app.command()
 def detect(
     paths: list[Path],
     rules: RulesDir = None,
-    format: Annotated[str, typer.Option(help="jsonl or table")] = "table",
+    format: Annotated[DetectFormat, typer.Option(help="How to print the findings")] = (
+        DetectFormat.TABLE
+    ),
 ) -> None:
     """Run every rule over files with no broker and print the findings."""
     from pipeline.offline import detect_files
@@ -324,7 +333,7 @@ def detect(
         settings.max_event_bytes,
         settings.time_policy(),
     )
-    if format == "jsonl":
+    if format is DetectFormat.JSONL:
         for finding in report.findings:
             sys.stdout.buffer.write(FINDING.encode(finding) + b"\n")
     else:

@@ -94,3 +94,15 @@ def test_the_apache_kafka_engine_names_what_is_missing(monkeypatch: pytest.Monke
     result = runner.invoke(app, ["broker", "--engine", "apache-kafka"], env={"COLUMNS": "300"})
     assert result.exit_code == 1
     assert "Apache Kafka needs Java 17+ and Maven; missing: java, mvn" in result.output
+
+
+def test_help_shows_the_environment_variable_of_an_option() -> None:
+    result = runner.invoke(app, ["suppress", "remove", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "WMIWATCH_BOOTSTRAP_SERVERS" in result.stdout
+
+
+def test_detect_refuses_an_output_format_it_does_not_have() -> None:
+    result = runner.invoke(app, ["detect", "--format", "json", str(SEEDS)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "'json' is not one of 'table', 'jsonl'" in result.output
