@@ -260,6 +260,7 @@ def worker(
     from pipeline.agents import create_app
     from pipeline.health import Health, serve
     from pipeline.kafka import create_leader_topic
+    from pipeline.logs import logging_config
 
     _check_access(settings)
     try:
@@ -271,7 +272,10 @@ def worker(
     console.print(
         f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
     )
-    faust.Worker(create_app(settings, health), loglevel=loglevel).execute_from_commandline()
+    json_logs = logging_config(loglevel.upper(), "json") if settings.log_format == "json" else None
+    faust.Worker(
+        create_app(settings, health), loglevel=loglevel, logging_config=json_logs
+    ).execute_from_commandline()
 
 
 def _check_access(settings: Settings) -> None:

@@ -30,6 +30,7 @@ from pipeline.delivery import DELIVERIES, producer_config
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer
+from pipeline.logs import configure
 from pipeline.records import TICK
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
@@ -181,9 +182,7 @@ def run_intake_process(
     """Run the intake until ``stop`` is set or the worker process is gone (process target)."""
     for number in (signal.SIGINT, signal.SIGTERM):  # the worker stops the intake via ``stop``
         signal.signal(number, signal.SIG_IGN)
-    logging.basicConfig(
-        level=loglevel, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(name)s: %(message)s"
-    )
+    configure(loglevel, settings.log_format)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_stop_with, args=(parent.sentinel, stop), daemon=True).start()

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import CONTENT
+from pipeline.logs import LogFormat
 from pipeline.policy import MAX_EVENT_BYTES, RiskPolicy, TimePolicy, WindowPolicy
 from pipeline.topics import Topics, load_topics
 
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(default=0.1, gt=0)
+    log_format: LogFormat = "text"
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 

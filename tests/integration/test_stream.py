@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -236,3 +237,22 @@ def test_the_intake_process_lives_and_dies_with_its_worker(
     os.kill(killed.process.pid, signal.SIGKILL)
     killed.process.wait(10)
     assert wait_until_gone(intake, timeout=30)  # no orphan intake keeps consuming
+
+
+def test_json_logs_give_one_object_per_line(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"log_format": "json"})
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        replay_files(SEED_SAMPLES, settings, topics)
+        read_topic(settings, topics.findings, expected=6)
+    finally:
+        worker.stop()
+    lines = log.read_text().splitlines()
+    records = [orjson.loads(line) for line in lines if line.startswith("{")]
+    assert {"time", "process", "level", "logger", "message"} <= set(records[0])
+    assert any(r["message"] == "[^---Recovery]: Worker ready" for r in records)
+    assert any(r["message"].startswith("aggregation took over partition") for r in records)
+    assert not [line for line in lines if line.startswith("[20")]  # no text-format record
