@@ -4,7 +4,7 @@ FROM python:3.11.10-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/wmiwatch
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE NOTICE ./
 COPY rules ./rules
 COPY topics ./topics
 COPY tests/fixtures/demo ./tests/fixtures/demo
@@ -14,6 +14,11 @@ COPY pipeline ./pipeline
 RUN /opt/wmiwatch/bin/pip install --no-compile .
 
 FROM python:3.11.10-slim-bookworm
+LABEL org.opencontainers.image.title="wmiwatch" \
+      org.opencontainers.image.description="Splunk-style threat detections over Windows event streams in Kafka" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY LICENSE NOTICE /usr/share/doc/wmiwatch/
 ENV PATH=/opt/wmiwatch/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     WMIWATCH_DATA_DIR=/var/lib/wmiwatch
 RUN groupadd --system --gid 10001 wmiwatch \

@@ -151,6 +151,10 @@ def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
     assert "USER 10001:10001" in dockerfile
     assert 'ENTRYPOINT ["wmiwatch"]' in dockerfile and "wmiwatch" in project["scripts"]
     assert "COPY rules ./rules" in dockerfile and "COPY topics ./topics" in dockerfile  # the wheel
+    assert "COPY pyproject.toml README.md LICENSE NOTICE ./" in dockerfile  # license-files
+    labels = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', dockerfile))
+    assert labels["version"] == project["version"]
+    assert labels["licenses"] == project["license"] == "Apache-2.0"
 
 
 def test_only_the_suppressions_principal_may_write_suppressions() -> None:
