@@ -415,6 +415,37 @@ def suppress_remove(key: str, bootstrap: Bootstrap = None) -> None:
     _write_suppression(bootstrap, key, None)
 
 
+@suppress_app.command("list")
+def suppress_list(bootstrap: Bootstrap = None) -> None:
+    """Print the suppression entries on the topic (the latest of each key), expired ones marked."""
+    from pipeline.kafka import RangeReader
+    from pipeline.suppress import Suppression
+
+    settings = load_settings(bootstrap)
+    reader = RangeReader(settings, settings.topics().suppressions)
+    latest: dict[str, bytes | None] = {}
+    for message in reader.read_all(0):  # the suppressions topic has one partition
+        latest[(message.key() or b"").decode("utf-8", "replace")] = message.value()
+    table = Table("key", "rule", "field", "value", "expires", "author", "reason")
+    for key, value in sorted((k, v) for k, v in latest.items() if v is not None):
+        try:
+            entry = Suppression.model_validate_json(value)
+        except ValidationError:
+            table.add_row(escape(key), "[red]not a valid entry (workers refuse it)[/red]")
+            continue
+        expires = entry.expires_at.isoformat() if entry.expires_at else "never"
+        table.add_row(
+            escape(key),
+            entry.rule_id,
+            escape(entry.field),
+            escape(entry.value),
+            f"{expires} (expired)" if entry.expired(time.time()) else expires,
+            escape(entry.author),
+            escape(entry.reason),
+        )
+    Console().print(table)
+
+
 def _write_suppression(bootstrap: str | None, key: str, value: bytes | None) -> None:
     from pipeline.kafka import producer
 

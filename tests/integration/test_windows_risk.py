@@ -109,6 +109,10 @@ def test_suppressions_added_while_running_take_effect(
         f"--reason pen-test --author alice --bootstrap {settings.bootstrap_servers}"
     ).split()
     assert CliRunner().invoke(app, add, env=env).exit_code == 0
+    listing = ["suppress", "list", "--bootstrap", settings.bootstrap_servers]
+    listed = CliRunner().invoke(app, listing, env={**env, "COLUMNS": "200"})
+    assert listed.exit_code == 0
+    assert "pentest" in listed.stdout and "build-*" in listed.stdout and "alice" in listed.stdout
     time.sleep(2)  # the intake polls the suppressions topic between batches
     produce(settings, raw, [script_block("build-07", T0, WMIEXEC, 1)], "build-07")
     produce(settings, raw, [script_block("ws-09", T0, WMIEXEC, 2)], "ws-09")
@@ -119,6 +123,7 @@ def test_suppressions_added_while_running_take_effect(
 
     remove = ["suppress", "remove", "pentest", "--bootstrap", settings.bootstrap_servers]
     assert CliRunner().invoke(app, remove, env=env).exit_code == 0  # a tombstone lifts it
+    assert "pentest" not in CliRunner().invoke(app, listing, env=env).stdout
     time.sleep(2)
     produce(settings, raw, [script_block("build-07", T0 + 60, WMIEXEC, 3)], "build-07")
     findings = read_topic(settings, topics.findings, expected=2)
