@@ -239,7 +239,8 @@ def _intake_service(settings: Settings, status: IntakeStatus) -> type[Service]:
     spawn = multiprocessing.get_context("spawn")
 
     class IntakeService(Service):
-        """Run the batched intake in a child process; its exit crashes the worker."""
+        """Run the batched intake in a child process; its exit, or its loop stalling for
+        ``INTAKE_STALL_SECONDS``, crashes the worker (which Kubernetes restarts)."""
 
         halt = spawn.Event()
 
@@ -250,6 +251,7 @@ def _intake_service(settings: Settings, status: IntakeStatus) -> type[Service]:
                 name="wmiwatch-intake",
                 daemon=True,
             )
+            status.beat()  # the stall clock starts with the process
             self.process.start()
 
         @Service.task
@@ -258,6 +260,11 @@ def _intake_service(settings: Settings, status: IntakeStatus) -> type[Service]:
                 if not self.process.is_alive() and not self.halt.is_set():
                     code = self.process.exitcode
                     await self.crash(RuntimeError(f"intake process exited with code {code}"))
+                    return
+                stalled = time.monotonic() - status.heartbeat
+                if stalled > settings.intake_stall_seconds and not self.halt.is_set():
+                    self.process.kill()  # stuck in a Kafka call: its successor fences it
+                    await self.crash(RuntimeError(f"intake loop stalled for {stalled:.0f} s"))
                     return
                 await self.sleep(1.0)
 

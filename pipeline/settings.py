@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     log_format: LogFormat = "text"
+    intake_stall_seconds: float = Field(default=90.0, gt=0)
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 

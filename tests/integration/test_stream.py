@@ -239,6 +239,18 @@ def test_the_intake_process_lives_and_dies_with_its_worker(
     assert wait_until_gone(intake, timeout=30)  # no orphan intake keeps consuming
 
 
+def test_a_worker_whose_intake_loop_stalls_stops(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"intake_stall_seconds": 3.0})
+    worker = start_worker(settings, tmp_path / "stalled.log")
+    intake = the_intake(worker.process.pid)
+    os.kill(intake, signal.SIGSTOP)  # as if stuck in a call that never returns
+    assert worker.process.wait(60) != 0  # it stops, to be restarted
+    assert b"intake loop stalled for" in (tmp_path / "stalled.log").read_bytes()
+    assert wait_until_gone(intake, timeout=30)
+
+
 def test_json_logs_give_one_object_per_line(
     settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
