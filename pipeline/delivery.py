@@ -19,11 +19,10 @@ from typing import Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 
 from pipeline import metrics
-from pipeline.kafka import retrying, transactional
+from pipeline.kafka import CALL_TIMEOUT, flush, retrying, transactional
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-TIMEOUT = 30.0
 OFFSETS_TIMEOUT = 5.0  # longer only delays a rebalance that waits for this intake to poll
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
@@ -60,9 +59,7 @@ class AtLeastOnce:
 
     def commit(self, offsets: bool) -> bool:
         """Wait for every record's acknowledgement, then commit the offsets read."""
-        undelivered = self.producer.flush(TIMEOUT)
-        if undelivered:
-            raise KafkaException(f"{undelivered} produced record(s) not acknowledged")
+        flush(self.producer)
         if not offsets:
             return True
         try:
@@ -79,7 +76,7 @@ class ExactlyOnce:
 
     def __init__(self, producer: Producer, consumer: Consumer) -> None:
         self.producer, self.consumer = producer, consumer
-        self.producer.init_transactions(TIMEOUT)  # fences and aborts a predecessor's leftovers
+        self.producer.init_transactions(CALL_TIMEOUT)  # fences and aborts a predecessor's leftovers
 
     def begin(self) -> None:
         """Open the batch's transaction."""
@@ -100,13 +97,13 @@ class ExactlyOnce:
                 ]
                 metadata = self.consumer.consumer_group_metadata()
                 self.producer.send_offsets_to_transaction(positions, metadata, OFFSETS_TIMEOUT)
-            retrying(self.producer.commit_transaction, TIMEOUT)
+            retrying(self.producer.commit_transaction, CALL_TIMEOUT)
         except KafkaException as exception:
             error = exception.args[0]
             if error.fatal():
                 raise
             log.warning("intake transaction aborted, the batch is read again: %s", error.str())
-            retrying(self.producer.abort_transaction, TIMEOUT)
+            retrying(self.producer.abort_transaction, CALL_TIMEOUT)
             self._rewind()
             metrics.transactions_aborted_total.labels("intake").inc()
             return False
@@ -114,7 +111,7 @@ class ExactlyOnce:
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
-        for committed in self.consumer.committed(self.consumer.assignment(), timeout=TIMEOUT):
+        for committed in self.consumer.committed(self.consumer.assignment(), timeout=CALL_TIMEOUT):
             if committed.offset < 0:
                 committed.offset = OFFSET_BEGINNING
             self.consumer.seek(committed)
@@ -122,8 +119,6 @@ class ExactlyOnce:
 
 def producer_config(settings: Settings) -> dict[str, str | int]:
     """Return the producer settings the processing guarantee needs."""
-    if settings.processing_guarantee == "at_least_once":
-        return {}
     return transactional(settings, f"intake-{settings.instance_id or uuid.uuid4().hex}")
 
 

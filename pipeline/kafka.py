@@ -25,6 +25,7 @@ from pipeline.topics import Topics
 # this long unless a successor fences it first; outputs wait at most this long for a leader
 # (a killed Kafka node's partitions move after its 9 s session timeout).
 TRANSACTION_TIMEOUT_MS = 30_000
+CALL_TIMEOUT = 30.0  # how long a blocking client call (flush, commit, init) may take
 READ_TIMEOUT = 10.0  # a partition being read again that sends nothing for this long fails
 RECEIVE_MAX_BYTES = 2_147_483_647  # librdkafka's maximum for receive.message.max.bytes
 T = TypeVar("T")
@@ -44,11 +45,21 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 3) -> T:
 
 
 def transactional(settings: Settings, transactional_id: str) -> dict[str, str | int]:
-    """Return the producer settings of a transactional producer named ``transactional_id``."""
+    """Return the settings of a producer named ``transactional_id`` under exactly_once (none
+    under at_least_once: its producer is plain)."""
+    if settings.processing_guarantee == "at_least_once":
+        return {}
     return {
         "transactional.id": f"{settings.group_id}-{transactional_id}",
         "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
     }
+
+
+def flush(client: Producer) -> None:
+    """Wait for every record's acknowledgement; raise if one is not acknowledged."""
+    if undelivered := client.flush(CALL_TIMEOUT):
+        error = KafkaError(KafkaError._MSG_TIMED_OUT, f"{undelivered} record(s) not acknowledged")
+        raise KafkaException(error)
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:

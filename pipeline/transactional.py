@@ -31,15 +31,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 
 from pipeline import metrics
-from pipeline.kafka import RangeReader, producer, retrying, transactional
+from pipeline.kafka import CALL_TIMEOUT, RangeReader, flush, producer, retrying, transactional
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable, changelog_records, replay
 
 log = logging.getLogger(__name__)
-TIMEOUT = 30.0
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
 
 
@@ -154,10 +153,9 @@ class Stage:
     def _take_over(self, partition: int) -> Owned:
         """Fence the previous owner of ``partition``, then read its table and offset back."""
         started = time.monotonic()
-        config = transactional(self.settings, f"{self.name}-{partition}")
-        client = producer(self.settings, **(config if self.transactional else {}))
+        client = producer(self.settings, **transactional(self.settings, f"{self.name}-{partition}"))
         if self.transactional:
-            retrying(client.init_transactions, TIMEOUT)
+            retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)
         rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
         self.table.load(partition, rows)
@@ -187,7 +185,7 @@ class Stage:
         assert owned.next_offset is not None  # dirty: a record was handled
         try:
             if not self.transactional:
-                _flush(owned.producer)  # the outputs are durable before the state says so
+                flush(owned.producer)  # the outputs are durable before the state says so
             for key, value in changelog_records(
                 self.table.take_changes(partition), owned.next_offset
             ):
@@ -199,7 +197,7 @@ class Stage:
             metrics.transactions_aborted_total.labels(self.name).inc()
             if self.transactional and not error.fatal():
                 with contextlib.suppress(KafkaException):  # its successor's take-over aborts it
-                    retrying(owned.producer.abort_transaction, TIMEOUT)
+                    retrying(owned.producer.abort_transaction, CALL_TIMEOUT)
             self._drop(partition)
             return True
         owned.open = owned.dirty = owned.sent = False
@@ -208,17 +206,10 @@ class Stage:
 
     def _complete(self, client: Producer) -> None:
         if self.transactional:
-            retrying(client.commit_transaction, TIMEOUT)
+            retrying(client.commit_transaction, CALL_TIMEOUT)
         else:
-            _flush(client)
+            flush(client)
 
     def _drop(self, partition: int) -> None:
         self.owned.pop(partition, None)
         self.table.drop(partition)
-
-
-def _flush(client: Producer) -> None:
-    """Wait for every record's acknowledgement; raise if one is not acknowledged."""
-    if undelivered := client.flush(TIMEOUT):
-        error = KafkaError(KafkaError._MSG_TIMED_OUT, f"{undelivered} record(s) not acknowledged")
-        raise KafkaException(error)
