@@ -483,7 +483,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Broker port (0: any free port)")] = 0,
     metrics_port: int = 9108,
     stop_after: Annotated[
-        int, typer.Option(help="Exit after N findings (0: run until Ctrl-C)")
+        int, typer.Option(help="Exit after N new findings (0: run until Ctrl-C)")
     ] = 0,
 ) -> None:
     """Start a local broker and a worker, replay the bundled samples, print findings live."""
@@ -503,7 +503,8 @@ def demo(
                 f"replayed {sum(counts.values())} events from {DEMO_SAMPLES}: {dict(counts)}"
             )
             console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics — Ctrl-C stops")
-            for count, finding in enumerate(_follow(settings, topics.findings), start=1):
+            news = (f for f in _follow(settings, topics.findings) if f["status"] == "new")
+            for count, finding in enumerate(news, start=1):  # updates and finals repeat them
                 console.print(
                     f"[bold red]FINDING[/bold red] {finding['rule_name']} on "
                     f"{finding['dest']} (score {finding['risk_score']}): "
