@@ -64,8 +64,10 @@ class Detector:
             return None
         return self.time_policy.trusted(moment, received, self.clock())[0]
 
-    def screen(self, payload: bytes) -> Verdict | None:
+    def screen(self, payload: bytes) -> Verdict | Rejected | None:
         """Return the prefilter's verdict when no rule can match ``payload``, unparsed.
+
+        A record of a channel no source mapping knows comes back as its rejection.
 
         A record too large is never screened out: parsing it rejects it. Nor is one the screen
         fails on: parsing it finds out what is wrong.
@@ -83,6 +85,8 @@ class Detector:
     ) -> Outcome:
         """Screen one raw record, and detect in it if it passes; bad input becomes a rejection."""
         verdict = self.screen(payload)
+        if isinstance(verdict, Rejected):
+            return Outcome(rejected=verdict)
         if verdict is not None:
             return Outcome(source=verdict.source, event_code=verdict.event_code, screened=True)
         return self.detect(payload, origin, received)

@@ -1,29 +1,34 @@
-"""Read raw event records from log files: XML lines, JSON lines, EVTX, and zip/tar.gz archives."""
+"""Read raw event records from log files: XML lines, JSON lines, EVTX, and zip/tar.gz archives.
+
+Files are streamed in chunks: memory stays flat however large the file (an XML event or a JSON
+line is held whole, nothing more).
+"""
 
 from __future__ import annotations
 
-import io
+import itertools
 import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, NamedTuple
 
 import evtx
 
+CHUNK_BYTES = 1 << 20
 _XML_EVENT_START = re.compile(rb"<Event[\s>]")
 _XML_EVENT_END = b"</Event>"
 _EVENT_SUFFIXES = (".evtx", ".json", ".log", ".xml", ".txt", ".raw", ".out")
+_EVTX_MAGIC = b"ElfFile\x00"
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
+class FileRecord(NamedTuple):  # a tuple: one is made per event
     """One raw record and where in which file it was found."""
 
     payload: bytes
     location: str
-    index: int
+    number: int  # the record's place in its file, from 0
 
 
 def read_records(path: Path) -> Iterator[FileRecord]:
@@ -33,49 +38,70 @@ def read_records(path: Path) -> Iterator[FileRecord]:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    yield from _member(f"{path}!{info.filename}", archive.read(info))
+                    with archive.open(info) as handle:
+                        yield from _member(f"{path}!{info.filename}", handle)
     elif name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(path) as archive:
             for member in archive:
-                handle = archive.extractfile(member) if member.isfile() else None
-                if handle is not None:
-                    yield from _member(f"{path}!{member.name}", handle.read())
+                extracted = archive.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    yield from _member(f"{path}!{member.name}", extracted)
     else:
-        yield from _member(str(path), path.read_bytes())
+        with path.open("rb") as handle:
+            yield from _member(str(path), handle)
 
 
-def _member(location: str, data: bytes) -> Iterator[FileRecord]:
-    if location.lower().endswith(".evtx") or data.startswith(b"ElfFile\x00"):
-        payloads: Iterator[bytes] = _evtx_payloads(data)
+def _member(location: str, handle: IO[bytes]) -> Iterator[FileRecord]:
+    first = handle.read(CHUNK_BYTES)
+    if location.lower().endswith(".evtx") or first.startswith(_EVTX_MAGIC):
+        handle.seek(0)
+        payloads: Iterator[bytes] = _evtx_payloads(handle)
     elif not location.lower().endswith(_EVENT_SUFFIXES):
         return
     else:
-        payloads = _text_payloads(data)
-    for index, payload in enumerate(payloads):
-        yield FileRecord(payload, location, index)
+        rest = iter(lambda: handle.read(CHUNK_BYTES), b"")
+        payloads = _text_payloads(first, itertools.chain([first], rest))
+    for number, payload in enumerate(payloads):
+        yield FileRecord(payload, location, number)
 
 
-def _evtx_payloads(data: bytes) -> Iterator[bytes]:
-    for record in evtx.PyEvtxParser(io.BytesIO(data)).records():
+def _evtx_payloads(handle: IO[bytes]) -> Iterator[bytes]:
+    for record in evtx.PyEvtxParser(handle).records():
         if record is not None:
             yield str(record["data"]).encode()
 
 
-def _xml_events(data: bytes) -> Iterator[bytes]:
-    """Yield each ``<Event ...>...</Event>`` (a plain search: a lazy regex is slow on 2 KB)."""
-    start = _XML_EVENT_START.search(data)
-    while start is not None:
-        end = data.find(_XML_EVENT_END, start.start())
-        if end < 0:
-            return
-        end += len(_XML_EVENT_END)
-        yield data[start.start() : end]
-        start = _XML_EVENT_START.search(data, end)
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield each line across chunk boundaries, the last one included."""
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    yield rest
 
 
-def _text_payloads(data: bytes) -> Iterator[bytes]:
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+def _xml_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield each ``<Event ...>...</Event>``: from an event's start to the first end after it."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        position = 0
+        while (start := _XML_EVENT_START.search(buffer, position)) is not None:
+            end = buffer.find(_XML_EVENT_END, start.start())
+            if end < 0:
+                position = start.start()
+                break
+            position = end + len(_XML_EVENT_END)
+            yield buffer[start.start() : position]
+        else:  # no start left: keep what could begin one
+            position = max(position, len(buffer) - len(b"<Event"))
+        buffer = buffer[position:]
+
+
+def _text_payloads(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    head = first.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if head == b"<":
-        yield from _xml_events(data)
-    elif head == b"{" and data.lstrip().split(b"\n", 1)[0].rstrip().endswith(b"}"):
-        yield from (line.strip() for line in data.splitlines() if line.strip())
+        yield from _xml_events(chunks)
+    elif head == b"{" and first.lstrip().split(b"\n", 1)[0].rstrip().endswith(b"}"):
+        yield from (line.strip() for line in _lines(chunks) if line.strip())

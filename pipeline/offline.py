@@ -43,7 +43,7 @@ def detect_files(
     for path in paths:
         for record in read_records(path):
             report.events += 1
-            outcome = detector.process(record.payload, Origin(record.location, 0, record.index))
+            outcome = detector.process(record.payload, Origin(record.location, 0, record.number))
             if outcome.rejected is not None:
                 report.rejected[outcome.rejected.reason] += 1
             for match in outcome.matches:

@@ -13,6 +13,10 @@ parser cannot read other ones: the names of the identifying fields occur just in
 name (character references, an encoding declaration, comments or CDATA). Anything else is
 parsed. JSON is read by the parser's own field extraction: duplicate keys, escapes, nesting and
 aliases are resolved as the parser resolves them.
+
+An XML event whose channel no source mapping knows (and that names no other identifying field)
+is rejected from its bytes as ``unknown_source``, as the normalizer would reject it, without
+being parsed: on attack-simulation logs most events come from such channels.
 """
 
 from __future__ import annotations
@@ -24,20 +28,18 @@ from typing import NamedTuple
 
 from pipeline.normalize import Normalizer
 from pipeline.parse import json_fields
-from pipeline.rejects import Rejected
+from pipeline.rejects import Rejected, RejectReason
 from pipeline.route import Router
 from pipeline.rules.model import Rule
+from pipeline.scan import Marker, Scanner
 
 # In XML, '<' inside text is escaped, so a <Channel>/<EventID> in the bytes is an element.
 _XML_CHANNEL = re.compile(rb"<Channel>([^<]{1,128})</Channel>")
 _XML_EVENT_ID = re.compile(rb"<EventID(?:\s[^>]*)?>(\d{1,6})</EventID>")
-
-
 _XML_UTF8_DECLARATION = re.compile(
     rb"""\s*<\?xml\s+version=(["'])1\.[0-9]\1(?:\s+encoding=(["'])utf-8\2)?\s*\?>""",
     re.IGNORECASE,
 )
-
 
 # The characters beyond ASCII whose case folding yields ASCII (U+212A KELVIN SIGN folds to "k"):
 # decoded text holding one could spell a rule's word that the bytes do not contain. The unit
@@ -46,13 +48,25 @@ CASEFOLDS_TO_ASCII = frozenset(
     "\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
     "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
 )
-_ASCII = bytes(range(128))
-# What each format decodes into other characters: XML character references, JSON \u escapes.
-_XML_ESCAPE, _JSON_ESCAPE = (b"#", b"&#"), (b"\\", b"\\u")
-# Markup after which the bytes no longer show every name the parser reads: character references
-# and comments or CDATA. (An XML declaration is allowed only at the start and only for UTF-8:
-# another encoding could spell other names.)
-_XML_HIDES_NAMES = (_XML_ESCAPE, (b"!", b"<!"))
+# Markup after which the bytes of XML no longer show every name the parser reads, or their
+# decoded text every word: character references, comments or CDATA, a second "Channel" or
+# "EventID", another identifying field's name. (An XML declaration is allowed only at the start
+# and only for UTF-8: another encoding could spell other names.)
+_XML_UNCLEAR = frozenset(
+    {
+        Marker.CHARACTER_REFERENCE,
+        Marker.MARKUP,
+        Marker.CHANNELS,
+        Marker.EVENT_IDS,
+        Marker.IDENTIFYING_NAME,
+        Marker.INSTRUCTIONS,
+    }
+)
+# What makes decoded, casefolded text spell a word its bytes do not show, per format.
+_HIDES_WORDS = {
+    "xml": frozenset({Marker.CHARACTER_REFERENCE, Marker.CASEFOLDS_TO_ASCII}),
+    "json": frozenset({Marker.JSON_ESCAPE, Marker.CASEFOLDS_TO_ASCII}),
+}
 
 
 class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes them per event
@@ -64,22 +78,8 @@ class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes th
 
 
 # How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict, words),
-# skip it unless one of the words occurs.
-Screen = tuple[Verdict, tuple[bytes, ...] | None] | None
-
-
-def plain_text(payload: bytes, escape: tuple[bytes, bytes]) -> bool:
-    """Return whether the bytes show every ASCII word of their decoded, casefolded text.
-
-    ``escape`` is the format's escape sequence, preceded by a byte it contains and that is
-    cheaper to look for alone.
-    """
-    if escape[0] in payload and escape[1] in payload:
-        return False
-    if payload.isascii():
-        return True
-    beyond_ascii = payload.translate(None, _ASCII)  # UTF-8 resynchronises: no false joins
-    return CASEFOLDS_TO_ASCII.isdisjoint(beyond_ascii.decode("utf-8", "replace"))
+# skip it unless one of the words (scanner ids) occurs.
+Screen = tuple[Verdict, frozenset[int] | None] | None
 
 
 def required_words(rules: Iterable[Rule], normalizer: Normalizer) -> tuple[bytes, ...] | None:
@@ -91,27 +91,15 @@ def required_words(rules: Iterable[Rule], normalizer: Normalizer) -> tuple[bytes
     return tuple(sorted((word.encode() for word in words), key=len, reverse=True))
 
 
-def _instruction_after(payload: bytes, start: int) -> bool:
-    """Return whether ``<?`` occurs at or after ``start`` (found from its rarer ``?``)."""
-    at = payload.find(b"?", start + 1)
-    while at != -1:
-        if payload[at - 1] == ord("<"):
-            return True
-        at = payload.find(b"?", at + 1)
-    return False
-
-
-def _only_in(payload: bytes, name: bytes, element: re.Match[bytes]) -> bool:
-    """Return whether ``name`` occurs in no other place than the element found (``<name>``)."""
-    return payload.find(name) == element.start() + 1 and payload.find(name, element.end()) == -1
-
-
 class Prefilter:
-    """Skips events no rule can match, judged from the bytes; anything unclear is parsed."""
+    """Skips events no rule can match, judged from the bytes; anything unclear is parsed.
+
+    One per thread: its scanner owns hyperscan scratch space.
+    """
 
     def __init__(self, normalizer: Normalizer, router: Router) -> None:
         self.routes = router.routes
-        self.route_words = {
+        words_at = {
             route: words
             for route in self.routes
             if (words := required_words(router.rules_at(route), normalizer)) is not None
@@ -126,46 +114,55 @@ class Prefilter:
         # occur at all (Channel and EventID only in the elements the screen reads).
         names = {m.identify.field for m in normalizer.mappings}
         names |= {m.event_code for m in normalizer.mappings}
-        self.absent_names = tuple(n.encode() for n in sorted(names - {"Channel", "EventID"}))
+        identifying = [n.encode() for n in sorted(names - {"Channel", "EventID"})]
+        all_words = sorted({word for words in words_at.values() for word in words})
+        self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying, all_words)
+        self.route_words = {
+            route: frozenset(self.scanner.words[word] for word in words)
+            for route, words in words_at.items()
+        }
         # Few (channel, code) pairs occur; each is judged once. Bounded: the bytes are untrusted.
         self._source = functools.lru_cache(maxsize=1024)(self._channel_source)
         self._screen = functools.lru_cache(maxsize=4096)(self._judge)
 
-    def skip(self, payload: bytes) -> Verdict | None:
-        """Return the verdict when ``payload`` certainly matches no rule, else None."""
-        head = payload.lstrip()[:1]
+    def skip(self, payload: bytes) -> Verdict | Rejected | None:
+        """Return the verdict when ``payload`` certainly matches no rule, else None.
+
+        An XML event of a channel no mapping knows is returned as its rejection.
+        """
+        head = payload[:1]
+        if head.isspace():
+            head = payload.lstrip()[:1]
         if head == b"<":
-            escape, screen = _XML_ESCAPE, self._xml_screen(payload)
+            found = self.scanner.scan(payload)
+            form, screen = "xml", self._xml_screen(payload, found)
         elif head == b"{":
-            escape, screen = _JSON_ESCAPE, self._json_screen(payload)
+            found = self.scanner.scan(payload)
+            form, screen = "json", self._json_screen(payload)
         else:
             return None
-        if screen is None:
-            return None
+        if screen is None or isinstance(screen, Rejected):
+            return screen
         verdict, words = screen
         if words is None:
             return verdict
-        if not plain_text(payload, escape):
+        if not _HIDES_WORDS[form].isdisjoint(found) or not words.isdisjoint(found):
             return None
-        lowered = payload.lower()
-        return None if any(word in lowered for word in words) else verdict
+        return verdict
 
-    def _xml_screen(self, payload: bytes) -> Screen:
+    def _xml_screen(self, payload: bytes, found: set[int]) -> Screen | Rejected:
         """Read (source, code) from the bytes when the parser could read no other ones."""
-        declared = _XML_UTF8_DECLARATION.match(payload)
-        if _instruction_after(payload, declared.end() if declared else 0):
+        if not _XML_UNCLEAR.isdisjoint(found):
             return None
-        if any(rare in payload and marker in payload for rare, marker in _XML_HIDES_NAMES):
-            return None
+        if Marker.INSTRUCTION in found and not _XML_UTF8_DECLARATION.match(payload):
+            return None  # the one "<?" is not that of a UTF-8 declaration at the start
         channel, event_id = _XML_CHANNEL.search(payload), _XML_EVENT_ID.search(payload)
         if channel is None or event_id is None:
             return None
-        if not (_only_in(payload, b"Channel", channel) and _only_in(payload, b"EventID", event_id)):
-            return None
-        if any(name in payload for name in self.absent_names):
-            return None
         source = self._source(channel.group(1))
-        return None if source is None else self._screen(source, event_id.group(1))
+        if source is None or isinstance(source, Rejected):
+            return source
+        return self._screen(source, event_id.group(1))
 
     def _json_screen(self, payload: bytes) -> Screen:
         """Read (source, code) with the parser's field extraction (no time, no normalizing)."""
@@ -177,8 +174,18 @@ class Prefilter:
         code = fields.get(mapping.event_code)
         return None if code is None else self._screen(mapping.source, code.encode())
 
-    def _channel_source(self, channel: bytes) -> str | None:
-        return self.by_channel.get(channel.decode("utf-8", "replace").casefold())
+    def _channel_source(self, channel: bytes) -> str | Rejected | None:
+        """Return the source of ``channel`` as the normalizer reads it, its rejection, or None."""
+        try:
+            name = channel.decode("utf-8").strip()  # the parser strips the element's text
+        except UnicodeDecodeError:
+            return None  # the parser rejects the encoding
+        if not name:
+            return None
+        source = self.by_channel.get(name.casefold())
+        if source is None:
+            return Rejected(RejectReason.UNKNOWN_SOURCE, f"no mapping for channel {name!r}")
+        return source
 
     def _judge(self, source: str, event_code: bytes) -> Screen:
         """Return how to screen events of (source, code): skip outright, by words, or not."""

@@ -64,8 +64,10 @@ def test_no_fixture_event_that_some_rule_matches_is_skipped() -> None:
             verdict = detector().prefilter.skip(record.payload)
             found = full_path_matches(record.payload)
             matched += bool(found)
-            if verdict is not None:
-                assert found == [], f"{record.location}#{record.index} skipped but matches {found}"
+            if isinstance(verdict, Rejected):
+                assert full_parse(record.payload) is None, f"{record.location}#{record.number}"
+            elif verdict is not None:
+                assert found == [], f"{record.location}#{record.number} skipped but matches {found}"
                 skipped_routed += verdict.routed
     assert matched > 10 and skipped_routed > 0  # the check ran on both kinds of event
 
@@ -174,7 +176,34 @@ def test_where_the_bytes_and_the_parser_could_disagree_the_event_is_parsed(paylo
 @given(st.one_of(XML_DECOYS, DUPLICATE_KEYS, NESTED_JSON))
 def test_the_screen_agrees_with_the_full_parse_on_adversarial_records(payload: bytes) -> None:
     verdict = detector().prefilter.skip(payload)
-    if verdict is not None:
+    if isinstance(verdict, Rejected):
+        assert full_parse(payload) is None
+    elif verdict is not None:
         assert full_path_matches(payload) == []
         parsed = full_parse(payload)
         assert parsed is None or parsed == (verdict.source, verdict.event_code)
+
+
+def unknown_channel(channel: str) -> bytes:
+    """Return a Sysmon 1 event (the ``SYSMON_1`` shape) from ``channel``."""
+    return (
+        SYSMON_1.format(image="C:\\Windows\\notepad.exe", command="notepad.exe")
+        .replace("Microsoft-Windows-Sysmon/Operational", channel)
+        .encode()
+    )
+
+
+def test_an_event_of_a_channel_no_mapping_knows_is_rejected_unparsed() -> None:
+    payload = unknown_channel("Microsoft-Windows-LiveId/Operational")
+    verdict = detector().prefilter.skip(payload)
+    assert isinstance(verdict, Rejected) and verdict.reason == "unknown_source"
+    with pytest.raises(Rejected) as parsed:
+        detector().normalizer.normalize(parse_event(payload))
+    assert (parsed.value.reason, parsed.value.detail) == (verdict.reason, verdict.detail)
+
+
+def test_a_known_channel_padded_with_whitespace_is_not_rejected() -> None:
+    payload = unknown_channel("\n  microsoft-windows-sysmon/operational ")
+    verdict = detector().prefilter.skip(payload)
+    assert verdict is not None and not isinstance(verdict, Rejected)
+    assert full_parse(payload) == ("sysmon", "1")

@@ -77,7 +77,7 @@ def matches() -> Iterator[Any]:
     detector = Detector(tuple(RULES.values()), clock=lambda: 1.7e9)
     for path in FIXTURES:
         for record in read_records(path):
-            outcome = detector.process(record.payload, Origin(path.name, 0, record.index))
+            outcome = detector.process(record.payload, Origin(path.name, 0, record.number))
             yield from outcome.matches
 
 
