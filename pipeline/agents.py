@@ -210,7 +210,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         health.agents.assigned(bool(aggregating.assigned))
 
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
-    app.service(_intake_service(settings, health.intake))
+    app.service(_intake_service(settings, health.intakes))
     return app
 
 
@@ -235,41 +235,54 @@ def _counting_crashes(agent: str, status: AgentStatus) -> Iterator[None]:
         raise
 
 
-def _intake_service(settings: Settings, status: IntakeStatus) -> type[Service]:
+def _intake_service(settings: Settings, statuses: tuple[IntakeStatus, ...]) -> type[Service]:
     spawn = multiprocessing.get_context("spawn")
 
     class IntakeService(Service):
-        """Run the batched intake in a child process; its exit, or its loop stalling for
-        ``INTAKE_STALL_SECONDS``, crashes the worker (which Kubernetes restarts)."""
+        """Run the batched intake in child processes (``INTAKE_PROCESSES``); one exiting, or
+        its loop stalling for ``INTAKE_STALL_SECONDS``, crashes the worker (which Kubernetes
+        restarts)."""
 
         halt = spawn.Event()
 
         async def on_start(self) -> None:
-            self.process = spawn.Process(
-                target=run_intake_process,
-                args=(settings, status, self.halt, logging.getLogger().getEffectiveLevel()),
-                name="wmiwatch-intake",
-                daemon=True,
-            )
-            status.beat()  # the stall clock starts with the process
-            self.process.start()
+            level = logging.getLogger().getEffectiveLevel()
+            self.processes = [
+                spawn.Process(
+                    target=run_intake_process,
+                    args=(settings.intake_settings(number), status, self.halt, level),
+                    name=f"wmiwatch-intake-{number}",
+                    daemon=True,
+                )
+                for number, status in enumerate(statuses)
+            ]
+            for process, status in zip(self.processes, statuses, strict=True):
+                status.beat()  # the stall clock starts with the process
+                process.start()
 
         @Service.task
         async def _watch(self) -> None:
             while not self.should_stop:
-                if not self.process.is_alive() and not self.halt.is_set():
-                    code = self.process.exitcode
-                    await self.crash(RuntimeError(f"intake process exited with code {code}"))
-                    return
-                stalled = time.monotonic() - status.heartbeat
-                if stalled > settings.intake_stall_seconds and not self.halt.is_set():
-                    self.process.kill()  # stuck in a Kafka call: its successor fences it
-                    await self.crash(RuntimeError(f"intake loop stalled for {stalled:.0f} s"))
+                if (problem := self._problem()) is not None and not self.halt.is_set():
+                    for process in self.processes:
+                        process.kill()  # one stuck in a Kafka call: its successor fences it
+                    await self.crash(RuntimeError(problem))
                     return
                 await self.sleep(1.0)
 
+        def _problem(self) -> str | None:
+            """Return why the intakes cannot go on, if one exited or stalled."""
+            for number, (process, status) in enumerate(zip(self.processes, statuses, strict=True)):
+                if not process.is_alive():
+                    return f"intake process {number} exited with code {process.exitcode}"
+                stalled = time.monotonic() - status.heartbeat
+                if stalled > settings.intake_stall_seconds:
+                    return f"intake process {number} loop stalled for {stalled:.0f} s"
+            return None
+
         async def on_stop(self) -> None:
             self.halt.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.process.join)
+            for process in self.processes:
+                await asyncio.get_running_loop().run_in_executor(None, process.join)
 
     return IntakeService

@@ -258,7 +258,7 @@ def worker(
     from confluent_kafka import KafkaException
 
     from pipeline.agents import create_app
-    from pipeline.health import Health, serve
+    from pipeline.health import Health, IntakeStatus, serve
     from pipeline.kafka import create_leader_topic
     from pipeline.logs import logging_config
 
@@ -267,7 +267,7 @@ def worker(
         create_leader_topic(settings)
     except KafkaException as error:  # Faust creates it then, with the broker's defaults
         console.print(f"[yellow]could not create Faust's leader topic[/yellow]: {error}")
-    health = Health()
+    health = Health(tuple(IntakeStatus() for _ in range(settings.intake_processes)))
     serve(settings.metrics_port, health)
     console.print(
         f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
@@ -325,6 +325,9 @@ def detect(
     format: Annotated[DetectFormat, typer.Option(help="How to print the findings")] = (
         DetectFormat.TABLE
     ),
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Processes detecting in parallel (same findings as one)")
+    ] = 1,
 ) -> None:
     """Run every rule over files with no broker and print the findings."""
     from pipeline.offline import detect_files
@@ -336,6 +339,7 @@ def detect(
         settings.window_policy(),
         settings.max_event_bytes,
         settings.time_policy(),
+        jobs,
     )
     if format is DetectFormat.JSONL:
         for finding in report.findings:

@@ -115,7 +115,7 @@ class AgentStatus:
 class Health:
     """What the probes check: intake and aggregation progress, broker, group join, recovery."""
 
-    intake: IntakeStatus = field(default_factory=IntakeStatus)
+    intakes: tuple[IntakeStatus, ...] = field(default_factory=lambda: (IntakeStatus(),))
     agents: AgentStatus = field(default_factory=AgentStatus)
     recovered: Callable[[], bool] = lambda: False
 
@@ -129,17 +129,17 @@ class Health:
         if (crashes := self.agents.recent_crashes()) >= CRASH_LIMIT:
             found.append(f"agents crashed {crashes} times in {CRASH_WINDOW_SECONDS:.0f}s")
         if ready:
-            if self.intake.broker_error:
-                found.append(f"broker: {self.intake.broker_error}")
-            if not self.intake.joined:
+            if errors := {i.broker_error for i in self.intakes if i.broker_error}:
+                found.append(f"broker: {'; '.join(sorted(errors))}")
+            if not all(intake.joined for intake in self.intakes):
                 found.append("intake has not joined its consumer group")
             if not self.recovered():
                 found.append("the Faust consumer has not been assigned its partitions")
         return found
 
     def intake_idle_seconds(self) -> float:
-        """Return how long ago the intake loop last went round."""
-        return time.monotonic() - self.intake.heartbeat
+        """Return how long ago the slowest intake loop last went round."""
+        return time.monotonic() - min(intake.heartbeat for intake in self.intakes)
 
     def export(self) -> None:
         """Set the health gauges, so alerts see what the probes see."""

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     log_format: LogFormat = "text"
     intake_stall_seconds: float = Field(default=90.0, gt=0)
+    intake_processes: int = Field(default=1, gt=0)
     replication_factor: int = Field(default=1, gt=0)
     min_insync_replicas: int = Field(default=1, gt=0)
 
@@ -70,6 +71,16 @@ class Settings(BaseSettings):
                 f" replication_factor ({self.replication_factor}): every write would fail"
             )
         return self
+
+    def intake_settings(self, number: int) -> Settings:
+        """Return the settings of this worker's intake process ``number`` (from 0).
+
+        Each intake is a member of the raw topics' group: with a static instance id, the
+        processes after the first get ``<id>-<number>`` (so their transactional ids differ too).
+        """
+        if number == 0 or self.instance_id is None:
+            return self
+        return self.model_copy(update={"instance_id": f"{self.instance_id}-{number}"})
 
     def topic_config(self) -> dict[str, str]:
         """Return the replication config every topic wmiwatch creates gets."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -24,6 +25,7 @@ from pipeline.topics import Topics
 from tests.conftest import (
     FIXTURES,
     WorkerProcess,
+    intake_pids,
     read_topic,
     schema_validator,
     start_worker,
@@ -230,7 +232,7 @@ def test_the_intake_process_lives_and_dies_with_its_worker(
     intake = the_intake(crashing.process.pid)
     os.kill(intake, signal.SIGKILL)
     assert crashing.process.wait(60) != 0  # a worker without its intake stops (and is restarted)
-    assert b"intake process exited with code -9" in (tmp_path / "crashing.log").read_bytes()
+    assert b"intake process 0 exited with code -9" in (tmp_path / "crashing.log").read_bytes()
 
     killed = start_worker(settings, tmp_path / "killed.log")
     intake = the_intake(killed.process.pid)
@@ -247,7 +249,7 @@ def test_a_worker_whose_intake_loop_stalls_stops(
     intake = the_intake(worker.process.pid)
     os.kill(intake, signal.SIGSTOP)  # as if stuck in a call that never returns
     assert worker.process.wait(60) != 0  # it stops, to be restarted
-    assert b"intake loop stalled for" in (tmp_path / "stalled.log").read_bytes()
+    assert b"intake process 0 loop stalled for" in (tmp_path / "stalled.log").read_bytes()
     assert wait_until_gone(intake, timeout=30)
 
 
@@ -268,3 +270,38 @@ def test_json_logs_give_one_object_per_line(
     assert any(r["message"] == "[^---Recovery]: Worker ready" for r in records)
     assert any(r["message"].startswith("aggregation took over partition") for r in records)
     assert not [line for line in lines if line.startswith("[20")]  # no text-format record
+
+
+def intake_assignments(settings: Settings, expected_members: int) -> list[int]:
+    """Wait until the intakes' group has ``expected_members``; return each one's partition count."""
+    admin, group = AdminClient(settings.librdkafka_config()), f"{settings.group_id}-intake"
+    deadline = time.monotonic() + 60
+    while True:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=30)
+        counts = [len(m.assignment.topic_partitions) for m in described.members]
+        if (len(counts) == expected_members and all(counts)) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
+
+
+def test_two_intake_processes_share_the_raw_partitions(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"intake_processes": 2})
+    running = start_worker(settings, tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 30
+        while len(intake_pids(running.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(intake_pids(running.process.pid)) == 2
+        raw_partitions = sum(s.partitions for s in topics.specs if s.role == "raw" and s.source)
+        shares = intake_assignments(settings, expected_members=2)
+        assert len(shares) == 2 and all(shares) and sum(shares) == raw_partitions
+        replay_files(SEED_SAMPLES, settings, topics)
+        records = read_topic(settings, topics.findings, expected=6)
+        consumed = total(scrape(settings.metrics_port), "wmiwatch_events_consumed_total")
+    finally:
+        running.stop()
+    findings = [f for f in records if f["status"] == "new"]
+    assert len(findings) == 6 and {(f["rule_name"], f["dest"]) for f in findings} >= SEED_FINDINGS
+    assert consumed == 21  # 17 Sysmon and 4 PowerShell events, each read once

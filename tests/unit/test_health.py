@@ -15,15 +15,15 @@ def test_ready_only_when_joined_recovered_and_broker_reachable() -> None:
         "intake has not joined its consumer group",
         "the Faust consumer has not been assigned its partitions",
     ]
-    health.intake.joined, health.recovered = True, lambda: True
+    health.intakes[0].joined, health.recovered = True, lambda: True
     assert health.problems(ready=True) == []
-    health.intake.broker_error = "1/1 brokers are down"
+    health.intakes[0].broker_error = "1/1 brokers are down"
     assert health.problems(ready=True) == ["broker: 1/1 brokers are down"]
 
 
 def test_a_stalled_intake_loop_fails_liveness() -> None:
     health = Health()
-    health.intake.heartbeat -= health_module.STALL_SECONDS + 1
+    health.intakes[0].heartbeat -= health_module.STALL_SECONDS + 1
     assert health.problems(ready=False) == ["intake loop stalled for over 60s"]
 
 
@@ -45,7 +45,7 @@ def _report_broker_down(status: IntakeStatus) -> None:
 
 def recovered_health() -> Health:
     health = Health()
-    health.intake.joined, health.recovered = True, lambda: True
+    health.intakes[0].joined, health.recovered = True, lambda: True
     return health
 
 
@@ -85,3 +85,15 @@ def test_agents_crashing_repeatedly_fail_liveness() -> None:
     assert health.problems(ready=False) == ["agents crashed 3 times in 300s"]
     health.agents.crashes.extend([-1e9] * 3)  # long ago: forgotten
     assert health.agents.recent_crashes() == 3
+
+
+def test_every_intake_process_counts_for_the_probes() -> None:
+    health = Health((IntakeStatus(), IntakeStatus()))
+    health.recovered = lambda: True
+    health.intakes[0].joined = True
+    assert health.problems(ready=True) == ["intake has not joined its consumer group"]
+    health.intakes[1].joined = True
+    health.intakes[1].broker_error = "1/1 brokers are down"
+    assert health.problems(ready=True) == ["broker: 1/1 brokers are down"]
+    health.intakes[1].heartbeat -= health_module.STALL_SECONDS + 1
+    assert health.problems(ready=False) == ["intake loop stalled for over 60s"]

@@ -74,3 +74,11 @@ def test_a_state_topic_must_have_its_input_topic_s_partitions(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"wmiwatch.risk-state: 4 partitions.*wmiwatch.risk \(6\)"):
         load_topics(tmp_path)
     assert load_topics(PROJECT_ROOT / "topics").spec("wmiwatch.risk-state").partitions == 6
+
+
+def test_each_intake_process_gets_its_own_static_member_id() -> None:
+    static = Settings(instance_id="wmiwatch-0", intake_processes=3)
+    ids = [static.intake_settings(n).instance_id for n in range(3)]
+    assert ids == ["wmiwatch-0", "wmiwatch-0-1", "wmiwatch-0-2"]
+    dynamic = Settings(intake_processes=2)
+    assert dynamic.intake_settings(1).instance_id is None  # each gets a random transactional id

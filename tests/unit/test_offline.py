@@ -1,0 +1,34 @@
+"""Offline detection: parallel jobs give exactly the findings of one process."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import offline
+from pipeline.cli import app
+from pipeline.policy import WindowPolicy
+from pipeline.records import FINDING
+from pipeline.rules.loader import load_rules
+from tests import PROJECT_ROOT
+from tests.unit.test_golden import GOLDEN, INPUTS
+
+
+def test_jobs_give_the_findings_of_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline, "BATCH_RECORDS", 3)  # many batches, spread over the jobs
+    rules, paths = load_rules(PROJECT_ROOT / "rules"), [INPUTS[n] for n in sorted(INPUTS)]
+    one = offline.detect_files(paths, rules, WindowPolicy())
+    three = offline.detect_files(paths, rules, WindowPolicy(), jobs=3)
+    assert one.events > 3 * 3 * 3 and len(one.findings) >= 10
+    assert [FINDING.encode(f) for f in three.findings] == [FINDING.encode(f) for f in one.findings]
+    assert (three.events, three.rejected) == (one.events, one.rejected)
+
+
+def test_detect_with_jobs_prints_the_golden_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    name = "sysmon_wmic_node_credential_dumping_via_copy.log"
+    relative = INPUTS[name].relative_to(PROJECT_ROOT)
+    result = CliRunner().invoke(app, ["detect", "--jobs", "2", "--format", "jsonl", str(relative)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.encode() == (GOLDEN / f"{name}.jsonl").read_bytes()
+    assert result.stdout.count("\n") >= 1
