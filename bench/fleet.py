@@ -63,14 +63,26 @@ def events(count: int, seed: int = 1, per_second: int = 1000) -> Iterator[tuple[
             payload = re.sub(
                 rb"<EventID>\d+</EventID>", f"<EventID>{code}</EventID>".encode(), payload, count=1
             )
-        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + number / per_second))
-        payload = re.sub(
-            rb"SystemTime=(['\"])[^'\"]+\1",
-            f"SystemTime='{moment}.{number % 1000:03d}0000Z'".encode(),
-            payload,
-        )
-        payload = re.sub(
-            rb"<Computer>[^<]*</Computer>", f"<Computer>{host}</Computer>".encode(), payload
-        )
+        payload = vary(payload, host, start + number / per_second)
         source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind, kind)
         yield source, host, payload
+
+
+def vary(payload: bytes, host: str, moment: float) -> bytes:
+    """Return ``payload`` from ``host`` at ``moment`` (epoch seconds, millisecond precision)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    payload = re.sub(
+        rb"SystemTime=(['\"])[^'\"]+\1",
+        f"SystemTime='{stamp}.{int(moment * 1000) % 1000:03d}0000Z'".encode(),
+        payload,
+    )
+    return re.sub(rb"<Computer>[^<]*</Computer>", f"<Computer>{host}</Computer>".encode(), payload)
+
+
+def flood(count: int, per_second: int = 1000) -> Iterator[tuple[str, str, bytes]]:
+    """Yield ``count`` Sysmon events that match rules (``wmic /node:``), each from its own host."""
+    attack = next(line for line in templates()["attack"] if b"/node:" in line)
+    start = time.time() - count / per_second
+    for number in range(count):
+        host = f"flood{number:07d}.corp.example"
+        yield "sysmon", host, vary(attack, host, start + number / per_second)

@@ -1,7 +1,8 @@
 """Throughput and latency benchmark: bare consumer vs. the wmiwatch worker vs. offline detect.
 
-    .venv/bin/python bench/run.py [--events 200000] [--workers 1]
+    .venv/bin/python bench/run.py [--events 200000] [--workers 1] [--flood 20000]
         [--broker embedded|apache-kafka | --bootstrap HOST:PORT] [--json PATH]
+        [--attack-data ../shared/data]
 
 Generates a busy-fleet mix of real-size XmlWinEventLog events (Sysmon 1/3/5/7/10/11/12/13/22
 and Security 4624/4688 dominating, a little PowerShell 4104, rare WMI attacks from the test
@@ -15,8 +16,16 @@ the same run:
      once with exactly-once processing and once with at-least-once, each with topics of its
      own (raw ones holding the same events),
   c) ``wmiwatch detect`` over the same events written as an XML file,
-  d) the intake stage alone (a fresh consumer group, no Faust process, exactly-once): what the
-     worker's intake process can do when the Faust process and the broker leave it a core.
+  d) the intake stage alone (a fresh consumer group, no Faust process, exactly-once), with one
+     and with two intake processes: what a worker's intakes do when the Faust process leaves
+     them the cores (timed from the first committed offsets to the last),
+  e) a flood of matching Sysmon events, each from its own host, through one worker: matches
+     aggregated per second, how long a matching event produced behind the flood waits for its
+     finding, and the worker's memory growth per open group against the same table in a plain
+     dict (tracemalloc),
+  f) on an attack-sample mix (every XML event of the public sample logs, repeated to --events):
+     a loop that parses every line with lxml and reads its Data fields, against ``detect``
+     with one and with two jobs.
 
 It also prints the CPU cores each process (Faust, intake, broker) used during b). With
 --json PATH it also writes the figures as one JSON object.
@@ -27,6 +36,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import math
 import multiprocessing
 import os
 import subprocess
@@ -34,32 +45,37 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.fleet import events
+from bench.attack import SAMPLE_DATA, lxml_loop, write_mix
+from bench.fleet import events, flood
+from pipeline.aggregate import Aggregator
 from pipeline.apache_kafka import KAFKA_VERSION, KafkaCluster
 from pipeline.broker import free_port, start_broker, stop_broker, wait_for_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
-from pipeline.intake import Intake
-from pipeline.kafka import create_topics, producer
-from pipeline.metrics import events_consumed_total
+from pipeline.intake import run_intake_process
+from pipeline.kafka import consumer, create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
+from pipeline.records import DestState, Match
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
 
 TOPICS = Path(__file__).resolve().parents[1] / "topics"
+LXML_LOOP = "f) lxml parse-every-line loop (events/s)"
 
 
 def produce(
@@ -270,6 +286,10 @@ def main() -> None:
     parser.add_argument("--broker", choices=["embedded", "apache-kafka"], default="embedded")
     parser.add_argument("--bootstrap", help="an existing broker instead of one started here")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--flood", type=int, default=20_000, help="matching events in e)")
+    parser.add_argument(
+        "--attack-data", type=Path, default=SAMPLE_DATA, help="sample logs for the f) mix"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -295,6 +315,25 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
+def detect_attack_mix(
+    args: argparse.Namespace, rules: tuple[Rule, ...], folder: Path
+) -> dict[str, float]:
+    """Return events/s of the lxml loop and of ``detect`` (1 and 2 jobs) on the attack mix."""
+    if not args.attack_data.is_dir():
+        print(f"(no attack-sample logs at {args.attack_data}: f) skipped)")
+        return {}
+    mix = folder / "attack.xml"
+    write_mix(args.attack_data, args.events, mix)
+    rates = {LXML_LOOP: lxml_loop(mix)}
+    for jobs in (1, 2):
+        started = time.perf_counter()
+        detect_files([mix], rules, WindowPolicy(), jobs=jobs)
+        rates[f"f) detect, attack mix, {jobs} job(s) (events/s)"] = args.events / (
+            time.perf_counter() - started
+        )
+    return rates
+
+
 def broker_name(args: argparse.Namespace) -> str:
     """Return the broker measured, as the table and the JSON name it."""
     if args.bootstrap:
@@ -302,34 +341,137 @@ def broker_name(args: argparse.Namespace) -> str:
     return f"apache-kafka {KAFKA_VERSION}" if args.broker == "apache-kafka" else "embedded"
 
 
-def intake_alone(settings: Settings, rules: tuple[Rule, ...], count: int) -> float:
-    """Return events/s of the intake stage alone (no Faust process) over the raw backlog."""
-    detector = Detector(rules, max_event_bytes=settings.max_event_bytes)
-    alone = settings.model_copy(update={"group_id": f"{settings.group_id}-alone"})
-    intake = Intake(alone, alone.topics(), detector, IntakeStatus())
-    stop = multiprocessing.get_context("spawn").Event()
-    thread = threading.Thread(target=intake.run, args=(stop,), daemon=True)
-    thread.start()
+def committed(settings: Settings, group: str) -> int:
+    """Return the offsets ``group`` has committed on the raw topics, summed."""
+    reader = consumer(settings, group)
+    try:
+        partitions = [
+            TopicPartition(topic, number)
+            for topic in settings.topics().raw().values()
+            for number in reader.list_topics(topic, timeout=30).topics[topic].partitions
+        ]
+        return sum(max(p.offset, 0) for p in reader.committed(partitions, timeout=30))
+    finally:
+        reader.close()
 
-    def consumed() -> float:
-        return sum(
-            s.value
-            for m in events_consumed_total.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
+
+def intake_alone(settings: Settings, count: int, processes: int) -> float:
+    """Return events/s of ``processes`` intake processes (no Faust process) over the backlog.
+
+    Timed from the first committed offsets to the last, so start-up is not counted.
+    """
+    own = settings.model_copy(
+        update={"group_id": f"{settings.group_id}-alone{processes}", "intake_processes": processes}
+    )
+    group, spawn = f"{own.group_id}-intake", multiprocessing.get_context("spawn")
+    stop = spawn.Event()
+    running = [
+        spawn.Process(
+            target=run_intake_process,
+            args=(own.intake_settings(number), IntakeStatus(), stop, logging.WARNING),
         )
-
-    baseline = consumed()
-    while consumed() == baseline:
-        time.sleep(0.01)
-    started, deadline = time.perf_counter(), time.monotonic() + 600
-    while consumed() < baseline + count:
-        assert time.monotonic() < deadline, f"intake consumed only {consumed() - baseline}"
-        time.sleep(0.01)
-    rate = count / (time.perf_counter() - started)
+        for number in range(processes)
+    ]
+    for process in running:
+        process.start()
+    deadline = time.monotonic() + 600
+    while (first := committed(own, group)) == 0:
+        assert time.monotonic() < deadline, "the intakes committed nothing"
+        time.sleep(0.05)
+    started = time.perf_counter()
+    while (done := committed(own, group)) < count:
+        assert time.monotonic() < deadline, f"the intakes committed only {done} offsets"
+        time.sleep(0.05)
+    rate = (count - first) / (time.perf_counter() - started)
     stop.set()
-    thread.join()
+    for process in running:
+        process.join(60)
     return rate
+
+
+@dataclass(frozen=True)
+class FloodRun:
+    """What the matches-flood measurement found."""
+
+    matches: int
+    rate: float  # matches aggregated per second
+    canary_seconds: float  # a matching event produced behind the flood -> its finding
+    rss_per_group: float  # the worker's RSS growth per open group, bytes
+    plain_per_group: float  # the same groups in a plain in-memory table, bytes
+
+
+def plain_table_bytes(matches: list[Match], rules: tuple[Rule, ...]) -> int:
+    """Return the bytes the aggregation's table of ``matches`` takes in a plain dict."""
+    tracemalloc.start()
+    state: dict[str, DestState] = {}
+    aggregator = Aggregator({rule.id: rule for rule in rules}, state, WindowPolicy())
+    for match in matches:
+        aggregator.add(match, -math.inf, 0.0)
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return size
+
+
+def findings_of(settings: Settings, dest: str, found: threading.Event) -> Consumer:
+    """Return a reader at the end of the findings topic that sets ``found`` on ``dest``'s."""
+    reader = consumer(
+        settings, f"bench-canary-{uuid.uuid4().hex[:6]}", **{"isolation.level": "read_committed"}
+    )
+    topic = settings.topics().findings
+    count = len(reader.list_topics(topic, timeout=30).topics[topic].partitions)
+    reader.assign([TopicPartition(topic, p, OFFSET_END) for p in range(count)])
+
+    def watch() -> None:
+        while not found.is_set():
+            for message in reader.consume(1000, 0.2):
+                if message.error() is None and dest.encode() in (message.value() or b""):
+                    found.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return reader
+
+
+def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Path) -> FloodRun:
+    """Flood one worker with matching events of distinct dests; measure the aggregation."""
+    prefix = f"{settings.topic_prefix}flood."
+    own = settings.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "raw_topics": {
+                s.source: f"{prefix}{s.name}" for s in settings.topics().specs if s.source
+            },
+            "group_id": f"{settings.group_id}-flood",
+        }
+    )
+    create_topics(own, own.topics(), raw=True)
+    batch = list(flood(count + 1))
+    canary = batch.pop()
+    detector = Detector(rules)
+    matches = [m for _, _, payload in batch for m in detector.process(payload).matches]
+    logs.mkdir()
+    [(process, port)] = start_workers(own, 1, logs)
+    rss_before = rss_mib(process.pid)
+    found = threading.Event()
+    reader = findings_of(own, canary[1], found)
+    produce(own, own.topics(), batch)
+    canary_at = time.perf_counter()
+    produce(own, own.topics(), [canary])
+    while scrape(port).get("wmiwatch_matches_aggregated_total", 0) == 0:
+        time.sleep(0.05)
+    started, deadline = time.perf_counter(), time.monotonic() + 1800
+    while scrape(port).get("wmiwatch_matches_aggregated_total", 0) < len(matches):
+        assert time.monotonic() < deadline, "the flood was not aggregated within 30 minutes"
+        time.sleep(0.05)
+    rate = len(matches) / (time.perf_counter() - started)
+    assert found.wait(600), "the canary's finding never came"
+    canary_seconds = time.perf_counter() - canary_at
+    growth = (rss_mib(process.pid) - rss_before) * (1 << 20)
+    found.set()
+    reader.close()
+    process.terminate()
+    process.wait(120)
+    plain = plain_table_bytes(matches, rules)
+    return FloodRun(len(matches), rate, canary_seconds, growth / len(matches), plain / len(matches))
 
 
 GUARANTEES = ("exactly_once", "at_least_once")
@@ -377,7 +519,9 @@ def measure(
         runs[guarantee] = run_worker(
             own, own.topics(), args.events, args.workers, logs, matches, broker_pid
         )
-    alone = intake_alone(settings, rules, args.events)  # after b): it produces matches too
+    alone = {n: intake_alone(settings, args.events, n) for n in (1, 2)}  # after b)
+    flooded = run_flood(settings, args.flood, rules, folder / "flood")
+    attack = detect_attack_mix(args, rules, folder)
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"broker {broker_name(args)}, "
@@ -395,9 +539,17 @@ def measure(
             print(f"{f'   CPU cores used by {role}':44} {cores:14.2f}")
     for label, value in (
         ("c) wmiwatch detect on XML lines (events/s)", detect_rate),
-        ("d) intake stage alone, no Faust (events/s)", alone),
+        ("d) intake alone, 1 process (events/s)", alone[1]),
+        ("d) intake alone, 2 processes (events/s)", alone[2]),
     ):
         print(f"{label:44} {value:14,.0f} {value / bare:8.2f}")
+    print(f"{f'e) flood of {flooded.matches} matches, distinct dests (matches/s)':44}", end="")
+    print(f" {flooded.rate:14,.0f}")
+    print(f"{'   canary behind the flood -> finding (s)':44} {flooded.canary_seconds:14.1f}")
+    print(f"{'   worker RSS growth per match (B)':44} {flooded.rss_per_group:14,.0f}")
+    print(f"{'   plain in-memory table per match (B)':44} {flooded.plain_per_group:14,.0f}")
+    for label, value in attack.items():
+        print(f"{label:44} {value:14,.0f} {value / attack[LXML_LOOP]:8.2f} (vs lxml)")
     return {
         "broker": broker_name(args),
         "events": args.events,
@@ -412,7 +564,15 @@ def measure(
             for guarantee, run in runs.items()
         },
         "detect_eps": round(detect_rate),
-        "intake_eps": round(alone),
+        "intake_eps": {str(n): round(rate) for n, rate in alone.items()},
+        "flood": {
+            "matches": flooded.matches,
+            "matches_per_s": round(flooded.rate),
+            "canary_s": round(flooded.canary_seconds, 1),
+            "rss_per_match_b": round(flooded.rss_per_group),
+            "plain_per_match_b": round(flooded.plain_per_group),
+        },
+        "attack_mix": {label: round(value) for label, value in attack.items()},
     }
 
 
