@@ -7,7 +7,7 @@ import pytest
 from pipeline.parse import MAX_ATTRIBUTES, MAX_DEPTH, MAX_FIELDS, parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
-from tests.synthetic_hostile import attribute_flood, nested_json
+from tests.synthetic_hostile import attribute_flood, nested_json, sysmon
 
 SYSMON_LINE = (FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log").read_bytes()
 
@@ -130,3 +130,23 @@ def test_json_past_the_field_cap_is_too_complex() -> None:
 def test_flattening_keeps_document_order_later_keys_win() -> None:
     fields = parse_event(b'{"timestamp":"1","a.b":"first","a":{"b":"second"}}').fields
     assert fields["a.b"] == "second"
+
+
+def nested_xml(depth: int) -> bytes:
+    """Return a Sysmon event whose EventData holds a chain of elements ``depth`` deep in all."""
+    chain = b"<x>" * (depth - 3) + b"</x>" * (depth - 3)  # Event, EventData, Data are 1-3
+    return sysmon("h", "2024-03-05T11:00:00Z", data=f"<Data Name='A'>{chain.decode()}</Data>")
+
+
+def test_xml_nested_past_the_depth_cap_is_too_complex() -> None:
+    assert parse_event(nested_xml(MAX_DEPTH)).fields["A"] == ""
+    assert rejected(nested_xml(MAX_DEPTH + 1)) == RejectReason.TOO_COMPLEX
+
+
+def test_xml_past_the_element_cap_is_too_complex() -> None:
+    comments = b"<!-- c -->" * MAX_FIELDS  # a tree walk visits comments too
+    within = sysmon("h", "2024-03-05T11:00:00Z", data="<Data Name='A'>a</Data>")
+    assert parse_event(within.replace(b"<EventData>", b"<EventData><!-- c -->")).fields["A"]
+    assert rejected(within.replace(b"<EventData>", b"<EventData>" + comments)) == (
+        RejectReason.TOO_COMPLEX
+    )
