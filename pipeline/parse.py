@@ -27,7 +27,7 @@ MAX_FIELDS = 2048
 # An element at depth MAX_DEPTH + 1 (the root is at 1); the nodes a tree walk would visit; an
 # element with too many attributes. A tag or a node needs a '<', an attribute a '='.
 _TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_DEPTH + 1) + ")")
-_NODES = etree.XPath("count(//* | //comment() | //processing-instruction())")
+_TOO_MANY = etree.XPath(f"count(//* | //comment() | //processing-instruction()) > {MAX_FIELDS}")
 _CROWDED = etree.XPath(f"boolean(//*[count(@*) > {MAX_ATTRIBUTES}])")
 
 # JSON shippers name the XML System fields differently; first alias present wins.
@@ -104,7 +104,7 @@ def _check_xml_shape(payload: bytes, root: etree._Element) -> None:
     """Refuse an element tree past the caps (compiled XPath); byte counts bound it cheaply first."""
     if payload.count(b"<") > MAX_DEPTH and _TOO_DEEP(root):
         raise Rejected(RejectReason.TOO_COMPLEX, f"XML nested deeper than {MAX_DEPTH}")
-    if payload.count(b"<") > MAX_FIELDS and _NODES(root) > MAX_FIELDS:
+    if payload.count(b"<") > MAX_FIELDS and _TOO_MANY(root):
         raise Rejected(RejectReason.TOO_COMPLEX, f"more than {MAX_FIELDS} XML elements")
     if payload.count(b"=") > MAX_ATTRIBUTES and _CROWDED(root):
         raise Rejected(RejectReason.TOO_COMPLEX, f"over {MAX_ATTRIBUTES} attributes")
