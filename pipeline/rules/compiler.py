@@ -124,9 +124,9 @@ class _Builder:
             raise RuleError(f"unexpected token {tree!r}")
         kind = tree.data
         if kind in ("and_expr", "search_args"):
-            return All(tuple(self.expr(child) for child in tree.children))
+            return _joined(All, [self.expr(child) for child in tree.children])
         if kind == "or_expr":
-            return Any(tuple(self.expr(child) for child in tree.children))
+            return _joined(Any, [self.expr(child) for child in tree.children])
         if kind == "negation":
             return Not(self.expr(tree.children[0]))
         if kind == "keyword":
@@ -166,6 +166,11 @@ class _Builder:
             self.event_steps.append(Fillnull(self.pending_fillnull, tuple(by)))
 
 
+def _joined(join: type[All] | type[Any], operands: list[Expr]) -> Expr:
+    """Return the operands joined, or the one operand alone."""
+    return operands[0] if len(operands) == 1 else join(tuple(operands))
+
+
 def _aggregation(tree: Tree[Token]) -> Aggregation:
     function, *rest = (
         _unquote(child) if isinstance(child, Tree) else str(child) for child in tree.children
@@ -203,7 +208,7 @@ def _search(tree: Tree[Token], builder: _Builder, first: bool) -> None:
 
 
 def _where(tree: Tree[Token], builder: _Builder, first: bool) -> None:
-    builder.filter(builder.expr(tree), first=first)
+    builder.filter(builder.expr(tree.children[0]), first=first)
 
 
 def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:

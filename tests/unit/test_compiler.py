@@ -149,3 +149,32 @@ def test_unsupported_searches_fail_with_their_stage(search: str, message: str) -
     with pytest.raises(RuleError) as caught:
         compile_search(search, MACROS)
     assert message in str(caught.value)
+
+
+UPSTREAM_SYSMON = Macro(  # security_content macros/sysmon.yml, unparenthesised (Apache-2.0)
+    "sourcetype=XmlWinEventLog:Microsoft-Windows-Sysmon/Operational OR "
+    "source=XmlWinEventLog:Microsoft-Windows-Sysmon/Operational OR "
+    "source=Syslog:Linux-Sysmon/Operational"
+)
+
+
+def test_or_binds_tighter_than_and_in_search() -> None:
+    assert not matches("a=1 OR b=2 c=3", event(a="1"))  # (a=1 OR b=2) AND c=3
+    assert matches("a=1 OR b=2 c=3", event(b="2", c="3"))
+    assert not matches("a=1 OR b=2 AND c=3", event(a="1"))
+    assert matches("NOT a=1 OR b=2 c=3", event(a="2", c="3"))  # NOT binds tightest
+
+
+def test_an_unparenthesised_upstream_macro_keeps_its_event_code() -> None:
+    macros = {**MACROS, "sysmon": UPSTREAM_SYSMON}
+    plan = compile_search("`sysmon` EventCode=21 | stats count", macros)
+    wmi = event(source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational", EventCode="21")
+    process = event(source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational", EventCode="1")
+    assert plan.predicate.evaluate(wmi) and not plan.predicate.evaluate(process)
+
+
+def test_where_binds_and_tighter_than_or() -> None:
+    plan = compile_search("x=1 | where a=1 OR b=2 AND c=3 | stats count", MACROS)
+    assert run_steps(plan.event_steps, {"a": "1"})
+    assert not run_steps(plan.event_steps, {"b": "2"})
+    assert run_steps(plan.event_steps, {"b": "2", "c": "3"})
