@@ -15,7 +15,7 @@ def match_event(
     plan = rule.plan
     if not plan.predicate.evaluate(event):
         return None
-    row = dict(event.fields)
+    row = {**event.fields, "_raw": event.raw}  # later commands may read the raw text
     if not run_steps(plan.event_steps, row):
         return None
     group: dict[str, str] = {}

@@ -87,12 +87,13 @@ def _xml_fields(payload: bytes) -> dict[str, str]:
         elif name == "EventData":
             for data in section:
                 key = data.get("Name")
-                if key:
-                    fields[key] = data.text or ""
+                if key and data.text:  # Splunk extracts no empty value
+                    fields[key] = data.text
         elif name == "UserData":
             for leaf in section.iter():
-                if len(leaf) == 0 and isinstance(leaf.tag, str):
-                    fields[_local(leaf.tag)] = (leaf.text or "").strip()
+                text = (leaf.text or "").strip()
+                if len(leaf) == 0 and isinstance(leaf.tag, str) and text:
+                    fields[_local(leaf.tag)] = text
         elif name == "RenderingInfo":
             message = section.find("{*}Message")
             if message is not None and message.text:

@@ -22,6 +22,7 @@ SUPPORTED_DATAMODELS = {"Endpoint.Processes": "Processes"}
 AGGREGATIONS = {"count", "min", "max", "values", "dc"}
 MACRO_CALL = re.compile(r"`([A-Za-z0-9_]+)(?:\(([^`]*)\))?`")
 MAX_MACRO_DEPTH = 10
+_ESCAPED = re.compile(r'\\([\\"|])')
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +89,13 @@ def split_stages(search: str) -> list[str]:
 
 
 def _unquote(node: Token | Tree[Token]) -> str:
-    """Return the text of a value node (quoted strings lose quotes and escapes)."""
+    r"""Return the text of a value node: quotes dropped, ``\\``, ``\"`` and ``\|`` unescaped
+    (a backslash before any other character stays, as in Splunk)."""
     token = node.children[0] if isinstance(node, Tree) else node
     text = str(token)
     if isinstance(token, Token) and token.type == "STRING":
-        text = re.sub(r'\\(["\\])', r"\1", text[1:-1])
-    return text
+        text = text[1:-1]
+    return _ESCAPED.sub(r"\1", text)
 
 
 @dataclass
@@ -130,7 +132,7 @@ class _Builder:
         if kind == "negation":
             return Not(self.expr(tree.children[0]))
         if kind == "keyword":
-            return Keyword(Wildcard.compile(f"*{_unquote(tree.children[0])}*"))
+            return Keyword(Wildcard.compile(_unquote(tree.children[0])))
         if kind == "membership":
             name, *values = tree.children
             target = self.resolve(str(name))
@@ -146,10 +148,7 @@ class _Builder:
             return Match(name, Wildcard.compile(value))
         if op == "!=":
             return Differs(name, Wildcard.compile(value))
-        try:
-            return Ordering(name, op, float(value))
-        except ValueError:
-            raise RuleError(f"{name}{op}{value}: ordering needs a number") from None
+        return Ordering(name, op, value)
 
     def filter(self, expr: Expr, *, first: bool) -> None:
         if first:

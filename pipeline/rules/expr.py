@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any as Any_
 from typing import Protocol
 
 from pipeline.event import Event
@@ -51,7 +52,7 @@ def number_or_none(text: str | None) -> float | None:
         return None
 
 
-_ORDERINGS: dict[str, Callable[[float, float], bool]] = {
+_ORDERINGS: dict[str, Callable[[Any_, Any_], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
     ">": lambda a, b: a > b,
@@ -103,16 +104,20 @@ class Differs:
 
 @dataclass(frozen=True, slots=True)
 class Ordering:
-    """``field<number`` and friends; compares numerically when both sides are numbers."""
+    """``field<value`` and friends: numeric when both sides are numbers, else as text."""
 
     field: str
     op: str
-    number: float
+    value: str
 
     def holds(self, value: str | None) -> bool:
-        """Return whether ``value`` is numeric and the comparison holds."""
-        number = number_or_none(value)
-        return number is not None and _ORDERINGS[self.op](number, self.number)
+        """Return whether the field is present and the comparison holds."""
+        if value is None:
+            return False
+        mine, theirs = number_or_none(value), number_or_none(self.value)
+        if mine is not None and theirs is not None:
+            return _ORDERINGS[self.op](mine, theirs)
+        return _ORDERINGS[self.op](value, self.value)
 
     def evaluate(self, event: Event) -> bool:
         """Compare the event's field."""
@@ -127,13 +132,13 @@ class Ordering:
 
 @dataclass(frozen=True, slots=True)
 class Keyword:
-    """A bare search term: the raw event text contains it (case-insensitive)."""
+    """A bare search term: it matches whole tokens of the raw event text (case-insensitive)."""
 
     pattern: Wildcard
 
     def evaluate(self, event: Event) -> bool:
-        """Return whether the raw text contains the term."""
-        return self.pattern.matches_folded(event.folded_raw())
+        """Return whether the term matches a run of tokens of the raw text."""
+        return self.pattern.occurs_as_token(event.folded_raw())
 
     def decide(self, known: Mapping[str, str]) -> Truth:
         """Keywords cannot be decided before the event is read."""

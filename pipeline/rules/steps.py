@@ -28,8 +28,14 @@ class Filter:
     expr: Expr
 
     def apply(self, row: Row) -> bool:
-        """Keep the row when the expression holds."""
-        return self.expr.evaluate(Event(fields=row, time=0.0, raw=""))
+        """Keep the row when the expression holds.
+
+        Bare words search the event's ``_raw`` text before stats; after stats, where a row
+        has no ``_raw``, they search its field values (each one apart).
+        """
+        raw = row.get("_raw")
+        text = "\n".join(row.values()) if raw is None else raw
+        return self.expr.evaluate(Event(fields=row, time=0.0, raw=text))
 
 
 @dataclass(frozen=True, slots=True)

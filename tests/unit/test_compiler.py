@@ -58,10 +58,13 @@ def test_quoted_values_keep_escaped_quotes_and_backslashes() -> None:
     assert matches(search, evt)
 
 
-def test_numbers_compare_numerically() -> None:
+def test_numbers_compare_numerically_and_other_values_as_text() -> None:
     assert matches("count>=10", event(count="12"))
-    assert not matches("count>=10", event(count="9"))
-    assert not matches("count>=10", event(count="many"))
+    assert not matches("count>=10", event(count="9"))  # as text, "9" > "10"
+    assert matches("count>=10", event(count="many"))  # a side is not a number: "m" > "1"
+    assert matches("version<b", event(version="a2"))
+    assert not matches("version<b", event(version="c"))
+    assert not matches("count>=10", event())  # an absent field compares to nothing
 
 
 def test_macros_expand_recursively_with_arguments() -> None:
@@ -178,3 +181,35 @@ def test_where_binds_and_tighter_than_or() -> None:
     assert run_steps(plan.event_steps, {"a": "1"})
     assert not run_steps(plan.event_steps, {"b": "2"})
     assert run_steps(plan.event_steps, {"b": "2", "c": "3"})
+
+
+def test_a_bare_word_matches_whole_tokens_of_the_raw_text() -> None:
+    raw = r"<Data Name='Image'>C:\Windows\System32\wbem\WMIC.exe</Data> cmd=node:10.0.0.5"
+    assert matches("wmic", event(raw))  # a token between breakers ("\" and ".")
+    assert matches("wmic.exe", event(raw))  # a run of tokens
+    assert not matches("mic", event(raw))  # inside a token
+    assert not matches("Name", event("<Data Names='x'/>"))
+    assert matches("mic*", event("x micro"))  # "*" lifts the boundary on its side
+    assert not matches("mic*", event("wmicprvse"))
+    assert matches("*mic", event("wmic"))
+    assert matches("w*c", event("a wmic b")) and not matches("w*c", event("awmic"))
+    assert matches("node", event(raw)) and matches("10.0.0.5", event(raw))
+
+
+def test_a_bare_word_in_a_later_search_searches_the_raw_text() -> None:
+    plan = compile_search("EventCode=1 | search NOT Evil | stats count by host", MACROS)
+    row = {"EventCode": "1", "host": "h", "_raw": "<Data>evil.exe</Data>"}
+    assert not run_steps(plan.event_steps, dict(row))
+    assert run_steps(plan.event_steps, {**row, "_raw": "<Data>good.exe</Data>"})
+
+
+def test_a_bare_word_after_stats_searches_the_row_values() -> None:
+    plan = compile_search("EventCode=1 | stats count by host | search NOT srv01", MACROS)
+    assert not run_steps(plan.row_steps, {"host": "srv01.corp", "count": "2"})
+    assert run_steps(plan.row_steps, {"host": "ws07.corp", "count": "2"})
+
+
+def test_backslash_escapes_apply_to_unquoted_values_too() -> None:
+    search = r"process=*\\CCM\\ccmexec.exe* parent=C:\Windows\explorer.exe"
+    evt = event(process=r"C:\Windows\CCM\ccmexec.exe /x", parent=r"C:\Windows\explorer.exe")
+    assert matches(search, evt)  # "\\" is one backslash; "\W" stays as written

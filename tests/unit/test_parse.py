@@ -139,7 +139,7 @@ def nested_xml(depth: int) -> bytes:
 
 
 def test_xml_nested_past_the_depth_cap_is_too_complex() -> None:
-    assert parse_event(nested_xml(MAX_DEPTH)).fields["A"] == ""
+    assert parse_event(nested_xml(MAX_DEPTH)).fields["EventID"] == "1"
     assert rejected(nested_xml(MAX_DEPTH + 1)) == RejectReason.TOO_COMPLEX
 
 
@@ -150,3 +150,9 @@ def test_xml_past_the_element_cap_is_too_complex() -> None:
     assert rejected(within.replace(b"<EventData>", b"<EventData>" + comments)) == (
         RejectReason.TOO_COMPLEX
     )
+
+
+def test_empty_values_are_not_extracted() -> None:
+    empty = "<Data Name='User'/><Data Name='Parent'></Data><Data Name='Image'>x.exe</Data>"
+    fields = parse_event(sysmon("h", "2024-03-05T11:00:00Z", data=empty)).fields
+    assert "User" not in fields and "Parent" not in fields and fields["Image"] == "x.exe"
