@@ -76,7 +76,7 @@ class ExactlyOnce:
 
     def __init__(self, producer: Producer, consumer: Consumer) -> None:
         self.producer, self.consumer = producer, consumer
-        self.producer.init_transactions(CALL_TIMEOUT)  # fences and aborts a predecessor's leftovers
+        retrying(self.producer.init_transactions, CALL_TIMEOUT)  # fences, aborts leftovers
 
     def begin(self) -> None:
         """Open the batch's transaction."""
