@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -76,6 +76,11 @@ from pipeline.topics import Topics, load_topics
 
 TOPICS = Path(__file__).resolve().parents[1] / "topics"
 LXML_LOOP = "f) lxml parse-every-line loop (events/s)"
+COORDINATOR_MOVING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
 
 
 def produce(
@@ -341,18 +346,26 @@ def broker_name(args: argparse.Namespace) -> str:
     return f"apache-kafka {KAFKA_VERSION}" if args.broker == "apache-kafka" else "embedded"
 
 
-def committed(settings: Settings, group: str) -> int:
-    """Return the offsets ``group`` has committed on the raw topics, summed."""
-    reader = consumer(settings, group)
-    try:
-        partitions = [
+class Committed:
+    """Reads the offsets a group has committed on the raw topics, summed."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.reader = consumer(settings, group)  # never subscribes: it only reads offsets
+        self.partitions = [
             TopicPartition(topic, number)
             for topic in settings.topics().raw().values()
-            for number in reader.list_topics(topic, timeout=30).topics[topic].partitions
+            for number in self.reader.list_topics(topic, timeout=30).topics[topic].partitions
         ]
-        return sum(max(p.offset, 0) for p in reader.committed(partitions, timeout=30))
-    finally:
-        reader.close()
+
+    def __call__(self) -> int:
+        """Return the sum of the committed offsets (0 while the group has no coordinator)."""
+        try:
+            found = self.reader.committed(self.partitions, timeout=30)
+        except KafkaException as error:
+            if error.args[0].code() not in COORDINATOR_MOVING:
+                raise
+            return 0
+        return sum(max(p.offset, 0) for p in found)
 
 
 def intake_alone(settings: Settings, count: int, processes: int) -> float:
@@ -363,7 +376,10 @@ def intake_alone(settings: Settings, count: int, processes: int) -> float:
     own = settings.model_copy(
         update={"group_id": f"{settings.group_id}-alone{processes}", "intake_processes": processes}
     )
-    group, spawn = f"{own.group_id}-intake", multiprocessing.get_context("spawn")
+    committed, spawn = (
+        Committed(own, f"{own.group_id}-intake"),
+        multiprocessing.get_context("spawn"),
+    )
     stop = spawn.Event()
     running = [
         spawn.Process(
@@ -375,14 +391,15 @@ def intake_alone(settings: Settings, count: int, processes: int) -> float:
     for process in running:
         process.start()
     deadline = time.monotonic() + 600
-    while (first := committed(own, group)) == 0:
+    while (first := committed()) == 0:
         assert time.monotonic() < deadline, "the intakes committed nothing"
-        time.sleep(0.05)
+        time.sleep(0.1)
     started = time.perf_counter()
-    while (done := committed(own, group)) < count:
+    while (done := committed()) < count:
         assert time.monotonic() < deadline, f"the intakes committed only {done} offsets"
-        time.sleep(0.05)
+        time.sleep(0.1)
     rate = (count - first) / (time.perf_counter() - started)
+    committed.reader.close()
     stop.set()
     for process in running:
         process.join(60)
