@@ -16,11 +16,14 @@ from typing import IO, NamedTuple
 
 import evtx
 
+from pipeline.wineventlog import CLASSIC_TIME, is_classic
+
 CHUNK_BYTES = 1 << 20
 _XML_EVENT_START = re.compile(rb"<Event[\s>]")
 _XML_EVENT_END = b"</Event>"
 _EVENT_SUFFIXES = (".evtx", ".json", ".log", ".xml", ".txt", ".raw", ".out")
 _EVTX_MAGIC = b"ElfFile\x00"
+_CLASSIC_TIME_LINE = re.compile(CLASSIC_TIME.pattern.encode() + rb"\r?\Z")
 
 
 class FileRecord(NamedTuple):  # a tuple: one is made per event
@@ -99,9 +102,23 @@ def _xml_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
         buffer = buffer[position:]
 
 
+def _classic_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield each classic WinEventLog event: from a time line to the next one."""
+    event: list[bytes] = []
+    for line in _lines(chunks):
+        if _CLASSIC_TIME_LINE.match(line) and event:
+            yield b"\n".join(event).strip()
+            event = []
+        event.append(line)
+    if b"".join(event).strip():
+        yield b"\n".join(event).strip()
+
+
 def _text_payloads(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
     head = first.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if head == b"<":
         yield from _xml_events(chunks)
+    elif is_classic(first[:4096].decode("utf-8", "replace")):
+        yield from _classic_events(chunks)
     elif head == b"{" and first.lstrip().split(b"\n", 1)[0].rstrip().endswith(b"}"):
         yield from (line.strip() for line in _lines(chunks) if line.strip())

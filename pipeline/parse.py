@@ -1,4 +1,4 @@
-"""Parse one raw record (XmlWinEventLog text or a JSON object) into an Event."""
+"""Parse one raw record (XmlWinEventLog text, a JSON object, classic WinEventLog text)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lxml import etree
 from pipeline.event import Event
 from pipeline.policy import MAX_EVENT_BYTES
 from pipeline.rejects import Rejected, RejectReason
+from pipeline.wineventlog import classic_fields, is_classic
 
 # Without huge_tree, libxml2 refuses nesting deeper than 256 and text nodes over 10 MB.
 _XML_PARSER = etree.XMLParser(
@@ -61,8 +62,14 @@ def parse_event(payload: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
         fields = _xml_fields(payload)
     elif stripped.startswith("{"):
         fields = json_fields(stripped)
+    elif is_classic(stripped):
+        fields = classic_fields(stripped)
+        if len(fields) > MAX_FIELDS:
+            raise Rejected(RejectReason.TOO_COMPLEX, f"more than {MAX_FIELDS} fields")
     else:
-        raise Rejected(RejectReason.NOT_XML, "record is neither XML nor a JSON object")
+        raise Rejected(
+            RejectReason.NOT_XML, "record is neither XML, a JSON object nor WinEventLog text"
+        )
     return Event(fields=fields, time=event_time(fields), raw=text)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from pipeline.files import read_records
 from pipeline.parse import MAX_ATTRIBUTES, MAX_DEPTH, MAX_FIELDS, parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
@@ -156,3 +159,28 @@ def test_empty_values_are_not_extracted() -> None:
     empty = "<Data Name='User'/><Data Name='Parent'></Data><Data Name='Image'>x.exe</Data>"
     fields = parse_event(sysmon("h", "2024-03-05T11:00:00Z", data=empty)).fields
     assert "User" not in fields and "Parent" not in fields and fields["Image"] == "x.exe"
+
+
+CLASSIC = FIXTURES / "rules" / "attack_data_4688_wmiprvse_classic_wineventlog.out"
+
+
+def test_classic_wineventlog_text_gives_the_xml_field_names() -> None:
+    first = next(r for r in read_records(CLASSIC) if b"WmiPrvSE.exe" in r.payload)
+    event = parse_event(first.payload)
+    fields = event.fields
+    assert (fields["Channel"], fields["EventID"]) == ("Security", "4688")
+    assert fields["Computer"] == "win-dc-4473022"
+    assert fields["ParentProcessName"] == r"C:\Windows\System32\wbem\WmiPrvSE.exe"
+    assert fields["NewProcessName"].endswith(r"\DismHost.exe")
+    assert fields["SubjectUserName"] == "WIN-DC-4473022$"  # Creator Subject's, not Target's
+    assert fields["TargetUserName"] == "-"
+    assert "CommandLine" not in fields  # rendered empty: not extracted
+    assert fields["Message"].startswith("A new process has been created.")
+    assert first.payload.startswith(b"09/15/2020 11:14:23 PM\n")  # no zone: read as UTC
+    assert event.time == datetime(2020, 9, 15, 23, 14, 23, tzinfo=UTC).timestamp()
+
+
+def test_a_file_of_classic_events_is_read_one_event_per_record() -> None:
+    records = [r.payload for r in read_records(CLASSIC)]
+    assert len(records) == 8
+    assert all(r.split(b"\n", 2)[1] == b"LogName=Security" for r in records)
