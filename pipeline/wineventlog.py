@@ -28,9 +28,8 @@ from datetime import UTC, datetime
 
 CLASSIC_TIME = re.compile(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2} [AP]M")
 _START = re.compile(r"\A[ \t\r\n\ufeff]*(" + CLASSIC_TIME.pattern + r")\r?\n(?=\w+=)")
-_HEADER = re.compile(r"([A-Za-z]+)=([^\r\n]*)")
 _SECTION = re.compile(r"([A-Za-z][^:\t]*):\s*$")
-_LABELLED = re.compile(r"\t+([A-Za-z][^:\t]*):\t*(.*?)\s*$")
+_LABELLED = re.compile(r"\t+([A-Za-z][^:\t]*):(.*)")
 HEADER_NAMES = {
     "LogName": "Channel",
     "EventCode": "EventID",
@@ -72,9 +71,10 @@ def classic_fields(text: str) -> dict[str, str]:
     moment = datetime.strptime(start.group(1), "%m/%d/%Y %I:%M:%S %p").replace(tzinfo=UTC)
     fields = {"SystemTime": moment.isoformat().replace("+00:00", "Z")}
     header, _, message = text[start.end() :].partition("Message=")
-    for line in _HEADER.finditer(header):
-        if line[2].strip():
-            fields.setdefault(HEADER_NAMES.get(line[1], line[1]), line[2].strip())
+    for line in header.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name.isalpha() and value.strip():
+            fields.setdefault(HEADER_NAMES.get(name, name), value.strip())
     if message:
         fields["Message"] = message.strip()
         names = RENDERED_NAMES.get(fields.get("EventID", ""), {})
@@ -94,7 +94,7 @@ def _rendered(
             heading = _SECTION.match(line)
             section = heading[1].strip() if heading else section
             continue
-        label, value = labelled[1].strip(), labelled[2]
+        label, value = labelled[1].strip(), labelled[2].strip()
         name = names.get((section, label), label.replace(" ", "_"))
         if value and name not in known:
             found.setdefault(name, value)

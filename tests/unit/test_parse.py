@@ -184,3 +184,17 @@ def test_a_file_of_classic_events_is_read_one_event_per_record() -> None:
     records = [r.payload for r in read_records(CLASSIC)]
     assert len(records) == 8
     assert all(r.split(b"\n", 2)[1] == b"LogName=Security" for r in records)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "LogName" + "a" * 500_000,  # a header line of letters and no "="
+        "Message=x\n\tA:" + " " * 500_000 + "x",  # a labelled line of spaces
+        "Message=x\n" + "A" * 500_000 + ":" + " " * 1000 + "x",  # a heading that is not one
+    ],
+    ids=["header-letters", "label-spaces", "heading"],
+)
+def test_hostile_classic_text_is_read_in_linear_time(hostile: str) -> None:
+    text = f"09/15/2020 11:48:27 PM\nLogName=Security\nEventCode=4688\n{hostile}\n"
+    assert parse_event(text.encode()).fields["Channel"] == "Security"  # within the test timeout
