@@ -26,16 +26,18 @@ def test_sysmon_1_maps_to_endpoint_processes() -> None:
     assert fields["source"] == "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
 
 
-def test_security_4688_converts_hex_ids_and_builds_the_user() -> None:
+def test_security_4688_maps_as_its_data_source_says() -> None:
     fields = normalized(
         b'{"Hostname":"dc1","EventID":4688,"Channel":"Security","EventTime":"2020-01-01 00:00:00",'
         b'"NewProcessId":"0x13d8","ProcessId":"0xd44","NewProcessName":"C:\\\\W\\\\WMIC.exe",'
         b'"ParentProcessName":"C:\\\\W\\\\cmd.exe","SubjectUserName":"bob",'
+        b'"SubjectUserSid":"S-1-5-21-1-2-3-1104",'
         b'"SubjectDomainName":"CORP","CommandLine":"wmic /node:x os get"}'
     )
     assert (fields["process_id"], fields["parent_process_id"]) == ("5080", "3396")
-    assert fields["user"] == "CORP\\bob"
-    assert fields["process_name"] == fields["original_file_name"] == "WMIC.exe"
+    assert fields["user"] == "S-1-5-21-1-2-3-1104"  # SubjectUserSid: Processes.user
+    assert fields["process_name"] == "WMIC.exe"
+    assert "original_file_name" not in fields  # 4688 has none; Splunk's is null
     assert fields["process"] == "wmic /node:x os get"
 
 
@@ -49,6 +51,10 @@ def test_crowdstrike_processrollup2() -> None:
         "ws08",
         "WMIC.exe",
     )
+    assert (
+        fields["user"] == "S-1-5-21-1111111111-2222222222-3333333333-1105"
+    )  # UserSid, not UserName
+    assert "original_file_name" not in fields  # the data source maps none
 
 
 def test_wmi_activity_message_is_rebuilt_only_when_absent() -> None:

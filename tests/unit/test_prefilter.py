@@ -119,7 +119,7 @@ def test_necessary_words_follow_the_logic() -> None:
 
 def test_derived_fields_are_not_trusted_to_be_in_the_raw_text() -> None:
     normalizer = default_normalizer()
-    assert not normalizer.raw_safe("user")  # template DOMAIN\\name in some sources
+    assert not normalizer.raw_safe("process_id")  # hex converted to decimal in some sources
     assert not normalizer.raw_safe("_datamodel")
     assert normalizer.raw_safe("process_name") and normalizer.raw_safe("CommandLine")
 
