@@ -12,8 +12,10 @@ from msgspec.structs import replace
 
 from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites
 from pipeline.emit import build_risk_events, finding_id
+from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
+from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
 HOUR = 3600
@@ -172,3 +174,13 @@ def test_groups_of_a_rule_no_longer_loaded_are_forgotten(
     without = {rule_id: rule for rule_id, rule in rules.items() if rule_id != WMIC_NODE}
     assert Aggregator(without, state, POLICY).advance(7400.0, now=1.0, dests=["h1"]) == []
     assert state == {}
+
+
+def test_the_xsl_rules_attacker_observables_are_threat_objects(rules: dict[str, Any]) -> None:
+    fixture = PROJECT_ROOT / "tests/fixtures/rules/synthetic_sysmon_1_wmic_os_get_local_xsl.xml"
+    report = detect_files([fixture], tuple(rules.values()), WindowPolicy())
+    xsl = "004e32e2-146d-11ec-a83f-acde48001122"  # XSL Script Execution With WMIC
+    (finding,) = [f for f in report.findings if f.rule_id == xsl]
+    threats = {r.threat_object for r in build_risk_events(rules[xsl], finding)}
+    parent, process = finding.fields["parent_process_name"], finding.fields["process_name"]
+    assert threats == {f"{parent}|{process}"} and process.lower() == "wmic.exe"
