@@ -11,7 +11,9 @@ from importlib.resources import files
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
+from pipeline.rules import evaluation
 from pipeline.rules.errors import RuleError
+from pipeline.rules.evaluation import Where
 from pipeline.rules.expr import ALWAYS, All, Any, Differs, Expr, Keyword, Match, Not, Ordering
 from pipeline.rules.plan import Aggregation, GroupField, Plan
 from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
@@ -207,7 +209,39 @@ def _search(tree: Tree[Token], builder: _Builder, first: bool) -> None:
 
 
 def _where(tree: Tree[Token], builder: _Builder, first: bool) -> None:
-    builder.filter(builder.expr(tree.children[0]), first=first)
+    builder.filter(Where(_condition(tree.children[0])), first=first)
+
+
+def _condition(tree: Tree[Token] | Token) -> evaluation.Condition:
+    """Compile a where expression with eval semantics."""
+    if isinstance(tree, Token):
+        raise RuleError(f"where: unexpected {tree!r}")
+    children = [c for c in tree.children if isinstance(c, Tree | Token)]
+    if tree.data == "where_or":
+        return evaluation.disjunction([_condition(c) for c in children])
+    if tree.data == "where_and":
+        return evaluation.conjunction([_condition(c) for c in children])
+    if tree.data == "where_negation":
+        return evaluation.negation(_condition(children[0]))
+    if tree.data == "where_comparison":
+        left, op, right = children
+        return evaluation.comparison(_operand(left), str(op), _operand(right))
+    if tree.data == "where_call":
+        name, *arguments = children
+        return evaluation.condition_call(str(name), [_operand(a) for a in arguments])
+    raise RuleError(f"where: unsupported expression {tree.data}")
+
+
+def _operand(node: Tree[Token] | Token) -> evaluation.Operand:
+    """Compile a where operand: a quoted string, a field or number, or a value function."""
+    if isinstance(node, Tree) and node.data == "where_string":
+        return evaluation.literal(_unquote(node))
+    if isinstance(node, Tree) and node.data == "where_word":
+        return evaluation.field_or_number(str(node.children[0]))
+    if isinstance(node, Tree) and node.data == "where_call":
+        name, *arguments = node.children
+        return evaluation.value_call(str(name), [_operand(a) for a in arguments])
+    raise RuleError(f"where: unsupported operand {node!r}")
 
 
 def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:

@@ -213,3 +213,54 @@ def test_backslash_escapes_apply_to_unquoted_values_too() -> None:
     search = r"process=*\\CCM\\ccmexec.exe* parent=C:\Windows\explorer.exe"
     evt = event(process=r"C:\Windows\CCM\ccmexec.exe /x", parent=r"C:\Windows\explorer.exe")
     assert matches(search, evt)  # "\\" is one backslash; "\W" stays as written
+
+
+def where(condition: str, **fields: str) -> bool:
+    """Return whether ``| where condition`` keeps a row of ``fields``."""
+    plan = compile_search(f"x=1 | where {condition} | stats count", MACROS)
+    return run_steps(plan.event_steps, dict(fields))
+
+
+def test_where_compares_exactly_as_eval_does() -> None:
+    assert where('process_name="WMIC.exe"', process_name="WMIC.exe")
+    assert not where('process_name="wmic.exe"', process_name="WMIC.exe")  # case-sensitive
+    assert not where('a="x*"', a="xyz") and where('a="x*"', a="x*")  # no wildcards
+    assert where("count>=10", count="12") and not where("count>=10", count="9")
+    assert where('version<"b"', version="a2")
+    assert where("a=b", a="same", b="same")  # a bare word is a field
+
+
+def test_where_drops_rows_whose_condition_is_null() -> None:
+    assert not where('a="x"') and not where('NOT a="x"')  # a is null: so is the condition
+    assert where('a="x" OR b="y"', b="y")  # OR: true if one side is
+    assert not where('a="x" AND b="y"', b="y")
+
+
+def test_where_functions() -> None:
+    assert where('like(process, "%\\\\wmic.exe%")', process="C:\\w\\wmic.exe /node:x")
+    assert not where('like(process, "wmic_exe")', process="wmic.exe.bak")
+    assert where('like(process, "wmic_exe")', process="wmic.exe")  # _ is one character
+    assert where('match(process, "(?i)/node:\\\\S+")', process="wmic /NODE:10.0.0.5 os get")
+    assert where("isnull(user)") and not where("isnull(user)", user="bob")
+    assert where("isnotnull(user)", user="bob")
+    assert where('lower(name)="wmic.exe"', name="WMIC.EXE")
+    assert where('upper(name)="WMIC.EXE"', name="wmic.exe")
+    assert where("len(name)>5", name="wmic.exe") and not where("len(name)>8", name="wmic.exe")
+    assert where('in(name, "a.exe", "wmic.exe")', name="wmic.exe")
+    assert not where('in(name, "a.exe", "wmic.exe")', name="WMIC.exe")
+
+
+@pytest.mark.parametrize(
+    ("condition", "problem"),
+    [
+        ('cidrmatch("10.0.0.0/8", ip)', "unsupported condition function cidrmatch()"),
+        ('like(a, "x", "y")', "like() takes 2 argument(s), got 3"),
+        ("like(a, b)", "like() needs a quoted pattern"),
+        ('match(a, "(")', "match(): bad regular expression"),
+        ("a", "cannot parse"),
+    ],
+)
+def test_where_refuses_what_it_cannot_evaluate(condition: str, problem: str) -> None:
+    with pytest.raises(RuleError) as refused:
+        compile_search(f"x=1 | where {condition} | stats count", MACROS)
+    assert problem in str(refused.value) and "search stage 2 (where)" in str(refused.value)
