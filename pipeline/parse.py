@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +45,10 @@ _JSON_ALIASES: dict[str, tuple[str, ...]] = {
 }
 _JSON_NESTED_PREFIXES = ("winlog.event_data.", "winlog.user_data.")
 # "Name: value" lines of a rendered Message (Sysmon style); nxlog drops EventData fields whose
-# names differ from System fields only by case (ProcessId vs ProcessID), the Message keeps them.
-_MESSAGE_FIELD = re.compile(r"^([A-Za-z]+): ([^\r\n]*)\r?$", re.MULTILINE)
+# names differ from System fields only by case (ProcessId vs ProcessID), the Message keeps them,
+# and some shippers keep only the Message. A value runs on over the lines up to the next name
+# (a WMI consumer's Destination may be a multi-line script).
+_MESSAGE_FIELD = re.compile(r"([A-Za-z]+): ?(.*)", re.DOTALL)
 _TIME_FIELDS = ("SystemTime", "@timestamp", "TimeCreated", "EventTime", "timestamp")
 
 
@@ -145,11 +148,26 @@ def json_fields(text: str) -> dict[str, str]:
                 flat[name] = found
     for key in [k for k in flat if k.startswith(_JSON_NESTED_PREFIXES)]:
         flat.setdefault(key.split(".", 2)[2], flat[key])
-    for line in _MESSAGE_FIELD.finditer(flat.get("Message", "")):
+    for name, value in _message_fields(flat.get("Message", "")):
         if len(flat) >= MAX_FIELDS:
             break
-        flat.setdefault(line[1], line[2].strip())
+        flat.setdefault(name, value)
     return flat
+
+
+def _message_fields(message: str) -> Iterator[tuple[str, str]]:
+    """Yield the ``Name: value`` fields of a rendered message, multi-line values whole."""
+    name, value = "", []
+    for line in message.splitlines(keepends=True):
+        field = _MESSAGE_FIELD.fullmatch(line)
+        if field is None:
+            value.append(line)
+            continue
+        if name:
+            yield name, "".join(value).strip()
+        name, value = field[1], [field[2]]
+    if name:
+        yield name, "".join(value).strip()
 
 
 def _flatten(document: dict[str, Any]) -> dict[str, str]:

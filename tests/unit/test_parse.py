@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -198,3 +199,26 @@ def test_a_file_of_classic_events_is_read_one_event_per_record() -> None:
 def test_hostile_classic_text_is_read_in_linear_time(hostile: str) -> None:
     text = f"09/15/2020 11:48:27 PM\nLogName=Security\nEventCode=4688\n{hostile}\n"
     assert parse_event(text.encode()).fields["Channel"] == "Security"  # within the test timeout
+
+
+SCRIPT = 'powershell -Sta -Nop\r\n  -Window Hidden\r\n  -EncodedCommand "<blah>"'
+
+
+def message_only_sysmon_20() -> bytes:
+    """Return the fixture's nxlog Sysmon 20 line with only its rendered Message left, and a
+    Destination script spanning three lines."""
+    path = FIXTURES / "rules" / "covenant_persistwmi_otrf.json"
+    line = next(json.loads(r) for r in path.read_bytes().splitlines() if b'"EventID":20' in r)
+    kept = ("EventID", "Channel", "Hostname", "EventTime", "RecordNumber", "SourceName")
+    message = line["Message"].replace(
+        'Destination:  "powershell -Sta -Nop -Window Hidden -EncodedCommand <blah>"',
+        f"Destination:  {SCRIPT}",
+    )
+    return json.dumps({**{k: line[k] for k in kept}, "Message": message}).encode()
+
+
+def test_fields_only_in_the_rendered_message_are_recovered_whole() -> None:
+    fields = parse_event(message_only_sysmon_20()).fields
+    assert fields["Destination"] == SCRIPT  # all three lines
+    assert (fields["Type"], fields["User"]) == ("Command Line", "shire\\pgustavo")
+    assert fields["Name"] == "Microsoft-Windows-Sysmon"  # the provider's: a System name wins
