@@ -357,6 +357,22 @@ def _print_findings(findings: list[Finding]) -> None:
     Console().print(table)
 
 
+@rules_app.command("import")
+def rules_import(
+    sources: Annotated[list[Path], typer.Argument(help="ESCU detection files or folders")],
+    out: Annotated[Path, typer.Option(help="Folder to write the rule files and macros.yml to")],
+    rules: RulesDir = None,
+) -> None:
+    """Import Splunk security_content detections; report each one that cannot run here."""
+    from pipeline.rules.importer import import_detections
+
+    settings = load_settings(None, rules_dir=rules)
+    report = import_detections(sources, out, settings.rules_dir / "macros.yml")
+    for path, reason in report.refused:
+        typer.echo(f"not imported: {path}: {reason}")
+    typer.echo(f"{report.summary} into {out}")
+
+
 @rules_app.command("list")
 def rules_list(rules: RulesDir = None) -> None:
     """Print the rules with their data sources and MITRE ids."""
@@ -475,9 +491,12 @@ def test_rules(rules: RulesDir = None) -> None:
     for result in results:
         verdict = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
         table.add_row(verdict, result.rule, result.test, str(result.expected), str(result.actual))
+    untested = [rule.spec.name for rule in rules_found if not rule.spec.tests]
+    for name in untested:
+        table.add_row("[yellow]untested[/yellow]", name, "", "", "")
     Console().print(table)
     failed = sum(not r.passed for r in results)
-    console.print(f"{len(results) - failed} passed, {failed} failed")
+    console.print(f"{len(results) - failed} passed, {failed} failed, {len(untested)} untested")
     if failed:
         raise typer.Exit(1)
 

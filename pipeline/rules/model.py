@@ -69,7 +69,7 @@ class RuleSpec(_Strict):
     mitre_attack_id: tuple[str, ...]
     tactics: tuple[str, ...] = ()
     window_seconds: int | None = Field(default=None, gt=0)
-    tests: tuple[RuleTest, ...] = Field(min_length=1)
+    tests: tuple[RuleTest, ...] = ()  # none: the rule is reported untested
 
 
 class MacroSpec(_Strict):
@@ -100,7 +100,7 @@ class Rule:
         """Return the upstream detection id."""
         return self.spec.id
 
-    @property
-    def filter_macro(self) -> str:
-        """Return the name of this rule's editable ``_filter`` macro."""
-        return "".join(c if c.isalnum() else "_" for c in self.spec.name.lower()) + "_filter"
+
+def filter_macro_name(rule_name: str) -> str:
+    """Return the name of the editable ``_filter`` macro of the rule named ``rule_name``."""
+    return "".join(c if c.isalnum() else "_" for c in rule_name.lower()) + "_filter"

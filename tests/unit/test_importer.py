@@ -1,0 +1,69 @@
+"""Importing security_content detections: rule files for what runs, a reason for the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.offline import detect_files
+from pipeline.policy import WindowPolicy
+from pipeline.rules.importer import finding, import_detections
+from pipeline.rules.loader import load_rules
+from tests import PROJECT_ROOT
+
+ESCU = PROJECT_ROOT / "tests" / "fixtures" / "escu" / "detections" / "endpoint"
+PROJECT_MACROS = PROJECT_ROOT / "rules" / "macros.yml"
+DEMO = (
+    PROJECT_ROOT
+    / "tests"
+    / "fixtures"
+    / "demo"
+    / "sysmon_wmic_node_credential_dumping_via_copy.log"
+)
+
+
+def test_the_report_names_each_refused_detection_and_its_stage(tmp_path: Path) -> None:
+    report = import_detections([ESCU], tmp_path, PROJECT_MACROS)
+    assert report.summary == "imported 4 of 7"
+    refused = {Path(path).stem: reason for path, reason in report.refused}
+    assert refused == {
+        "attacker_tools_on_endpoint": "search stage 5 (lookup): unsupported command 'lookup'",
+        "change_default_file_association": (
+            "search stage 1 (tstats): unsupported datamodel Endpoint.Registry"
+        ),
+        "detect_path_interception_by_creation_of_program_exe": (
+            "search stage 4 (eval): unsupported command 'eval'"
+        ),
+    }
+
+
+def test_imported_rules_load_and_fire_on_the_technique_they_detect(tmp_path: Path) -> None:
+    import_detections([ESCU], tmp_path, PROJECT_MACROS)
+    rules = load_rules(tmp_path)
+    assert sorted(r.spec.name for r in rules) == [
+        "Access LSASS Memory for Dump Creation",
+        "Account Discovery With Net App",
+        "Credential Dumping via Copy Command from Shadow Copy",
+        "Remote WMI Command Attempt",
+    ]
+    shadow = next(r for r in rules if r.spec.name.startswith("Credential Dumping via Copy"))
+    assert (shadow.spec.id, shadow.spec.version) == ("d8c406fe-23d2-45f3-a983-1abe7b83ff3b", 4)
+    assert shadow.spec.mitre_attack_id == ("T1003.003", "T1003") and not shadow.spec.tests
+    found = detect_files([DEMO], rules, WindowPolicy()).findings
+    assert {f.rule_name for f in found if f.rule_id == shadow.id} == {shadow.spec.name}
+
+
+def test_the_finding_comes_from_the_observables() -> None:
+    tags = {
+        "message": "Suspicious $process_name$ on $dest$ by $user$",
+        "risk_score": 56,
+        "observable": [
+            {"name": "dest", "type": "Hostname", "role": ["Victim"]},
+            {"name": "user", "type": "User", "role": ["Victim"]},
+            {"name": "process_name", "type": "Process", "role": ["Attacker"]},
+        ],
+    }
+    derived = finding(tags)
+    assert derived["entity"] == {"field": "dest", "type": "system", "score": 56}
+    assert derived["risk_objects"] == [{"field": "user", "type": "user"}]
+    assert derived["threat_objects"] == ["process_name"]
+    assert derived["title"] == "Suspicious $process_name$ on $dest$ by $user$"
