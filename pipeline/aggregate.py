@@ -65,7 +65,7 @@ class Aggregator:
 
     def window_of(self, rule: Rule) -> int:
         """Return the rule's window length in seconds."""
-        return rule.spec.window_seconds or self.policy.window_seconds
+        return rule.spec.window_seconds or rule.plan.window_seconds or self.policy.window_seconds
 
     def closes_at(self, rule_id: str, start: float) -> float:
         """Return the watermark at which the rule's window starting at ``start`` closes."""

@@ -20,7 +20,11 @@ from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
 from pipeline.wildcard import Wildcard
 
 DATAMODEL_FIELD = "_datamodel"
-SUPPORTED_DATAMODELS = {"Endpoint.Processes": "Processes"}
+SUPPORTED_DATAMODELS = {
+    "Endpoint.Processes": "Processes",
+    "Endpoint.Registry": "Registry",
+    "Endpoint.Filesystem": "Filesystem",
+}
 AGGREGATIONS = {"count", "min", "max", "values", "dc"}
 MACRO_CALL = re.compile(r"`([A-Za-z0-9_]+)(?:\(([^`]*)\))?`")
 MAX_MACRO_DEPTH = 10
@@ -113,6 +117,7 @@ class _Builder:
     aggregations: tuple[Aggregation, ...] = ()
     pending_fillnull: str | None = None
     table: tuple[str, ...] = ()
+    window_seconds: int | None = None
 
     def resolve(self, name: str) -> str:
         """Return the event field behind a search field (tstats drops ``Processes.``)."""
@@ -137,11 +142,11 @@ class _Builder:
             return Keyword(Wildcard.compile(_unquote(tree.children[0])))
         if kind == "membership":
             name, *values = tree.children
-            target = self.resolve(str(name))
+            target = self.resolve(_unquote(name))
             return Any(tuple(Match(target, Wildcard.compile(_unquote(v))) for v in values))
         if kind == "comparison":
             name, op, value = tree.children
-            return self.comparison(self.resolve(str(name)), str(op), _unquote(value))
+            return self.comparison(self.resolve(_unquote(name)), str(op), _unquote(value))
         raise RuleError(f"unsupported expression {kind}")
 
     @staticmethod
@@ -158,13 +163,46 @@ class _Builder:
         else:
             self.steps.append(Filter(expr))
 
-    def set_stats(self, aggregations: list[Tree[Token]], by: list[str]) -> None:
+    def set_stats(self, tree: Tree[Token]) -> None:
+        """Take the aggregations and by-fields of a stats or tstats command.
+
+        ``by _time span=S`` counts per span of time: the span becomes the rule's window (our
+        windows are those buckets), and ``_time`` leaves the group.
+        """
         if self.group_by is not None:
             raise RuleError("only one stats/tstats per search is supported")
-        self.aggregations = tuple(_aggregation(tree) for tree in aggregations)
+        by_lists = _subtrees(tree, "by_list")
+        by = [w for fl in by_lists for w in _words(fl)]
+        span = next((_options(fl)["span"] for fl in by_lists if "span" in _options(fl)), None)
+        if span is not None:
+            if "_time" not in by:
+                raise RuleError("span= is supported with by _time only")
+            self.window_seconds, by = span_seconds(span), [w for w in by if w != "_time"]
+        self.aggregations = tuple(_aggregation(a) for a in _subtrees(tree, "aggregation"))
         self.group_by = tuple(GroupField(name, self.resolve(name)) for name in by)
         if self.pending_fillnull is not None:
             self.event_steps.append(Fillnull(self.pending_fillnull, tuple(by)))
+
+
+_SPAN = re.compile(r"(\d+)(s|sec|m|min|h|hr|d|day)?", re.IGNORECASE)
+_SPAN_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "hr": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+
+
+def span_seconds(span: str) -> int:
+    """Return a ``span=`` value (``30m``, ``1h``, ``1d``, ``600``) in seconds."""
+    found = _SPAN.fullmatch(span.strip())
+    if found is None or int(found[1]) == 0:
+        raise RuleError(f"span={span}: use a whole number of s, m, h or d")
+    return int(found[1]) * _SPAN_UNITS[(found[2] or "s").lower()]
 
 
 def _joined(join: type[All] | type[Any], operands: list[Expr]) -> Expr:
@@ -257,19 +295,17 @@ def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     where = [
         c
         for c in tree.children
-        if isinstance(c, Tree) and c.data not in ("option", "aggregation", "field_list")
+        if isinstance(c, Tree) and c.data not in ("option", "aggregation", "by_list")
     ]
     condition = Match(DATAMODEL_FIELD, Wildcard.compile(datamodel))
     builder.predicate = All((condition, *(builder.expr(w) for w in where)))
-    by = [w for fl in _subtrees(tree, "field_list") for w in _words(fl)]
-    builder.set_stats(_subtrees(tree, "aggregation"), by)
+    builder.set_stats(tree)
     fill = _options(tree).get("fillnull_value")
     builder.group_fill = fill
 
 
 def _stats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
-    by = [w for fl in _subtrees(tree, "field_list") for w in _words(fl)]
-    builder.set_stats(_subtrees(tree, "aggregation"), by)
+    builder.set_stats(tree)
 
 
 def _rename(tree: Tree[Token], builder: _Builder, first: bool) -> None:
@@ -375,6 +411,7 @@ def _finish(builder: _Builder) -> Plan:
         group_fill=builder.group_fill,
         aggregations=aggregations,
         row_steps=tuple(builder.row_steps),
+        window_seconds=builder.window_seconds,
     )
 
 

@@ -35,3 +35,4 @@ class Plan:
     group_fill: str | None
     aggregations: tuple[Aggregation, ...]
     row_steps: tuple[Step, ...]
+    window_seconds: int | None = None  # from ``by _time span=``

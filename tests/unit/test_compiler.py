@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pipeline.event import Event
-from pipeline.rules.compiler import Macro, compile_search, expand_macros, split_stages
+from pipeline.rules.compiler import (
+    Macro,
+    compile_search,
+    expand_macros,
+    span_seconds,
+    split_stages,
+)
 from pipeline.rules.errors import RuleError
 from pipeline.rules.steps import run_steps
 
@@ -264,3 +270,41 @@ def test_where_refuses_what_it_cannot_evaluate(condition: str, problem: str) -> 
     with pytest.raises(RuleError) as refused:
         compile_search(f"x=1 | where {condition} | stats count", MACROS)
     assert problem in str(refused.value) and "search stage 2 (where)" in str(refused.value)
+
+
+def test_by_time_span_becomes_the_window() -> None:
+    plan = compile_search(
+        "| tstats count from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+        "by _time span=30m Processes.dest",
+        MACROS,
+    )
+    assert plan.window_seconds == 1800
+    assert [g.row_name for g in plan.group_by] == ["Processes.dest"]  # the span's buckets
+    assert [span_seconds(s) for s in ("10s", "5m", "1h", "1d", "600")] == [
+        10,
+        300,
+        3600,
+        86400,
+        600,
+    ]
+    with pytest.raises(RuleError, match="with by _time only"):
+        compile_search("a=1 | stats count by dest span=1h", MACROS)
+
+
+def test_aggregations_may_be_separated_by_commas() -> None:
+    plan = compile_search("a=1 | stats count, min(_time) as firstTime, values(b) by dest", MACROS)
+    assert [(a.function, a.output) for a in plan.aggregations] == [
+        ("count", "count"),
+        ("min", "firstTime"),
+        ("values", "values(b)"),
+    ]
+
+
+def test_quoted_field_names_are_field_names() -> None:
+    plan = compile_search(
+        '| tstats count from datamodel=Endpoint.Processes where "Processes.process_name"=wmic.exe '
+        "by Processes.dest",
+        MACROS,
+    )
+    evt = event(_datamodel="Endpoint.Processes", process_name="WMIC.exe")
+    assert plan.predicate.evaluate(evt)

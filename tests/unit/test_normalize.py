@@ -8,6 +8,7 @@ from pipeline.normalize import default_normalizer
 from pipeline.parse import parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
+from tests.synthetic_hostile import sysmon
 
 
 def normalized(payload: bytes) -> dict[str, str]:
@@ -76,3 +77,47 @@ def test_unknown_channels_are_rejected() -> None:
     with pytest.raises(Rejected) as caught:
         normalized(b'{"Channel":"System","EventID":7036,"TimeCreated":"2024-01-01"}')
     assert caught.value.reason == RejectReason.UNKNOWN_SOURCE
+
+
+def sysmon_event(code: int, data: str) -> bytes:
+    """Return a Sysmon event of ``code`` (the XmlWinEventLog layout of the fixtures)."""
+    return sysmon("ws01", "2024-05-01T10:00:00Z", code=code, data=data)
+
+
+def test_sysmon_registry_events_map_to_endpoint_registry() -> None:
+    data = (
+        "<Data Name='EventType'>SetValue</Data><Data Name='ProcessGuid'>{1}</Data>"
+        "<Data Name='ProcessId'>42</Data><Data Name='Image'>C:\\Windows\\regedit.exe</Data>"
+        "<Data Name='TargetObject'>HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\evil"
+        "</Data>"
+        "<Data Name='Details'>C:\\evil.exe</Data><Data Name='User'>CORP\\ann</Data>"
+    )
+    fields = normalized(sysmon_event(13, data))
+    assert fields["_datamodel"] == "Endpoint.Registry"
+    assert (
+        fields["registry_path"].endswith("\\Run\\evil") and fields["registry_value_name"] == "evil"
+    )
+    assert (fields["registry_value_data"], fields["process_name"], fields["user"]) == (
+        "C:\\evil.exe",
+        "regedit.exe",
+        "CORP\\ann",
+    )
+
+
+def test_sysmon_file_events_map_to_endpoint_filesystem() -> None:
+    data = (
+        "<Data Name='Image'>C:\\Windows\\explorer.exe</Data>"
+        "<Data Name='TargetFilename'>C:\\Users\\ann\\evil.hta</Data>"
+    )
+    created, deleted = normalized(sysmon_event(11, data)), normalized(sysmon_event(23, data))
+    assert created["_datamodel"] == deleted["_datamodel"] == "Endpoint.Filesystem"
+    assert (created["file_name"], created["action"], deleted["action"]) == (
+        "evil.hta",
+        "created",
+        "deleted",
+    )
+
+
+def test_every_sysmon_event_code_routes() -> None:
+    codes = {code for source, code, _ in default_normalizer().route_keys() if source == "sysmon"}
+    assert {str(n) for n in range(1, 30)} <= codes
