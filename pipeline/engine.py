@@ -109,7 +109,9 @@ class Detector:
     def _detect(self, payload: bytes, origin: Origin | None, received: float | None) -> Outcome:
         event = self.normalizer.normalize(parse_event(payload, max_bytes=self.max_event_bytes))
         event.time, event.clamped = self.time_policy.trusted(event.time, received, self.clock())
-        rules = self.router.rules_for(event)
+        route = (event.source, event.fields.get("EventCode", ""))
+        routed = self.router.rules_at(route)
+        rules = self.prefilter.plausible(route, payload)
         if origin is not None:
             origin = Origin(
                 origin.topic, origin.partition, origin.offset, event.fields.get("EventRecordID", "")
@@ -121,7 +123,7 @@ class Detector:
         return Outcome(
             event=event,
             matches=matches,
-            routed=bool(rules),
+            routed=bool(routed),
             source=event.source,
             event_code=event.fields.get("EventCode", ""),
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pipeline.normalize import Normalizer
@@ -77,6 +78,32 @@ class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes th
     routed: bool = False  # routed to rules, but lacks every word they need
 
 
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """The rules of one route, indexed by the words they need (by position in the route)."""
+
+    rules: tuple[Rule, ...]
+    always: frozenset[int]  # rules that need no word
+    by_word: dict[int, tuple[int, ...]]  # scanner word id -> rules needing it
+
+    @classmethod
+    def of(cls, rules: tuple[Rule, ...], words: dict[str, frozenset[int]]) -> Candidates:
+        """Index ``rules`` by their words (``words``: rule id -> scanner word ids)."""
+        by_word: dict[int, list[int]] = {}
+        for number, rule in enumerate(rules):
+            for word in words.get(rule.id, ()):
+                by_word.setdefault(word, []).append(number)
+        always = frozenset(n for n, rule in enumerate(rules) if rule.id not in words)
+        return cls(rules, always, {word: tuple(ns) for word, ns in by_word.items()})
+
+    def picked(self, found: set[int]) -> tuple[Rule, ...]:
+        """Return the rules that need no word or one of the words ``found``, in route order."""
+        chosen = set(self.always)
+        for word in found:
+            chosen.update(self.by_word.get(word, ()))
+        return tuple(self.rules[number] for number in sorted(chosen))
+
+
 # How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict, words),
 # skip it unless one of the words (scanner ids) occurs.
 Screen = tuple[Verdict, frozenset[int] | None] | None
@@ -115,15 +142,39 @@ class Prefilter:
         names = {m.identify.field for m in normalizer.mappings}
         names |= {m.event_code for m in normalizer.mappings}
         identifying = [n.encode() for n in sorted(names - {"Channel", "EventID"})]
-        all_words = sorted({word for words in words_at.values() for word in words})
-        self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying, all_words)
-        self.route_words = {
-            route: frozenset(self.scanner.words[word] for word in words)
-            for route, words in words_at.items()
+        rules = {rule.id: rule for route in self.routes for rule in router.rules_at(route)}
+        words_of = {
+            rule_id: words
+            for rule_id, rule in rules.items()
+            if (words := required_words((rule,), normalizer)) is not None
+        }
+        every = {word for words in (*words_at.values(), *words_of.values()) for word in words}
+        self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying, sorted(every))
+        self.route_words = {route: self._ids(words) for route, words in words_at.items()}
+        rule_words = {rule_id: self._ids(words) for rule_id, words in words_of.items()}
+        self.candidates = {
+            route: Candidates.of(router.rules_at(route), rule_words) for route in self.routes
         }
         # Few (channel, code) pairs occur; each is judged once. Bounded: the bytes are untrusted.
         self._source = functools.lru_cache(maxsize=1024)(self._channel_source)
         self._screen = functools.lru_cache(maxsize=4096)(self._judge)
+
+    def _ids(self, words: Iterable[bytes]) -> frozenset[int]:
+        return frozenset(self.scanner.words[word] for word in words)
+
+    def plausible(self, route: tuple[str, str], payload: bytes) -> tuple[Rule, ...]:
+        """Return the rules of ``route`` that may match ``payload``: each needs none of its
+        words, or one of them occurs in the bytes (all rules when the text could hide a word)."""
+        candidates = self.candidates.get(route)
+        if candidates is None:
+            return ()
+        if not candidates.by_word:
+            return candidates.rules
+        form = "json" if payload.lstrip()[:1] == b"{" else "xml"  # classic text: as strict
+        found = self.scanner.scan(payload)
+        if not _HIDES_WORDS[form].isdisjoint(found):
+            return candidates.rules
+        return candidates.picked(found)
 
     def skip(self, payload: bytes) -> Verdict | Rejected | None:
         """Return the verdict when ``payload`` certainly matches no rule, else None.

@@ -207,3 +207,21 @@ def test_a_known_channel_padded_with_whitespace_is_not_rejected() -> None:
     verdict = detector().prefilter.skip(payload)
     assert verdict is not None and not isinstance(verdict, Rejected)
     assert full_parse(payload) == ("sysmon", "1")
+
+
+def test_the_rules_left_by_their_words_match_what_all_routed_rules_match() -> None:
+    core, compared = detector(), 0
+    for path in sorted(FIXTURES.rglob("*")):
+        if path.suffix not in (".xml", ".json", ".log", ".evtx", ".out"):
+            continue
+        for record in read_records(path):
+            try:
+                event = core.normalizer.normalize(parse_event(record.payload))
+            except Rejected:
+                continue
+            route = (event.source, event.fields["EventCode"])
+            everything = [r.id for r in core.router.rules_at(route) if match_event(r, event)]
+            plausible = [r.id for r in core.prefilter.plausible(route, record.payload)]
+            assert set(everything) <= set(plausible), f"{record.location}#{record.number}"
+            compared += bool(everything)
+    assert compared > 10
