@@ -14,7 +14,18 @@ from lark.exceptions import LarkError
 from pipeline.rules import evaluation
 from pipeline.rules.errors import RuleError
 from pipeline.rules.evaluation import Where
-from pipeline.rules.expr import ALWAYS, All, Any, Differs, Expr, Keyword, Match, Not, Ordering
+from pipeline.rules.expr import (
+    ALWAYS,
+    All,
+    Any,
+    Differs,
+    Expr,
+    Keyword,
+    Match,
+    Not,
+    Ordering,
+    Regex,
+)
 from pipeline.rules.plan import Aggregation, GroupField, Plan
 from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
 from pipeline.wildcard import Wildcard
@@ -118,6 +129,7 @@ class _Builder:
     pending_fillnull: str | None = None
     table: tuple[str, ...] = ()
     window_seconds: int | None = None
+    time_buckets: bool = False  # _time is bucketed by the window (bucket/bin span=)
 
     def resolve(self, name: str) -> str:
         """Return the event field behind a search field (tstats drops ``Processes.``)."""
@@ -177,7 +189,9 @@ class _Builder:
         if span is not None:
             if "_time" not in by:
                 raise RuleError("span= is supported with by _time only")
-            self.window_seconds, by = span_seconds(span), [w for w in by if w != "_time"]
+            self.window_seconds, self.time_buckets = span_seconds(span), True
+        if self.time_buckets:
+            by = [w for w in by if w != "_time"]
         self.aggregations = tuple(_aggregation(a) for a in _subtrees(tree, "aggregation"))
         self.group_by = tuple(GroupField(name, self.resolve(name)) for name in by)
         if self.pending_fillnull is not None:
@@ -308,8 +322,19 @@ def _stats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     builder.set_stats(tree)
 
 
+def _name(token: Token | Tree[Token]) -> str:
+    """Return a field name that may be quoted, in whole or in part (``"Processes".*``)."""
+    text = str(token)
+    if isinstance(token, Token) and token.type == "GLUED":
+        quoted, _, rest = text[1:].partition('"')
+        return _ESCAPED.sub(r"\1", quoted) + rest
+    return _unquote(token)
+
+
 def _rename(tree: Tree[Token], builder: _Builder, first: bool) -> None:
-    pairs = tuple((str(p.children[0]), str(p.children[1])) for p in _subtrees(tree, "rename_pair"))
+    pairs = tuple(
+        (_name(p.children[0]), _name(p.children[1])) for p in _subtrees(tree, "rename_pair")
+    )
     for source, target in pairs:
         if source.count("*") > 1 or target.count("*") != source.count("*"):
             raise RuleError(f"rename {source} as {target}: use at most one * on both sides")
@@ -335,12 +360,7 @@ def _fillnull(tree: Tree[Token], builder: _Builder, first: bool) -> None:
 def _rex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     options = _options(tree)
     source = _unquote(next(c for c in tree.children if isinstance(c, Token)))
-    try:
-        pattern = re.compile(
-            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
-        )
-    except re.error as error:
-        raise RuleError(f"rex: bad regular expression: {error}") from None
+    pattern = _python_regex(source, "rex")
     if not pattern.groupindex:
         raise RuleError("rex: the expression names no group (?<name>...)")
     builder.steps.append(Rex(options.get("field", "_raw"), pattern))
@@ -355,6 +375,33 @@ def _convert(tree: Tree[Token], builder: _Builder, first: bool) -> None:
         builder.steps.append(Convert(name, alias[0] if alias else name, timeformat))
 
 
+def _regex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    """``regex [field=|field!=]"re"``: keep the rows whose field the expression matches."""
+    *target, source = tree.children
+    field, op = (str(target[0]), str(target[1])) if target else ("_raw", "=")
+    if op not in ("=", "!="):
+        raise RuleError(f"regex: use = or !=, not {op}")
+    builder.steps.append(Filter(Regex(field, _python_regex(_unquote(source), "regex"), op == "!=")))
+
+
+def _python_regex(source: str, command: str) -> re.Pattern[str]:
+    """Compile a PCRE-style expression (``(?<name>…)`` groups) with Python's ``re``."""
+    try:
+        return re.compile(
+            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
+        )
+    except re.error as error:
+        raise RuleError(f"{command}: bad regular expression: {error}") from None
+
+
+def _bucket(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    """``bucket``/``bin _time span=S``: a later ``stats … by _time`` counts per span."""
+    span = _options(tree).get("span")
+    if _words(tree) != ["_time"] or span is None:
+        raise RuleError("only bucket/bin _time span=… is supported")
+    builder.window_seconds, builder.time_buckets = span_seconds(span), True
+
+
 Command = Callable[[Tree[Token], _Builder, bool], None]
 COMMANDS: dict[str, Command] = {
     "search": _search,
@@ -366,6 +413,9 @@ COMMANDS: dict[str, Command] = {
     "fillnull": _fillnull,
     "rex": _rex,
     "convert": _convert,
+    "regex": _regex,
+    "bucket": _bucket,
+    "bin": _bucket,
 }
 
 

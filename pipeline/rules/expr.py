@@ -150,6 +150,28 @@ class Keyword:
 
 
 @dataclass(frozen=True, slots=True)
+class Regex:
+    """``regex field="re"``: the field is present and the expression occurs in it (``!=``: the
+    field is absent or it does not occur); ``_raw`` is the event's text."""
+
+    field: str
+    pattern: re.Pattern[str]
+    negate: bool = False
+
+    def evaluate(self, event: Event) -> bool:
+        """Search the field's value."""
+        value = event.raw if self.field == "_raw" else event.fields.get(self.field)
+        found = value is not None and self.pattern.search(value) is not None
+        return found != self.negate
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """A regex is not decided before the event is read."""
+        return None
+
+    necessary = _no_literals
+
+
+@dataclass(frozen=True, slots=True)
 class Not:
     """Logical negation."""
 

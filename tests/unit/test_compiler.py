@@ -308,3 +308,36 @@ def test_quoted_field_names_are_field_names() -> None:
     )
     evt = event(_datamodel="Endpoint.Processes", process_name="WMIC.exe")
     assert plan.predicate.evaluate(evt)
+
+
+def test_rename_takes_a_quoted_macro_argument_and_pairs_without_commas() -> None:
+    macros = {**MACROS, "drop": Macro("rename $object$.* as *", ("object",))}
+    plan = compile_search(
+        "| tstats count from datamodel=Endpoint.Processes by Processes.dest Processes.user "
+        '| `drop("Processes")` | rename dest as host user as account',
+        macros,
+    )
+    row = {"Processes.dest": "h1", "Processes.user": "bob", "count": "1"}
+    assert run_steps(plan.row_steps, row) and row == {"host": "h1", "account": "bob", "count": "1"}
+
+
+def test_bucket_and_bin_make_time_buckets_the_window() -> None:
+    for command in ("bucket span=5m _time", "bin _time span=5m"):
+        plan = compile_search(f"a=1 | {command} | stats count by _time dest", MACROS)
+        assert plan.window_seconds == 300 and [g.row_name for g in plan.group_by] == ["dest"]
+    with pytest.raises(RuleError, match="only bucket/bin _time span"):
+        compile_search("a=1 | bucket size span=5 | stats count by dest", MACROS)
+
+
+def test_the_regex_command_filters_on_a_field_or_the_raw_text() -> None:
+    plan = compile_search(
+        r'a=1 | regex process="(?i)net\s+view" | regex user!="^svc_" | regex "evil" '
+        "| stats count by dest",
+        MACROS,
+    )
+    row = {"process": "NET  VIEW /all", "user": "bob", "_raw": "<x>evil</x>"}
+    assert run_steps(plan.event_steps, dict(row))
+    assert not run_steps(plan.event_steps, {**row, "user": "svc_backup"})
+    assert run_steps(plan.event_steps, {k: v for k, v in row.items() if k != "user"})  # != on null
+    assert not run_steps(plan.event_steps, {**row, "process": "net use"})
+    assert not run_steps(plan.event_steps, {**row, "_raw": "<x>good</x>"})

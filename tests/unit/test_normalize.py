@@ -121,3 +121,43 @@ def test_sysmon_file_events_map_to_endpoint_filesystem() -> None:
 def test_every_sysmon_event_code_routes() -> None:
     codes = {code for source, code, _ in default_normalizer().route_keys() if source == "sysmon"}
     assert {str(n) for n in range(1, 30)} <= codes
+
+
+def security_event(code: int, data: str) -> bytes:
+    """Return a Security event of ``code`` in the XmlWinEventLog layout."""
+    return (
+        f"<Event><System><EventID>{code}</EventID><TimeCreated SystemTime='2024-05-01T10:00:00Z'/>"
+        f"<Channel>Security</Channel><Computer>dc1</Computer></System><EventData>{data}"
+        "</EventData></Event>"
+    ).encode()
+
+
+def test_security_object_access_and_registry_events_map_to_their_datamodels() -> None:
+    access = normalized(
+        security_event(
+            4663,
+            "<Data Name='ObjectName'>C:\\\\secret\\\\plan.docx</Data>"
+            "<Data Name='ProcessName'>C:\\\\Windows\\\\notepad.exe</Data>",
+        )
+    )
+    assert (access["_datamodel"], access["file_name"], access["process_name"]) == (
+        "Endpoint.Filesystem",
+        "plan.docx",
+        "notepad.exe",
+    )
+    registry = normalized(
+        security_event(
+            4657,
+            "<Data Name='ObjectName'>\\\\REGISTRY\\\\MACHINE\\\\SOFTWARE\\\\Run</Data>"
+            "<Data Name='ObjectValueName'>evil</Data><Data Name='NewValue'>C:\\\\e.exe</Data>",
+        )
+    )
+    assert (registry["_datamodel"], registry["registry_value_name"]) == (
+        "Endpoint.Registry",
+        "evil",
+    )
+
+
+def test_the_security_event_codes_the_corpus_reads_route() -> None:
+    codes = {code for source, code, _ in default_normalizer().route_keys() if source == "security"}
+    assert {"4624", "4625", "4663", "4657", "4688", "4698", "4768", "4769", "5136", "5145"} <= codes
