@@ -47,8 +47,14 @@ def result_row(rule: Rule, stats: GroupState) -> dict[str, str] | None:
             row[output] = str(stats.first if function == "min" else stats.last)
         else:
             seen = stats.values.get(output, ())
-            row[output] = str(len(seen)) if function == "dc" else "\n".join(sorted(seen))
+            row[output] = _rendered(function, seen)
     return row if run_steps(rule.plan.row_steps, row) else None
+
+
+def _rendered(function: str, seen: tuple[str, ...]) -> str:
+    if function == "dc":
+        return str(len(seen))
+    return seen[0] if function in ("earliest", "latest") and seen else "\n".join(sorted(seen))
 
 
 class Aggregator:
@@ -101,7 +107,7 @@ class Aggregator:
         old = dest_state.get(fid)
         if _has_counted(old, match):
             return None
-        stats = _counted(old, match, fid, start, partition)
+        stats = _counted(old, match, fid, start, partition, rule)
         if self.is_late(match, watermark):
             stats = replace(stats, late=True)
         findings: list[Finding] = []
@@ -187,8 +193,29 @@ def _has_counted(stats: GroupState | None, match: Match) -> bool:
     return match.origin.offset <= stats.counted.get(_source_key(match.origin), -1)
 
 
+def _merged(
+    stats: GroupState, match: Match, functions: dict[str, str]
+) -> dict[str, tuple[str, ...]]:
+    """Return the group's kept values with the match's: every distinct value (values, dc), or
+    the one at the earliest or latest time (earliest, latest)."""
+    values = dict(stats.values)
+    for name, value in match.values.items():
+        seen, function = values.get(name, ()), functions.get(name)
+        if function in ("latest", "earliest"):
+            if not seen or _newer_end(function, match.time, stats):
+                values[name] = (value,)
+        elif value not in seen:
+            values[name] = (*seen, value)
+    return values
+
+
+def _newer_end(function: str, time: float, stats: GroupState) -> bool:
+    """Return whether an event at ``time`` is the group's latest (or earliest) so far."""
+    return time >= stats.last if function == "latest" else time < stats.first
+
+
 def _counted(
-    stats: GroupState | None, match: Match, fid: str, start: int, partition: int
+    stats: GroupState | None, match: Match, fid: str, start: int, partition: int, rule: Rule
 ) -> GroupState:
     """Return the group's state with ``match`` counted in."""
     if stats is None:
@@ -202,11 +229,7 @@ def _counted(
             first=match.time,
             last=match.time,
         )
-    values = dict(stats.values)
-    for name, value in match.values.items():
-        seen = values.get(name, ())
-        if value not in seen:
-            values[name] = (*seen, value)
+    values = _merged(stats, match, {a.output: a.function for a in rule.plan.aggregations})
     counted, evidence, origin = stats.counted, stats.evidence, match.origin
     if origin is not None:
         counted = {**counted, _source_key(origin): origin.offset}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.event import Event
 from pipeline.records import Match, Origin
+from pipeline.rules.compiler import PER_FIELD
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 
@@ -29,7 +30,7 @@ def match_event(
     values = {
         a.output: row[a.field]
         for a in plan.aggregations
-        if a.function in ("values", "dc") and a.field in row
+        if a.function in PER_FIELD and a.field in row
     }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
     clamped = event.clamped is not None

@@ -36,7 +36,14 @@ SUPPORTED_DATAMODELS = {
     "Endpoint.Registry": "Registry",
     "Endpoint.Filesystem": "Filesystem",
 }
-AGGREGATIONS = {"count", "min", "max", "values", "dc"}
+AGGREGATIONS = {"count", "min", "max", "values", "dc", "earliest", "latest"}
+PER_FIELD = ("values", "dc", "earliest", "latest")  # functions that keep values of a field
+# (function, argument) -> the function it is ("" matches any argument)
+_SAME_AS = {
+    ("distinct_count", ""): "dc",
+    ("earliest", "_time"): "min",
+    ("latest", "_time"): "max",
+}
 MACRO_CALL = re.compile(r"`([A-Za-z0-9_]+)(?:\(([^`]*)\))?`")
 MAX_MACRO_DEPTH = 10
 _ESCAPED = re.compile(r'\\([\\"|])')
@@ -228,15 +235,16 @@ def _aggregation(tree: Tree[Token]) -> Aggregation:
     function, *rest = (
         _unquote(child) if isinstance(child, Tree) else str(child) for child in tree.children
     )
-    function = function.lower()
-    if function not in AGGREGATIONS:
-        raise RuleError(f"unsupported stats function {function}()")
+    written = function.lower()
     argument = rest[0] if rest else ""
+    output = rest[1] if len(rest) > 1 else (f"{written}({argument})" if argument else written)
+    function = _SAME_AS.get((written, argument), _SAME_AS.get((written, ""), written))
+    if function not in AGGREGATIONS:
+        raise RuleError(f"unsupported stats function {written}()")
     if function in ("min", "max") and argument != "_time":
         raise RuleError(f"{function}() is supported on _time only")
-    if function in ("values", "dc") and not argument:
+    if function in PER_FIELD and not argument:
         raise RuleError(f"{function}() needs a field")
-    output = rest[1] if len(rest) > 1 else (f"{function}({argument})" if argument else function)
     return Aggregation(function, argument, output)
 
 

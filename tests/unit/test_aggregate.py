@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any
@@ -15,6 +16,7 @@ from pipeline.emit import build_risk_events, finding_id
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
+from pipeline.rules.compiler import compile_search
 from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
@@ -184,3 +186,24 @@ def test_the_xsl_rules_attacker_observables_are_threat_objects(rules: dict[str, 
     threats = {r.threat_object for r in build_risk_events(rules[xsl], finding)}
     parent, process = finding.fields["parent_process_name"], finding.fields["process_name"]
     assert threats == {f"{parent}|{process}"} and process.lower() == "wmic.exe"
+
+
+def test_latest_and_earliest_keep_the_value_at_the_group_s_ends(rules: dict[str, Any]) -> None:
+    rule = rules[WMIC_NODE]
+    plan = compile_search("a=1 | stats count latest(p) as newest earliest(p) as oldest by dest", {})
+    custom = dataclasses.replace(rule, plan=plan)
+    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    for time, value in ((20.0, "b"), (10.0, "a"), (30.0, "c"), (25.0, "x")):
+        found = Match(
+            WMIC_NODE,
+            "h1",
+            time,
+            {"dest": "h1"},
+            {"newest": value, "oldest": value},
+            Origin("t", 0, next(OFFSETS)),
+            False,
+            0.0,
+        )
+        aggregator.add(found, -math.inf, 0.0)
+    (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
+    assert (final.fields["newest"], final.fields["oldest"], final.count) == ("c", "a", 4)

@@ -341,3 +341,23 @@ def test_the_regex_command_filters_on_a_field_or_the_raw_text() -> None:
     assert run_steps(plan.event_steps, {k: v for k, v in row.items() if k != "user"})  # != on null
     assert not run_steps(plan.event_steps, {**row, "process": "net use"})
     assert not run_steps(plan.event_steps, {**row, "_raw": "<x>good</x>"})
+
+
+def test_in_lists_tolerate_missing_and_stray_commas_as_splunk_does() -> None:
+    assert matches('name IN (,"a.exe" "b.exe",)', event(name="B.exe"))
+    assert not matches('name IN (,"a.exe" "b.exe",)', event(name="c.exe"))
+
+
+def test_distinct_count_earliest_and_latest() -> None:
+    plan = compile_search(
+        "a=1 | stats distinct_count(p) earliest(_time) as first latest(_time) as last "
+        "latest(p) as newest earliest(p) by dest",
+        MACROS,
+    )
+    assert [(a.function, a.field, a.output) for a in plan.aggregations] == [
+        ("dc", "p", "distinct_count(p)"),
+        ("min", "_time", "first"),
+        ("max", "_time", "last"),
+        ("latest", "p", "newest"),
+        ("earliest", "p", "earliest(p)"),
+    ]

@@ -75,7 +75,7 @@ def test_wmi_activity_message_is_rebuilt_only_when_absent() -> None:
 
 def test_unknown_channels_are_rejected() -> None:
     with pytest.raises(Rejected) as caught:
-        normalized(b'{"Channel":"System","EventID":7036,"TimeCreated":"2024-01-01"}')
+        normalized(b'{"Channel":"Application","EventID":1000,"TimeCreated":"2024-01-01"}')
     assert caught.value.reason == RejectReason.UNKNOWN_SOURCE
 
 
@@ -161,3 +161,17 @@ def test_security_object_access_and_registry_events_map_to_their_datamodels() ->
 def test_the_security_event_codes_the_corpus_reads_route() -> None:
     codes = {code for source, code, _ in default_normalizer().route_keys() if source == "security"}
     assert {"4624", "4625", "4663", "4657", "4688", "4698", "4768", "4769", "5136", "5145"} <= codes
+
+
+def test_system_service_installs_keep_their_fields() -> None:
+    fields = normalized(
+        b'{"Channel":"System","EventID":7045,"TimeCreated":"2024-01-01","Hostname":"ws1",'
+        b'"ServiceName":"PSEXESVC","ImagePath":"%SystemRoot%\\\\PSEXESVC.exe",'
+        b'"StartType":"demand start","AccountName":"LocalSystem"}'
+    )
+    assert (fields["EventCode"], fields["service_name"], fields["user"], fields["dest"]) == (
+        "7045",
+        "PSEXESVC",
+        "LocalSystem",
+        "ws1",
+    )
