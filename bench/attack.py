@@ -15,6 +15,7 @@ from lxml import etree
 from pipeline.files import read_records
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ESCU_ENDPOINT = SAMPLE_DATA.parent / "reference" / "escu" / "detections" / "endpoint"
 
 
 def write_mix(data: Path, count: int, out: Path) -> int:

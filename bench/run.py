@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--events 200000] [--workers 1] [--flood 20000]
         [--broker embedded|apache-kafka | --bootstrap HOST:PORT] [--json PATH]
-        [--attack-data ../shared/data]
+        [--attack-data ../shared/data] [--escu ../shared/reference/escu/detections/endpoint]
 
 Generates a busy-fleet mix of real-size XmlWinEventLog events (Sysmon 1/3/5/7/10/11/12/13/22
 and Security 4624/4688 dominating, a little PowerShell 4104, rare WMI attacks from the test
@@ -25,7 +25,9 @@ the same run:
      dict (tracemalloc),
   f) on an attack-sample mix (every XML event of the public sample logs, repeated to --events):
      a loop that parses every line with lxml and reads its Data fields, against ``detect``
-     with one and with two jobs.
+     with one and with two jobs,
+  g) ``detect`` over the fleet file and the attack mix with the story's rules and with every
+     security_content endpoint detection ``wmiwatch rules import`` can run (--escu).
 
 It also prints the CPU cores each process (Faust, intake, broker) used during b). With
 --json PATH it also writes the figures as one JSON object.
@@ -57,7 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.attack import SAMPLE_DATA, lxml_loop, write_mix
+from bench.attack import ESCU_ENDPOINT, SAMPLE_DATA, lxml_loop, write_mix
 from bench.fleet import events, flood
 from pipeline.aggregate import Aggregator
 from pipeline.apache_kafka import KAFKA_VERSION, KafkaCluster
@@ -69,6 +71,7 @@ from pipeline.kafka import consumer, create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import DestState, Match
+from pipeline.rules.importer import import_detections
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
@@ -295,6 +298,9 @@ def main() -> None:
     parser.add_argument(
         "--attack-data", type=Path, default=SAMPLE_DATA, help="sample logs for the f) mix"
     )
+    parser.add_argument(
+        "--escu", type=Path, default=ESCU_ENDPOINT, help="security_content detections for g)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -318,6 +324,29 @@ def main() -> None:
                 stop_broker(broker)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def imported_rules_rates(
+    args: argparse.Namespace, rules: tuple[Rule, ...], files: list[Path], folder: Path
+) -> dict[str, float]:
+    """Return detect's events/s over ``files`` with the story rules and the imported ones."""
+    if not args.escu.is_dir():
+        print(f"(no security_content detections at {args.escu}: g) skipped)")
+        return {}
+    out = folder / "imported"
+    started = time.perf_counter()
+    report = import_detections([args.escu], out, TOPICS.parent / "rules" / "macros.yml")
+    imported = load_rules(out)
+    load = time.perf_counter() - started
+    print(f"(g: {report.summary}; import and compile took {load:.1f} s)")
+    rates = {}
+    for path in files:
+        for label, chosen in (("story", rules), (f"{len(imported)} imported", imported)):
+            started = time.perf_counter()
+            count = detect_files([path], chosen, WindowPolicy()).events
+            rate = count / (time.perf_counter() - started)
+            rates[f"g) detect, {path.stem}, {label} rules (events/s)"] = rate
+    return rates
 
 
 def detect_attack_mix(
@@ -539,6 +568,8 @@ def measure(
     alone = {n: intake_alone(settings, args.events, n) for n in (1, 2)}  # after b)
     flooded = run_flood(settings, args.flood, rules, folder / "flood")
     attack = detect_attack_mix(args, rules, folder)
+    mixes = [log_file] + ([folder / "attack.xml"] if attack else [])
+    with_imported = imported_rules_rates(args, rules, mixes, folder)
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"broker {broker_name(args)}, "
@@ -567,6 +598,8 @@ def measure(
     print(f"{'   plain in-memory table per match (B)':44} {flooded.plain_per_group:14,.0f}")
     for label, value in attack.items():
         print(f"{label:44} {value:14,.0f} {value / attack[LXML_LOOP]:8.2f} (vs lxml)")
+    for label, value in with_imported.items():
+        print(f"{label:60} {value:14,.0f}")
     return {
         "broker": broker_name(args),
         "events": args.events,
@@ -590,6 +623,7 @@ def measure(
             "plain_per_match_b": round(flooded.plain_per_group),
         },
         "attack_mix": {label: round(value) for label, value in attack.items()},
+        "imported_rules": {label: round(value) for label, value in with_imported.items()},
     }
 
 
