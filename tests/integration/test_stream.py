@@ -23,6 +23,7 @@ from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import (
+    ENGINE,
     FIXTURES,
     WorkerProcess,
     intake_pids,
@@ -284,6 +285,11 @@ def intake_assignments(settings: Settings, expected_members: int) -> list[int]:
         time.sleep(0.5)
 
 
+@pytest.mark.skipif(
+    ENGINE == "embedded",
+    reason="embedded broker: two members joining one group at once were once left with no "
+    "partitions for 60 s (a CI run); Apache Kafka is the reference (docs/testing.md)",
+)
 def test_two_intake_processes_share_the_raw_partitions(
     settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
