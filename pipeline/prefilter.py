@@ -109,13 +109,18 @@ class Candidates:
 Screen = tuple[Verdict, frozenset[int] | None] | None
 
 
-def required_words(rules: Iterable[Rule], normalizer: Normalizer) -> tuple[bytes, ...] | None:
-    """Return the lower-case words of which one occurs in every match of ``rules``, or None."""
-    found = [rule.plan.predicate.necessary(normalizer.raw_safe) for rule in rules]
-    if not found or None in found:
-        return None
-    words = frozenset().union(*(w for w in found if w is not None))
-    return tuple(sorted((word.encode() for word in words), key=len, reverse=True))
+def required_words(rule: Rule, normalizer: Normalizer) -> frozenset[bytes] | None:
+    """Return the lower-case words of which one occurs in every match of ``rule``, or None."""
+    words = rule.plan.predicate.necessary(normalizer.raw_safe)
+    return None if words is None else frozenset(word.encode() for word in words)
+
+
+def _form(payload: bytes) -> str | None:
+    """Return the record's format as its first byte says: "xml", "json", or None."""
+    head = payload[:1]
+    if head.isspace():
+        head = payload.lstrip()[:1]
+    return {b"<": "xml", b"{": "json"}.get(head)
 
 
 class Prefilter:
@@ -126,11 +131,6 @@ class Prefilter:
 
     def __init__(self, normalizer: Normalizer, router: Router) -> None:
         self.routes = router.routes
-        words_at = {
-            route: words
-            for route in self.routes
-            if (words := required_words(router.rules_at(route), normalizer)) is not None
-        }
         self.by_channel = {
             m.identify.equals.casefold(): m.source
             for m in normalizer.mappings
@@ -146,12 +146,17 @@ class Prefilter:
         words_of = {
             rule_id: words
             for rule_id, rule in rules.items()
-            if (words := required_words((rule,), normalizer)) is not None
+            if (words := required_words(rule, normalizer)) is not None
         }
-        every = {word for words in (*words_at.values(), *words_of.values()) for word in words}
+        every = {word for words in words_of.values() for word in words}
         self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying, sorted(every))
-        self.route_words = {route: self._ids(words) for route, words in words_at.items()}
         rule_words = {rule_id: self._ids(words) for rule_id, words in words_of.items()}
+        # A route is screened by words when each of its rules needs one: any of theirs.
+        self.route_words = {
+            route: frozenset().union(*(rule_words[rule.id] for rule in at))
+            for route in self.routes
+            if (at := router.rules_at(route)) and all(rule.id in rule_words for rule in at)
+        }
         self.candidates = {
             route: Candidates.of(router.rules_at(route), rule_words) for route in self.routes
         }
@@ -170,7 +175,7 @@ class Prefilter:
             return ()
         if not candidates.by_word:
             return candidates.rules
-        form = "json" if payload.lstrip()[:1] == b"{" else "xml"  # classic text: as strict
+        form = _form(payload) or "xml"  # classic text: as strict as XML
         found = self.scanner.scan(payload)
         if not _HIDES_WORDS[form].isdisjoint(found):
             return candidates.rules
@@ -181,17 +186,12 @@ class Prefilter:
 
         An XML event of a channel no mapping knows is returned as its rejection.
         """
-        head = payload[:1]
-        if head.isspace():
-            head = payload.lstrip()[:1]
-        if head == b"<":
-            found = self.scanner.scan(payload)
-            form, screen = "xml", self._xml_screen(payload, found)
-        elif head == b"{":
-            found = self.scanner.scan(payload)
-            form, screen = "json", self._json_screen(payload)
-        else:
+        form = _form(payload)
+        if form is None:
             return None
+        found = self.scanner.scan(payload)
+        xml = form == "xml"
+        screen = self._xml_screen(payload, found) if xml else self._json_screen(payload)
         if screen is None or isinstance(screen, Rejected):
             return screen
         verdict, words = screen

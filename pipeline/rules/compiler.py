@@ -25,6 +25,7 @@ from pipeline.rules.expr import (
     Not,
     Ordering,
     Regex,
+    pcre,
 )
 from pipeline.rules.plan import Aggregation, GroupField, Plan
 from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
@@ -368,7 +369,7 @@ def _fillnull(tree: Tree[Token], builder: _Builder, first: bool) -> None:
 def _rex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     options = _options(tree)
     source = _unquote(next(c for c in tree.children if isinstance(c, Token)))
-    pattern = _python_regex(source, "rex")
+    pattern = pcre(source, "rex")
     if not pattern.groupindex:
         raise RuleError("rex: the expression names no group (?<name>...)")
     builder.steps.append(Rex(options.get("field", "_raw"), pattern))
@@ -389,17 +390,7 @@ def _regex(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     field, op = (str(target[0]), str(target[1])) if target else ("_raw", "=")
     if op not in ("=", "!="):
         raise RuleError(f"regex: use = or !=, not {op}")
-    builder.steps.append(Filter(Regex(field, _python_regex(_unquote(source), "regex"), op == "!=")))
-
-
-def _python_regex(source: str, command: str) -> re.Pattern[str]:
-    """Compile a PCRE-style expression (``(?<name>…)`` groups) with Python's ``re``."""
-    try:
-        return re.compile(
-            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
-        )
-    except re.error as error:
-        raise RuleError(f"{command}: bad regular expression: {error}") from None
+    builder.steps.append(Filter(Regex(field, pcre(_unquote(source), "regex"), op == "!=")))
 
 
 def _bucket(tree: Tree[Token], builder: _Builder, first: bool) -> None:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pipeline.event import Event
 from pipeline.rules.errors import RuleError
-from pipeline.rules.expr import Literals, RawSafe, Truth, number_or_none
+from pipeline.rules.expr import Literals, RawSafe, Truth, number_or_none, pcre
 
 T = TypeVar("T")
 Fields = Mapping[str, str]
@@ -129,11 +129,7 @@ def _like(operands: list[Operand]) -> Condition:
 
 
 def _match(operands: list[Operand]) -> Condition:
-    value, text = operands[0], _constant("match", operands[1])
-    try:
-        pattern = re.compile(text)
-    except re.error as error:
-        raise RuleError(f"where: match(): bad regular expression: {error}") from None
+    value, pattern = operands[0], pcre(_constant("match", operands[1]), "where: match()")
     return lambda fields: _apply(value(fields), lambda v: pattern.search(v) is not None)
 
 

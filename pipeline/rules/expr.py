@@ -9,6 +9,7 @@ from typing import Any as Any_
 from typing import Protocol
 
 from pipeline.event import Event
+from pipeline.rules.errors import RuleError
 from pipeline.wildcard import Wildcard
 
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
@@ -31,6 +32,16 @@ class Expr(Protocol):
     def necessary(self, raw_safe: RawSafe) -> Literals:
         """Return words of which one is in the raw text of every matching event, or None."""
         ...
+
+
+def pcre(source: str, command: str) -> re.Pattern[str]:
+    """Compile a PCRE-style expression (``(?<name>…)`` groups) with Python's ``re``."""
+    try:
+        return re.compile(
+            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
+        )
+    except re.error as error:
+        raise RuleError(f"{command}: bad regular expression: {error}") from None
 
 
 def longest_word(pattern: Wildcard) -> Literals:

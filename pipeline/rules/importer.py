@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.errors import RuleError
-from pipeline.rules.loader import MACROS_FILE, load_macros, routes_of
+from pipeline.rules.loader import MACROS_FILE, describe, load_macros, routes_of
 from pipeline.rules.model import RuleSpec, filter_macro_name
 
 # security_content observable types -> risk object types
@@ -145,7 +145,7 @@ def _importable(path: Path, macros: Mapping[str, Macro], normalizer: Normalizer)
         spec = rule_spec(detection)
         RuleSpec.model_validate(spec)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as error:
-        raise RuleError(f"not a detection wmiwatch can read: {_first_line(error)}") from None
+        raise RuleError(f"not a detection wmiwatch can read: {describe(error)}") from None
     own_filter = {filter_macro_name(spec["name"]): Macro("search *")}
     plan = compile_search(spec["search"], {**macros, **own_filter})
     if not routes_of(plan, normalizer):
@@ -161,7 +161,3 @@ def _as_yaml(macros: Mapping[str, Macro]) -> dict[str, dict[str, Any]]:
         }
         for name, m in macros.items()
     }
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

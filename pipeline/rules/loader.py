@@ -21,7 +21,7 @@ def load_macros(path: Path) -> dict[str, Macro]:
     try:
         spec = MacrosFile.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as error:
-        raise RuleErrors([RuleError(_describe(error), path=str(path))]) from None
+        raise RuleErrors([RuleError(describe(error), path=str(path))]) from None
     return {name: Macro(m.definition, m.arguments) for name, m in spec.macros.items()}
 
 
@@ -39,7 +39,7 @@ def load_rule(path: Path, macros: dict[str, Macro], normalizer: Normalizer) -> R
     try:
         spec = RuleSpec.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as error:
-        raise RuleError(_describe(error), path=str(path)) from None
+        raise RuleError(describe(error), path=str(path)) from None
     try:
         plan = compile_search(spec.search, macros)
     except RuleError as error:
@@ -82,9 +82,10 @@ def _duplicate_ids(rules: list[Rule]) -> list[RuleError]:
     return errors
 
 
-def _describe(error: Exception) -> str:
+def describe(error: Exception) -> str:
+    """Return a one-line account of why a rule or macros file could not be read."""
     if isinstance(error, ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in error.errors()
         )
-    return str(error).splitlines()[0]
+    return (str(error).splitlines() or [type(error).__name__])[0]
