@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, get_args
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -25,7 +25,7 @@ from pipeline import __version__, metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
 from pipeline.ocsf import RENDERERS
-from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE
+from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE, IncidentKind, Status
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
@@ -215,13 +215,23 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
 
 def export_info(rules: Iterable[Rule]) -> None:
-    """Export the version running and each rule's name, version and ATT&CK ids."""
+    """Export the version running, each rule's name and ids, and its counters from zero."""
     metrics.build_info.labels(__version__).set(1)
     metrics.rules_loaded.set(len(loaded := list(rules)))
     for rule in loaded:
         spec = rule.spec
         mitre = ",".join(spec.mitre_attack_id)
         metrics.rule_info.labels(rule.id, spec.name, str(spec.version), mitre).set(1)
+        for counter in (
+            metrics.matches_aggregated_total,
+            metrics.late_matches_total,
+            metrics.risk_events_emitted_total,
+        ):
+            counter.labels(rule.id)
+        for status in get_args(Status):
+            metrics.findings_emitted_total.labels(rule.id, status)
+    for kind in get_args(IncidentKind):
+        metrics.incidents_emitted_total.labels(kind)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from prometheus_client import Counter as CounterMetric
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
 from pipeline.records import DEAD_LETTER, MATCH, Match, Origin
-from pipeline.rejects import dead_letter_record
+from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
 from pipeline.topics import Topics
@@ -57,6 +57,19 @@ class BatchProcessor:
         self.reporter, self.clock = reporter, clock
         self.known_codes = {code for _, code in detector.router.routes}
         self.rule_times: dict[str, float] = {}
+        self._export_zeros()
+
+    def _export_zeros(self) -> None:
+        """Export every source's, reject reason's and rule's counters from zero (silence shows)."""
+        for source, topic in self.topics.raw().items():
+            metrics.events_consumed_total.labels(topic, OTHER_CODE)
+            metrics.events_routed_total.labels(source)
+            metrics.events_dropped_total.labels(source)
+        for reason in RejectReason:
+            metrics.events_rejected_total.labels(reason)
+        for rule_id in self.detector.rules:
+            metrics.rule_matches_total.labels(rule_id)
+            metrics.matches_suppressed_total.labels(rule_id)
 
     def process(self, messages: Iterable[Message]) -> BatchResult:
         """Return what ``messages`` produce: matches keyed by dest, and dead letters."""

@@ -88,7 +88,11 @@ def _generate_base(root: Path, out: Path) -> None:
             {
                 "name": "wmiwatch-dashboard",
                 "files": ["wmiwatch-dashboard.json"],
-                "options": {"labels": {"grafana_dashboard": "1"}},
+                "options": {  # Grafana's sidecar: a fixed name, so a change replaces it
+                    "labels": {"grafana_dashboard": "1"},
+                    "annotations": {"grafana_folder": "wmiwatch"},
+                    "disableNameSuffixHash": True,
+                },
             },
         ],
     }

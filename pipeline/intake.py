@@ -133,6 +133,7 @@ class Intake:
         self.reporter.forget(revoked)
         for partition in revoked:
             self.committed_at_assign.pop(partition, None)
+            metrics.forget_lag(*partition)
 
     def _on_client_error(self, error: KafkaError) -> None:
         log.warning("kafka client error: %s", error)

@@ -1,15 +1,22 @@
 """Prometheus metrics of every stage; label sets are bounded.
 
-The worker runs its intake in a process of its own, so it sets ``PROMETHEUS_MULTIPROC_DIR``
-before this module is imported and serves the metrics of both processes together. Each gauge is
+The worker runs its intakes in processes of their own, so it sets ``PROMETHEUS_MULTIPROC_DIR``
+before this module is imported and serves the metrics of every process together. Each gauge is
 set by one process only, so the most recent value is the one exposed.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Sample
 
 events_consumed_total = Counter(
     "wmiwatch_events_consumed_total",
@@ -181,10 +188,58 @@ rule_info = Gauge(
 )
 
 
+FORGOTTEN = math.nan  # a gauge set to this is left out of what is served (multiprocess mode)
+_PROCESS_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def forget_lag(topic: str, partition: int) -> None:
+    """Stop exporting the lag of a partition this process no longer reads."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # prometheus_client cannot remove there
+        consumer_lag.labels(topic, str(partition)).set(FORGOTTEN)
+    else:
+        consumer_lag.remove(topic, str(partition))
+
+
+class ProcessesCollector:
+    """Serve the merged metrics of every process, and each live process's ``process_*``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.merged = multiprocess.MultiProcessCollector(None, str(folder))  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the merged metrics without forgotten series, then ``process_*`` by pid."""
+        for metric in self.merged.collect():  # type: ignore[no-untyped-call]
+            metric.samples = [s for s in metric.samples if not math.isnan(s.value)]
+            yield metric
+        yield from _per_process(self._live_pids())
+
+    def _live_pids(self) -> list[int]:
+        found = {_PROCESS_FILE.search(p.name) for p in self.folder.glob("*.db")}
+        pids = sorted({int(m.group(1)) for m in found if m} | {os.getpid()})
+        return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _per_process(pids: Iterable[int]) -> Iterator[Metric]:
+    """Yield prometheus_client's process metrics of each pid, labelled with it."""
+    families: dict[str, Metric] = {}
+    for pid in pids:
+        collector = ProcessCollector(pid=str(pid).strip, registry=None)
+        for metric in collector.collect():
+            family = families.setdefault(
+                metric.name, Metric(metric.name, metric.documentation, metric.type)
+            )
+            family.samples += [
+                Sample(s.name, {**s.labels, "pid": str(pid)}, s.value) for s in metric.samples
+            ]
+    yield from families.values()
+
+
 def exposed_registry() -> CollectorRegistry:
     """Return the registry to serve: every process's metrics in multiprocess mode."""
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder is None:
         return REGISTRY
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ProcessesCollector(Path(folder)))
     return registry

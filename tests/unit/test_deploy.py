@@ -97,6 +97,63 @@ def test_prod_uses_scram_over_tls_with_the_password_from_a_secret() -> None:
     assert worker["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
 
 
+def test_monitoring_carries_the_operator_selector_label_and_survives_drains() -> None:
+    objects = build("overlays/prod")
+    monitoring = [o for o in objects if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {o["kind"] for o in monitoring} == {"ServiceMonitor", "PrometheusRule"}
+    assert {o["metadata"]["labels"]["release"] for o in monitoring} == {"kube-prometheus-stack"}
+    bases = (K8S / "base").rglob("*.yaml")
+    assert sum(p.read_text().count("value: kube-prometheus-stack") for p in bases) == 1
+    (budget,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    (worker,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    spread = worker["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    dashboard = next(o for o in objects if o["metadata"]["name"].startswith("wmiwatch-dashboard"))
+    assert dashboard["metadata"]["name"] == "wmiwatch-dashboard"  # no hash: changes replace it
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "wmiwatch"
+
+
+def dashboard_targets() -> list[tuple[str, dict[str, Any]]]:
+    dashboard = orjson.loads((K8S / "grafana" / "wmiwatch-dashboard.json").read_bytes())
+    return [(panel["title"], t) for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_the_dashboard_filters_by_namespace_and_pod_with_distinct_readable_legends() -> None:
+    dashboard = orjson.loads((K8S / "grafana" / "wmiwatch-dashboard.json").read_bytes())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "pod"} <= variables
+    for panel in dashboard["panels"]:
+        legends = [t["legendFormat"] for t in panel["targets"]]
+        assert len(set(legends)) == len(legends), panel["title"]
+        for target in panel["targets"]:
+            selectors = re.findall(r"\b(?:wmiwatch|process)_\w+(\{[^}]*\})?", target["expr"])
+            assert all('namespace="$namespace", pod=~"$pod"' in s for s in selectors), target
+            assert target["legendFormat"] != "__auto"
+            if "by (rule" in target["expr"]:  # ids are UUIDs: legends name the rule
+                assert "{{rule_name}}" in target["legendFormat"]
+                assert "group_left (rule_name)" in target["expr"]
+
+
+def test_every_alert_has_a_runbook_section_and_firing_and_quiet_tests() -> None:
+    alerts = yaml.safe_load((K8S / "prometheus" / "alerts.yml").read_text())
+    rules = [rule for group in alerts["groups"] for rule in group["rules"]]
+    tests = yaml.safe_load((K8S / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    cases = {(c["alertname"], bool(c["exp_alerts"])) for t in tests for c in t["alert_rule_test"]}
+    operations = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    anchors = {h.lower() for h in re.findall(r"^### (\w+)$", operations, re.M)}
+    documentation = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    for rule in rules:
+        base, anchor = rule["annotations"]["runbook_url"].split("#")
+        assert base == documentation["urls"]["Documentation"] + "operations.md"
+        assert anchor == rule["alert"].lower() and anchor in anchors
+        assert {(rule["alert"], True), (rule["alert"], False)} <= cases, rule["alert"]
+    assert any(rule["expr"].startswith("absent(up{") for rule in rules)
+
+
 def test_generated_files_are_in_sync_with_their_sources() -> None:
     assert drift(PROJECT_ROOT) == []
 
@@ -126,8 +183,7 @@ def exported_metric_names() -> set[str]:
 
 
 def test_every_dashboard_and_alert_query_names_an_exported_metric() -> None:
-    dashboard = orjson.loads((K8S / "grafana" / "wmiwatch-dashboard.json").read_bytes())
-    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    expressions = [target["expr"] for _, target in dashboard_targets()]
     alerts = yaml.safe_load((K8S / "prometheus" / "alerts.yml").read_text())
     expressions += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
     used = {name for expr in expressions for name in re.findall(r"\bwmiwatch_\w+", expr)}
