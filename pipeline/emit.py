@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 
 import orjson
 
-from pipeline.records import Entity, Finding, GroupState, RiskEvent, Status
+from pipeline.attack import tactic_id
+from pipeline.records import (
+    Annotations,
+    Entity,
+    Finding,
+    GroupState,
+    MitreAnnotations,
+    RiskEvent,
+    Status,
+)
 from pipeline.rules.model import Rule
 
 FINDING_NAMESPACE = uuid.UUID("5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1")
@@ -67,21 +76,28 @@ def build_risk_events(rule: Rule, finding: Finding) -> list[RiskEvent]:
     spec, row = rule.spec.finding, finding.fields
     objects = [(spec.entity.type, finding.entity.value)]
     objects += [(o.type, row[o.field]) for o in spec.risk_objects if row.get(o.field)]
-    threat = "|".join(row.get(name, "") for name in spec.threat_objects)
+    threats = [(row[name], name) for name in spec.threat_objects if row.get(name)]
+    annotations = Annotations(
+        MitreAnnotations(
+            finding.mitre_attack_id,
+            finding.tactics,
+            tuple(uid for uid in map(tactic_id, finding.tactics) if uid),
+        ),
+        finding.analytic_story,
+    )
     return [
         RiskEvent(
-            finding_id=finding.finding_id,
+            time=datetime.fromisoformat(finding.first_time).timestamp(),
+            search_name=finding.rule_name,
             risk_object=value,
             risk_object_type=kind,
             risk_score=finding.risk_score,
             risk_message=finding.title,
-            search_name=finding.rule_name,
+            threat_object=tuple(value for value, _ in threats),
+            threat_object_type=tuple(kind for _, kind in threats),  # the CIM field's name
+            annotations=annotations,
+            finding_id=finding.finding_id,
             rule_id=finding.rule_id,
-            mitre_attack_id=finding.mitre_attack_id,
-            tactics=finding.tactics,
-            analytic_story=finding.analytic_story,
-            threat_object=threat,
-            time=finding.first_time,
         )
         for kind, value in dict.fromkeys(objects)
     ]

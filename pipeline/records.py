@@ -121,21 +121,35 @@ class Finding(Record, frozen=True):
     late: bool
 
 
-class RiskEvent(Record, frozen=True):
-    """One risk object of a new finding (risk topic), as Splunk ES's risk index has it."""
+class MitreAnnotations(Record, frozen=True):
+    """ATT&CK ids of a risk event, named as Splunk ES's ``annotations.mitre_attack.*``."""
 
-    finding_id: str
+    mitre_technique_id: tuple[str, ...]
+    mitre_tactic: tuple[str, ...]
+    mitre_tactic_id: tuple[str, ...]
+
+
+class Annotations(Record, frozen=True):
+    """A risk event's annotations (flattened by Splunk to ``annotations.mitre_attack.*``)."""
+
+    mitre_attack: MitreAnnotations
+    analytic_story: tuple[str, ...]
+
+
+class RiskEvent(Record, frozen=True):
+    """One risk object of a new finding (risk topic), shaped like Splunk ES's risk index."""
+
+    time: float = msgspec.field(name="_time")  # epoch seconds: the finding's first event
+    search_name: str
     risk_object: str
     risk_object_type: str
     risk_score: int
     risk_message: str
-    search_name: str
+    threat_object: tuple[str, ...]
+    threat_object_type: tuple[str, ...]  # parallel to threat_object
+    annotations: Annotations
+    finding_id: str
     rule_id: str
-    mitre_attack_id: tuple[str, ...]
-    tactics: tuple[str, ...]
-    analytic_story: tuple[str, ...]
-    threat_object: str
-    time: str
 
 
 class Contribution(Record, frozen=True):

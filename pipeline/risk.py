@@ -28,12 +28,18 @@ class RiskScorer:
     def __init__(self, state: MutableMapping[str, ObjectState], policy: RiskPolicy) -> None:
         self.state, self.policy = state, policy
 
-    def add(self, risk: RiskEvent, time: float) -> list[Incident]:
-        """Count one risk event (event time ``time``); return the incidents it raises."""
+    def add(self, risk: RiskEvent) -> list[Incident]:
+        """Count one risk event; return the incidents it raises."""
+        time = risk.time
         current = self.state.get(risk.risk_object) or ObjectState({}, False, False, "")
         contributions = dict(current.contributions)
-        contributions[f"{risk.rule_id}|{risk.threat_object}"] = Contribution(
-            time, risk.risk_score, risk.finding_id, risk.search_name, risk.tactics
+        key = "|".join((risk.rule_id, *risk.threat_object))
+        contributions[key] = Contribution(
+            time,
+            risk.risk_score,
+            risk.finding_id,
+            risk.search_name,
+            risk.annotations.mitre_attack.mitre_tactic,
         )
         horizon = time - max(self.policy.score_window_seconds, self.policy.tactics_window_seconds)
         contributions = {k: c for k, c in contributions.items() if c.time > horizon}

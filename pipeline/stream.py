@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -216,7 +215,7 @@ class Scoring:
         ``partition`` and ``now`` do not matter: a risk event carries its own time.
         """
         risk = RISK_EVENT.decode(payload)
-        incidents = self.scorer.add(risk, datetime.fromisoformat(risk.time).timestamp())
+        incidents = self.scorer.add(risk)
         return Step(
             [
                 Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)

@@ -183,9 +183,12 @@ def test_the_xsl_rules_attacker_observables_are_threat_objects(rules: dict[str, 
     report = detect_files([fixture], tuple(rules.values()), WindowPolicy())
     xsl = "004e32e2-146d-11ec-a83f-acde48001122"  # XSL Script Execution With WMIC
     (finding,) = [f for f in report.findings if f.rule_id == xsl]
-    threats = {r.threat_object for r in build_risk_events(rules[xsl], finding)}
+    threats = {
+        (r.threat_object, r.threat_object_type) for r in build_risk_events(rules[xsl], finding)
+    }
     parent, process = finding.fields["parent_process_name"], finding.fields["process_name"]
-    assert threats == {f"{parent}|{process}"} and process.lower() == "wmic.exe"
+    assert threats == {((parent, process), ("parent_process_name", "process_name"))}
+    assert process.lower() == "wmic.exe"
 
 
 def test_latest_and_earliest_keep_the_value_at_the_group_s_ends(rules: dict[str, Any]) -> None:

@@ -70,7 +70,11 @@ def risk_events() -> list[Any]:
 
 def incidents() -> list[Any]:
     scorer = RiskScorer({}, RiskPolicy(score_threshold=1, tactics_threshold=1))
-    return [i for n, risk in enumerate(risk_events()) for i in scorer.add(risk, float(n))]
+    return [
+        i
+        for n, risk in enumerate(risk_events())
+        for i in scorer.add(msgspec.structs.replace(risk, time=float(n)))
+    ]
 
 
 def matches() -> Iterator[Any]:
@@ -174,7 +178,7 @@ def test_table_values_round_trip() -> None:
     objects: dict[str, Any] = {}
     scorer = RiskScorer(objects, RiskPolicy())
     for n, risk in enumerate(risk_events()):
-        scorer.add(risk, float(n))
+        scorer.add(msgspec.structs.replace(risk, time=float(n)))
     assert objects
     for value in objects.values():
         assert OBJECT_STATE.decode(OBJECT_STATE.encode(value)) == value

@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
-from pipeline.policy import RiskPolicy
-from pipeline.records import RiskEvent, to_builtins
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pipeline.emit import build_risk_events
+from pipeline.offline import detect_files
+from pipeline.policy import RiskPolicy, WindowPolicy
+from pipeline.records import Annotations, MitreAnnotations, RiskEvent, to_builtins
 from pipeline.risk import RiskScorer
+from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
+
+SPLUNK = PROJECT_ROOT / "tests/fixtures/splunk"
 
 DAY = 86_400
 
 
-def risk(rule: str, score: int, tactics: list[str], obj: str = "h1") -> RiskEvent:
+def risk(
+    rule: str, score: int, tactics: list[str], obj: str = "h1", time: float = 0.0
+) -> RiskEvent:
     return RiskEvent(
-        finding_id=f"f-{rule}",
+        time=time,
+        search_name=f"rule {rule}",
         risk_object=obj,
         risk_object_type="system",
         risk_score=score,
         risk_message=f"rule {rule} fired on {obj}",
-        search_name=f"rule {rule}",
+        threat_object=(),
+        threat_object_type=(),
+        annotations=Annotations(MitreAnnotations((), tuple(tactics), ()), ()),
+        finding_id=f"f-{rule}",
         rule_id=rule,
-        mitre_attack_id=(),
-        tactics=tuple(tactics),
-        analytic_story=(),
-        threat_object="",
-        time="1970-01-01T00:00:00.000Z",  # the scorer is given the event time apart
     )
 
 
 def test_the_threshold_is_crossed_exactly_once_at_the_right_event() -> None:
     scorer = RiskScorer({}, RiskPolicy(score_threshold=100))
-    assert scorer.add(risk("a", 50, ["Execution"]), 1000.0) == []
-    assert scorer.add(risk("a", 50, ["Execution"]), 1100.0) == []  # same rule counts once
-    (incident,) = scorer.add(risk("b", 50, ["Execution"]), 1200.0)
+    assert scorer.add(risk("a", 50, ["Execution"], time=1000.0)) == []
+    assert scorer.add(risk("a", 50, ["Execution"], time=1100.0)) == []  # same rule counts once
+    (incident,) = scorer.add(risk("b", 50, ["Execution"], time=1200.0))
     assert (incident.kind, incident.score, incident.time) == (
         "risk_threshold",
         100,
@@ -39,27 +50,55 @@ def test_the_threshold_is_crossed_exactly_once_at_the_right_event() -> None:
     )
     assert [c.finding_id for c in incident.contributing] == ["f-a", "f-b"]
     schema_validator("wmiwatch.risk-incidents").validate(to_builtins(incident))
-    assert scorer.add(risk("c", 25, ["Execution"]), 1300.0) == []  # still above: no repeat
+    assert scorer.add(risk("c", 25, ["Execution"], time=1300.0)) == []  # still above: no repeat
 
 
 def test_scores_age_out_of_the_window_and_can_cross_again() -> None:
     scorer = RiskScorer({}, RiskPolicy(score_threshold=100))
-    scorer.add(risk("a", 60, []), 0.0)
-    assert len(scorer.add(risk("b", 60, []), 10.0)) == 1
-    assert scorer.add(risk("c", 30, []), DAY + 20.0) == []  # a and b aged out: 30
-    assert len(scorer.add(risk("d", 80, []), DAY + 30.0)) == 1  # 110 again
+    scorer.add(risk("a", 60, [], time=0.0))
+    assert len(scorer.add(risk("b", 60, [], time=10.0))) == 1
+    assert scorer.add(risk("c", 30, [], time=DAY + 20.0)) == []  # a and b aged out: 30
+    assert len(scorer.add(risk("d", 80, [], time=DAY + 30.0))) == 1  # 110 again
 
 
 def test_three_tactics_within_a_week_raise_a_tactics_incident() -> None:
     scorer = RiskScorer({}, RiskPolicy(score_threshold=1000))
-    scorer.add(risk("a", 10, ["Execution"]), 0.0)
-    assert scorer.add(risk("b", 10, ["Persistence"]), 2 * DAY) == []
-    (incident,) = scorer.add(risk("c", 10, ["Defense Evasion"]), 5 * DAY)
+    scorer.add(risk("a", 10, ["Execution"], time=0.0))
+    assert scorer.add(risk("b", 10, ["Persistence"], time=2 * DAY)) == []
+    (incident,) = scorer.add(risk("c", 10, ["Defense Evasion"], time=5 * DAY))
     assert incident.kind == "mitre_tactics"
     assert incident.tactics == ("Defense Evasion", "Execution", "Persistence")
 
 
 def test_objects_are_scored_separately() -> None:
     scorer = RiskScorer({}, RiskPolicy(score_threshold=100))
-    scorer.add(risk("a", 60, [], obj="h1"), 0.0)
-    assert scorer.add(risk("b", 60, [], obj="h2"), 1.0) == []
+    scorer.add(risk("a", 60, [], obj="h1", time=0.0))
+    assert scorer.add(risk("b", 60, [], obj="h2", time=1.0)) == []
+
+
+def flattened(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return ``value`` with nested objects flattened to dotted names, as Splunk extracts JSON."""
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            flat |= flattened(item, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+def test_risk_events_carry_the_splunk_risk_index_fields(rules: dict[str, Any]) -> None:
+    documented = orjson.loads((SPLUNK / "risk_index_event_documented_synthetic.json").read_bytes())
+    fixture = PROJECT_ROOT / "tests/fixtures/rules/synthetic_sysmon_1_wmic_os_get_local_xsl.xml"
+    report = detect_files([fixture], tuple(rules.values()), WindowPolicy())
+    xsl = "004e32e2-146d-11ec-a83f-acde48001122"  # XSL Script Execution With WMIC: threats
+    (finding,) = [f for f in report.findings if f.rule_id == xsl]
+    (event, *_) = build_risk_events(rules[xsl], finding)
+    ours = flattened(to_builtins(event))
+    for name, example in documented.items():
+        assert type(ours[name]) is type(example), name
+    assert ours["_time"] == datetime.fromisoformat(finding.first_time).timestamp()
+    assert len(ours["threat_object"]) == len(ours["threat_object_type"]) == 2
+    assert ours["annotations.mitre_attack.mitre_tactic_id"] == ["TA0005"]  # Defense Evasion
+    assert ours["annotations.mitre_attack.mitre_technique_id"] == ["T1220"]
+    schema_validator("wmiwatch.risk").validate(to_builtins(event))

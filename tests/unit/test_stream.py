@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -172,10 +173,17 @@ def test_the_encoded_table_stores_bytes_and_gives_records(
 
 def risk_event(rule: str, score: int, at: str) -> bytes:
     return (
-        b'{"finding_id":"f-%s","risk_object":"h1","risk_object_type":"system","risk_score":%d,'
-        b'"risk_message":"m","search_name":"rule %s","rule_id":"%s","mitre_attack_id":[],'
-        b'"tactics":[],"analytic_story":[],"threat_object":"","time":"%s"}'
-        % (rule.encode(), score, rule.encode(), rule.encode(), at.encode())
+        b'{"_time":%f,"search_name":"rule %s","risk_object":"h1","risk_object_type":"system",'
+        b'"risk_score":%d,"risk_message":"m","threat_object":[],"threat_object_type":[],'
+        b'"annotations":{"mitre_attack":{"mitre_technique_id":[],"mitre_tactic":[],'
+        b'"mitre_tactic_id":[]},"analytic_story":[]},"finding_id":"f-%s","rule_id":"%s"}'
+        % (
+            datetime.fromisoformat(at).timestamp(),
+            rule.encode(),
+            score,
+            rule.encode(),
+            rule.encode(),
+        )
     )
 
 
