@@ -31,7 +31,8 @@ from pipeline.broker import (
     start_broker,
     stop_broker,
 )
-from pipeline.records import FINDING, Finding
+from pipeline.ocsf import RENDERERS
+from pipeline.records import Finding
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
@@ -311,6 +312,13 @@ def _use_multiprocess_metrics(folder: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+class OutputFormat(StrEnum):
+    """The shape of finding records (``WMIWATCH_OUTPUT_FORMAT``)."""
+
+    NATIVE = "native"
+    OCSF = "ocsf"
+
+
 class DetectFormat(StrEnum):
     """How ``detect`` prints its findings."""
 
@@ -328,11 +336,17 @@ def detect(
     jobs: Annotated[
         int, typer.Option(min=1, help="Processes detecting in parallel (same findings as one)")
     ] = 1,
+    output_format: Annotated[
+        OutputFormat | None,
+        typer.Option(help="Record shape of jsonl lines [env: WMIWATCH_OUTPUT_FORMAT]"),
+    ] = None,
 ) -> None:
     """Run every rule over files with no broker and print the findings."""
     from pipeline.offline import detect_files
 
-    settings = load_settings(None, rules_dir=rules)
+    settings = load_settings(
+        None, rules_dir=rules, output_format=output_format and output_format.value
+    )
     report = detect_files(
         paths,
         load_rules_or_exit(settings.rules_dir),
@@ -342,8 +356,9 @@ def detect(
         jobs,
     )
     if format is DetectFormat.JSONL:
+        render = RENDERERS[settings.output_format]
         for finding in report.findings:
-            sys.stdout.buffer.write(FINDING.encode(finding) + b"\n")
+            sys.stdout.buffer.write(render(finding) + b"\n")
     else:
         _print_findings(report.findings)
     rejected = ", ".join(f"{r}={n}" for r, n in sorted(report.rejected.items())) or "none"

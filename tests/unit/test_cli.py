@@ -119,3 +119,20 @@ def test_rules_import_reports_and_its_rules_list_and_self_test(tmp_path: Path) -
     assert listed.exit_code == 0 and "Shadow Copy" in listed.stdout  # the table wraps names
     tested = runner.invoke(app, ["test-rules", "--rules", str(tmp_path)])
     assert tested.exit_code == 0 and "0 passed, 0 failed, 5 untested" in tested.output
+
+
+@pytest.mark.parametrize("how", ["environment", "option"])
+def test_detect_renders_the_configured_output_format(how: str) -> None:
+    paths = [str(p) for p in sorted(SEEDS.glob("*.*"))]
+    if how == "environment":
+        result = runner.invoke(
+            app, ["detect", "--format", "jsonl", *paths], env={"WMIWATCH_OUTPUT_FORMAT": "ocsf"}
+        )
+    else:
+        result = runner.invoke(
+            app, ["detect", "--format", "jsonl", "--output-format", "ocsf", *paths]
+        )
+    assert result.exit_code == 0
+    findings = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(findings) == 6
+    assert {(f["class_uid"], f["metadata"]["version"]) for f in findings} == {(2004, "1.8.0")}

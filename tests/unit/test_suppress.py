@@ -1,4 +1,4 @@
-"""Suppression entries and the OCSF rendering of findings."""
+"""Suppression entries."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from pipeline.normalize import default_normalizer
-from pipeline.ocsf import to_ocsf
-from pipeline.records import FINDING
 from pipeline.rules.loader import load_rules
 from pipeline.suppress import Suppression, Suppressions, known_fields
 from tests import PROJECT_ROOT
-from tests.conftest import FIXTURES
 
 SUPPRESSIONS = "wmiwatch_suppressions_total"
 
@@ -112,16 +109,3 @@ def test_entries_naming_an_unknown_rule_or_field_are_flagged() -> None:
     suppressions.apply("k1", entry(rule_id=wmic, field="dset"))
     assert "k1" in suppressions.entries  # applied all the same: the worker is not the gate
     assert REGISTRY.get_sample_value(SUPPRESSIONS, flagged) == before + 1
-
-
-def test_findings_render_as_ocsf_detection_findings() -> None:
-    golden = FIXTURES.parent / "golden" / "sysmon_wmic_node_credential_dumping_via_copy.log.jsonl"
-    finding = FINDING.decode(golden.read_bytes().splitlines()[0])
-    ocsf = to_ocsf(finding)
-    assert (ocsf["class_uid"], ocsf["category_uid"], ocsf["activity_id"]) == (2004, 2, 3)
-    assert ocsf["type_uid"] == 200403
-    assert ocsf["finding_info"]["uid"] == finding.finding_id
-    assert ocsf["finding_info"]["analytic"]["uid"] == finding.rule_id
-    assert ocsf["finding_info"]["attacks"][0]["technique"]["uid"] == "T1047"
-    assert ocsf["device"]["hostname"] == finding.dest
-    assert ocsf["severity_id"] == 3  # score 49
