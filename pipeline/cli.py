@@ -35,7 +35,7 @@ from pipeline.ocsf import RENDERERS
 from pipeline.records import Finding
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.model import Rule
-from pipeline.settings import Settings
+from pipeline.settings import Settings, unknown_variables
 
 app = typer.Typer(
     help="Splunk-style WMI detections over Kafka streams of Windows events.",
@@ -91,6 +91,10 @@ def load_settings(bootstrap: str | None = None, **overrides: object) -> Settings
     values = {k: v for k, v in overrides.items() if v is not None}
     if bootstrap:
         values["bootstrap_servers"] = bootstrap
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        console.print("[red]invalid settings[/red]: " + "; ".join(unknown), soft_wrap=True)
+        raise typer.Exit(2)
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
@@ -492,6 +496,21 @@ def _write_suppression(bootstrap: str | None, key: str, value: bytes | None) -> 
         console.print("[red]the broker did not acknowledge the entry[/red]")
         raise typer.Exit(1)
     console.print(f"{'removed' if value is None else 'written'}: {key} on {topic}")
+
+
+@app.command()
+def check(bootstrap: Bootstrap = None, rules: RulesDir = None) -> None:
+    """Check settings, rules, the broker, every topic and the principal's rights."""
+    from pipeline.check import run_checks
+
+    overrides = {"bootstrap_servers": bootstrap, "rules_dir": rules}
+    failed = 0
+    for outcome in run_checks(os.environ, {k: v for k, v in overrides.items() if v is not None}):
+        print(f"{'ok  ' if outcome.ok else 'FAIL'} {outcome.name}: {outcome.detail}")
+        failed += not outcome.ok
+    if failed:
+        console.print(f"{failed} check(s) failed")
+        raise typer.Exit(1)
 
 
 @app.command("test-rules")

@@ -193,11 +193,11 @@ def _create(settings: Settings, wanted: list[NewTopic], timeout: float) -> dict[
     return status
 
 
-def denied_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> list[str]:
-    """Return the topics this worker needs that its principal may not even describe.
+def watched_admin(settings: Settings) -> tuple[AdminClient, list[KafkaError]]:
+    """Return an admin client and the list its refused logins are collected in.
 
-    Raise KafkaException when the cluster cannot be asked: down, or the login refused (then
-    with the authentication error, which librdkafka reports only to the error callback).
+    librdkafka reports an authentication failure only to the error callback: after a failed
+    call, ``admin.poll(0)`` serves it and the list says whether the login was refused.
     """
     refused: list[KafkaError] = []
 
@@ -205,15 +205,28 @@ def denied_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> 
         if error.code() == KafkaError._AUTHENTICATION:
             refused.append(error)
 
-    config: dict[str, Any] = {**settings.librdkafka_config(), "error_cb": on_error}
-    admin = AdminClient(config)
+    config: dict[str, Any] = {
+        **settings.librdkafka_config(),
+        "error_cb": on_error,
+        "log_level": 0,  # the errors are reported to the caller, not logged per retry
+    }
+    return AdminClient(config), refused
+
+
+def denied_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> list[str]:
+    """Return the topics this worker needs that its principal may not even describe.
+
+    Raise KafkaException when the cluster cannot be asked: down, or the login refused (then
+    with the authentication error).
+    """
+    admin, refused = watched_admin(settings)
     denied = []
     for spec in topics.deployed(raw=True):
         name = topics.name(spec.name)
         try:
             metadata = admin.list_topics(topic=name, timeout=timeout)
         except KafkaException:
-            admin.poll(0)  # serve the error callback
+            admin.poll(0)
             if refused:
                 raise KafkaException(refused[0]) from None
             raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +63,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _raw_topics_name_known_sources(self) -> Settings:
         self.topics()  # raises ValueError naming an unknown source
+        return self
+
+    @model_validator(mode="after")
+    def _security_settings_fit_the_protocol(self) -> Settings:
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -125,3 +134,45 @@ class Settings(BaseSettings):
         }
         config.update({key: str(value) for key, value in optional.items() if value is not None})
         return config
+
+
+PREFIX = "WMIWATCH_"
+TEST_PREFIX = "WMIWATCH_TEST_"  # the test suite's own variables, not settings
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Return a message for each ``WMIWATCH_*`` variable that names no setting, with a guess."""
+    known = [name.upper() for name in Settings.model_fields]
+    messages = []
+    for name in sorted(environ):
+        setting = name.removeprefix(PREFIX)
+        if setting == name or name.startswith(TEST_PREFIX) or setting in known:
+            continue
+        guess = [PREFIX + g for g in difflib.get_close_matches(setting, known, n=1, cutoff=0.75)]
+        messages.append(f"{name} is no setting" + (f" (did you mean {guess[0]}?)" if guess else ""))
+    return messages
+
+
+def security_problems(settings: Settings) -> list[str]:
+    """Return what does not fit together in the SASL and TLS settings."""
+    protocol = settings.security_protocol
+    sasl = {
+        "sasl_mechanism": settings.sasl_mechanism,
+        "sasl_username": settings.sasl_username,
+        "sasl_password": settings.sasl_password,
+    }
+    tls = {
+        "ssl_ca_location": settings.ssl_ca_location,
+        "ssl_certificate_location": settings.ssl_certificate_location,
+        "ssl_key_location": settings.ssl_key_location,
+    }
+    problems = []
+    if protocol.startswith("SASL_"):
+        problems += [f"{protocol} needs {name}" for name, value in sasl.items() if value is None]
+    else:
+        problems += [f"{name} is set but {protocol} uses no SASL" for name, v in sasl.items() if v]
+    if not protocol.endswith("SSL"):
+        problems += [f"{name} is set but {protocol} uses no TLS" for name, v in tls.items() if v]
+    if (settings.ssl_certificate_location is None) != (settings.ssl_key_location is None):
+        problems.append("ssl_certificate_location and ssl_key_location go together (mTLS)")
+    return problems

@@ -29,6 +29,7 @@ class TopicSpec(BaseModel):
 
     name: str
     role: Literal["raw", "internal", "output"]
+    worker_access: tuple[Literal["read", "write"], ...]  # what its principal must be allowed
     source: str | None = None
     partitions: int = Field(gt=0)
     partitions_of: str | None = None  # a state topic: as many partitions as its input topic

@@ -18,10 +18,10 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.apache_kafka import fetch
 from pipeline.broker import free_port, wait_for_port
-from pipeline.kafka import producer
+from pipeline.kafka import create_topics, producer
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import tool
+from tests.conftest import settings_env, tool
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +129,42 @@ def test_the_forwarding_example_posts_findings_to_a_webhook(
     server.shutdown()
     assert result.returncode == 0, result.stderr.decode()
     assert [orjson.loads(body) for body in received] == [finding]
+
+
+def run_check(settings: Settings) -> tuple[int, list[str]]:
+    """Run ``wmiwatch check`` as ``settings``; return its exit code and output lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout.splitlines()
+
+
+def test_check_passes_on_a_ready_deployment_and_names_what_is_missing(
+    settings: Settings,
+) -> None:
+    code, lines = run_check(settings)
+    assert code == 1
+    findings = f"{settings.topic_prefix}wmiwatch.findings"
+    assert f"FAIL topic {findings}: missing: create it" in "\n".join(lines)
+    assert lines[:2] == [
+        "ok   settings: valid",
+        f"ok   rules: 14 rules compiled from {settings.rules_dir}",
+    ]
+
+    created = settings.topics()
+    create_topics(settings, created, raw=True)
+    code, lines = run_check(settings)
+    assert code == 0, lines
+    shapes = [line for line in lines if line.startswith("ok   topic ")]
+    assert len(shapes) == len(created.deployed(raw=True))
+    assert f"ok   topic {findings}: partitions 6, replication 1" in lines
+
+    wrong = settings.model_copy(update={"replication_factor": 3, "min_insync_replicas": 2})
+    code, lines = run_check(wrong)
+    assert code == 1
+    assert f"FAIL topic {findings}: partitions 6, replication 1; expected replication 3" in lines

@@ -36,6 +36,7 @@ from tests.conftest import (
     isolated_raw_topics,
     settings_env,
 )
+from tests.integration.test_commands import run_check
 from tests.integration.test_stream import SEED_FINDINGS, seed_findings
 from tests.tls import make_certificates
 
@@ -155,3 +156,39 @@ def test_a_principal_without_rights_is_stopped_at_start_up(
     code, output = worker_exit(wrong, tmp_path)
     assert code == 2, output
     assert f"Kafka refused the login of {user}" in output
+
+
+def test_check_names_the_rights_a_principal_lacks(secure: tuple[KafkaCluster, Path]) -> None:
+    admin_settings, settings = deployment(secure, "checked")
+    findings = f"{settings.topic_prefix}wmiwatch.findings"
+    code, lines = run_check(settings)
+    assert code == 1
+    assert f"FAIL topic {findings}: the principal may not describe it (grant it ACLs)" in lines
+
+    admin = AdminClient(admin_settings.librdkafka_config())
+    grant_wmiwatch(admin, str(settings.sasl_username), settings)
+    code, lines = run_check(settings)
+    assert code == 0, lines
+    assert f"ok   access {findings}: may write" in lines
+    assert f"ok   access {settings.topic_prefix}wmiwatch.matches: may read and write" in lines
+
+    suppressions = f"{settings.topic_prefix}wmiwatch.suppressions"
+    only_describe = AclBinding(
+        ResourceType.TOPIC,
+        suppressions,
+        ResourcePatternType.LITERAL,
+        f"User:{settings.sasl_username}",
+        "*",
+        AclOperation.READ,
+        AclPermissionType.DENY,
+    )
+    for future in admin.create_acls([only_describe]).values():
+        future.result()
+    code, lines = run_check(settings)
+    assert code == 1
+    assert f"FAIL access {suppressions}: may not read (grant it ACLs)" in lines
+
+    wrong = settings.model_copy(update={"sasl_password": SecretStr("wrong")})
+    code, lines = run_check(wrong)
+    assert code == 1
+    assert any(line.startswith("FAIL broker: ") and "SASL" in line for line in lines), lines

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.settings import Settings
+from pipeline.settings import Settings, security_problems, unknown_variables
 from pipeline.topics import load_topics
 from tests import PROJECT_ROOT
 
@@ -16,7 +17,12 @@ SECRET = "s3cr3t-Pa55word"
 
 
 def test_the_password_never_appears_in_repr_dump_or_config_printouts() -> None:
-    settings = Settings(sasl_password=SECRET, security_protocol="SASL_SSL")
+    settings = Settings(
+        sasl_password=SECRET,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="wmiwatch",
+    )
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
     assert SECRET not in settings.model_dump_json()
@@ -82,3 +88,58 @@ def test_each_intake_process_gets_its_own_static_member_id() -> None:
     assert ids == ["wmiwatch-0", "wmiwatch-0-1", "wmiwatch-0-2"]
     dynamic = Settings(intake_processes=2)
     assert dynamic.intake_settings(1).instance_id is None  # each gets a random transactional id
+
+
+def test_a_mistyped_variable_is_an_error_with_a_guess(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert unknown_variables(
+        {"WMIWATCH_BOOTSTRAP_SERVER": "x", "WMIWATCH_TEST_BROKER": "y", "WMIWATCH_GROUP_ID": "g"}
+    ) == ["WMIWATCH_BOOTSTRAP_SERVER is no setting (did you mean WMIWATCH_BOOTSTRAP_SERVERS?)"]
+    assert unknown_variables({"WMIWATCH_ZZZ": "1", "HOME": "/"}) == ["WMIWATCH_ZZZ is no setting"]
+    monkeypatch.setenv("WMIWATCH_BOOTSTRAP_SERVER", "kafka:9092")
+    result = CliRunner().invoke(app, ["rules", "list"])
+    assert result.exit_code == 2
+    assert "did you mean WMIWATCH_BOOTSTRAP_SERVERS?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "problems"),
+    [
+        (
+            {"security_protocol": "SASL_SSL"},
+            [
+                "SASL_SSL needs sasl_mechanism",
+                "SASL_SSL needs sasl_username",
+                "SASL_SSL needs sasl_password",
+            ],
+        ),
+        (
+            {"sasl_mechanism": "PLAIN", "ssl_ca_location": Path("ca.pem")},
+            [
+                "sasl_mechanism is set but PLAINTEXT uses no SASL",
+                "ssl_ca_location is set but PLAINTEXT uses no TLS",
+            ],
+        ),
+        (
+            {"security_protocol": "SSL", "ssl_certificate_location": Path("c.pem")},
+            ["ssl_certificate_location and ssl_key_location go together (mTLS)"],
+        ),
+        (
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "u",
+                "sasl_password": SECRET,
+                "ssl_ca_location": Path("ca.pem"),
+            },
+            [],
+        ),
+    ],
+)
+def test_sasl_and_tls_settings_must_fit_the_protocol(
+    values: dict[str, object], problems: list[str]
+) -> None:
+    settings = Settings.model_construct(**{**Settings().model_dump(), **values})
+    assert security_problems(settings) == problems
+    if problems:
+        with pytest.raises(ValueError, match=re.escape(problems[0])):
+            Settings(**values)  # type: ignore[arg-type]
