@@ -109,7 +109,7 @@ def load_rules_or_exit(folder: Path) -> tuple[Rule, ...]:
     try:
         return load_rules(folder)
     except RuleErrors as errors:
-        console.print(f"[red]{errors}[/red]")
+        console.print(f"[red]{escape(str(errors))}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -138,7 +138,11 @@ def broker(
     if engine is Engine.APACHE_KAFKA:
         _run_apache_kafka(port, data_dir, brokers, received)
         return
-    process = start_broker(port, data_dir)
+    try:
+        process = start_broker(port, data_dir)
+    except BrokerUnavailable as error:
+        console.print(str(error), style="red", markup=False)
+        raise typer.Exit(1) from None
     console.print(f"broker listening on 127.0.0.1:{port} (data in {data_dir}); Ctrl-C stops it")
     try:
         while not received and process.poll() is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.broker import free_port
 from tests import PROJECT_ROOT
 
 SAMPLE = (
@@ -96,3 +97,19 @@ def test_the_installed_detect_gives_the_golden_findings(installed: Path, tmp_pat
     shutil.copy(SAMPLE, tmp_path / relative)
     done = run([installed / "wmiwatch", "detect", "--format", "jsonl", relative], tmp_path)
     assert done.stdout.encode() == GOLDEN.read_bytes()
+
+
+def test_the_broker_command_without_the_local_extra_says_how_to_get_it(
+    installed: Path, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [installed / "wmiwatch", "broker", "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "the local broker needs: pip install 'wmiwatch[local]'" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
