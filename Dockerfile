@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t ghcr.io/wmiwatch/wmiwatch:0.1.0 .
+# Build: docker build -t wmiwatch:0.1.0 .   (then tag and push it to your registry)
 FROM python:3.11.10-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/wmiwatch
+# Dependencies from the lock (pinned, hashed): two builds of one commit install the same bytes.
+COPY requirements.lock ./
+RUN /opt/wmiwatch/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md LICENSE NOTICE ./
 COPY rules ./rules
 COPY topics ./topics
@@ -11,7 +14,7 @@ COPY tests/fixtures/demo ./tests/fixtures/demo
 COPY tests/fixtures/rules ./tests/fixtures/rules
 COPY pipeline ./pipeline
 # The wheel carries the rules, topic definitions and rule fixtures (pipeline/content links them).
-RUN /opt/wmiwatch/bin/pip install --no-compile .
+RUN /opt/wmiwatch/bin/pip install --no-deps --no-compile .
 
 FROM python:3.11.10-slim-bookworm
 LABEL org.opencontainers.image.title="wmiwatch" \

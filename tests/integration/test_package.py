@@ -47,7 +47,11 @@ def run(command: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the wheel from a clean copy of the sources, install it in a new venv; return bin/."""
+    """Build the wheel from a clean copy of the sources, install it in a new venv; return bin/.
+
+    The dependencies come from ``requirements.lock`` with their hashes, as the Dockerfile
+    installs them, and ``pip check`` proves the lock holds everything the wheel needs.
+    """
     root = tmp_path_factory.mktemp("package")
     sources = root / "sources"
     shutil.copytree(PROJECT_ROOT, sources, symlinks=True, ignore=NOT_SOURCES)
@@ -56,7 +60,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (wheel,) = (root / "dist").glob("wmiwatch-*.whl")
     run([sys.executable, "-m", "venv", root / "venv"], root)
-    run([root / "venv" / "bin" / "python", "-m", "pip", "install", "-q", wheel], root)
+    pip = [root / "venv" / "bin" / "python", "-m", "pip"]
+    lock = sources / "requirements.lock"
+    run([*pip, "install", "-q", "--require-hashes", "--no-deps", "-r", lock], root)
+    run([*pip, "install", "-q", "--no-deps", wheel], root)
+    run([*pip, "check"], root)
     shutil.rmtree(sources)
     return root / "venv" / "bin"
 

@@ -14,6 +14,9 @@ import orjson
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from prometheus_client.metrics import MetricWrapperBase
 
 from pipeline import metrics
@@ -211,6 +214,32 @@ def test_the_dockerfile_lints_clean_and_matches_the_project() -> None:
     labels = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', dockerfile))
     assert labels["version"] == project["version"]
     assert labels["licenses"] == project["license"] == "Apache-2.0"
+
+
+def test_the_manifests_run_the_image_the_documented_build_makes() -> None:
+    version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for overlay in ("dev", "prod"):
+        (worker,) = [o for o in build(f"overlays/{overlay}") if o["kind"] == "StatefulSet"]
+        assert worker["spec"]["template"]["spec"]["containers"][0]["image"] == f"wmiwatch:{version}"
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert f"# Build: docker build -t wmiwatch:{version} ." in dockerfile
+    operations = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    assert f"kustomize edit set image wmiwatch=REGISTRY/wmiwatch:{version}" in operations
+
+
+def test_the_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    pinned = {
+        canonicalize_name(n): Version(v)
+        for n, v in re.findall(r"^([\w.-]+)==(\S+) \\$", lock, re.M)
+    }
+    for dependency in map(Requirement, project["dependencies"]):
+        assert dependency.specifier.contains(pinned[canonicalize_name(dependency.name)]), dependency
+    assert lock.count("==") == len(pinned) and lock.count("--hash=sha256:") >= len(pinned)
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert "pip install --no-deps --no-compile ." in dockerfile
 
 
 def test_only_the_suppressions_principal_may_write_suppressions() -> None:
