@@ -14,6 +14,7 @@ arrive in offset order (one producer per source partition, idempotent), so this 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Generic, TypeVar
 
@@ -24,6 +25,7 @@ from pipeline.policy import WindowPolicy
 from pipeline.records import DestState, Finding, GroupState, Match, Origin, Status
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
+from pipeline.wakeups import Wake
 
 V = TypeVar("V")
 
@@ -143,6 +145,20 @@ class Aggregator:
                 del self.state[dest]
         return findings
 
+    def wake(self, state: DestState) -> Wake:
+        """Return when a dest with groups ``state`` next has something due in ``advance``."""
+        watermarks, clocks = [], []
+        for stats in state.values():
+            if stats.rule_id not in self.rules:
+                watermarks.append(-math.inf)  # to be forgotten at the next tick
+            elif stats.closed:
+                watermarks.append(self._forgotten_at(stats))
+            else:
+                watermarks.append(self.closes_at(stats.rule_id, stats.window_start))
+                if stats.dirty and stats.emitted:
+                    clocks.append(stats.emitted_at + self.policy.update_interval_seconds)
+        return Wake(min(watermarks, default=None), min(clocks, default=None))
+
     def _advance_group(
         self, stats: GroupState, watermark: float, now: float
     ) -> tuple[GroupState, list[Finding]]:
@@ -178,8 +194,13 @@ class Aggregator:
         return stats, [build_finding(rule, stats, row, status)]
 
     def _expired(self, stats: GroupState, watermark: float) -> bool:
-        window = self.window_of(self.rules[stats.rule_id])
-        return stats.closed and stats.window_start + window * (1 + KEPT_WINDOWS) <= watermark
+        return stats.closed and self._forgotten_at(stats) <= watermark
+
+    def _forgotten_at(self, stats: GroupState) -> float:
+        """Return the watermark at which a closed group is forgotten."""
+        return float(
+            stats.window_start + self.window_of(self.rules[stats.rule_id]) * (1 + KEPT_WINDOWS)
+        )
 
 
 def _source_key(origin: Origin) -> str:

@@ -31,6 +31,7 @@ from pipeline.records import (
 )
 from pipeline.risk import RiskScorer
 from pipeline.rules.model import Rule
+from pipeline.wakeups import Wakeups
 from pipeline.watermark import MergedWatermark
 
 V = TypeVar("V")
@@ -104,7 +105,7 @@ class Aggregation:
     """Matches and ticks in, findings and risk events out, for the matches partitions owned.
 
     Each matches partition has its own watermark, merged from the ticks of every intake, and
-    its own index of the dests with open groups, so a tick visits only the groups it can close.
+    its own schedule of when each dest next has something due, so a tick visits only those.
     """
 
     def __init__(
@@ -119,7 +120,7 @@ class Aggregation:
         self.staged: StagedWrites[DestState] = StagedWrites(table)
         self.windows = Aggregator(rules, self.staged, policy)
         self.watermarks: dict[int, MergedWatermark] = {}
-        self.open: dict[int, set[str]] | None = None  # per partition; None: rebuild from table
+        self.wakeups: dict[int, Wakeups] | None = None  # per partition; None: rebuild from table
 
     def handle(self, payload: bytes, partition: int, now: float) -> Step:
         """Decode one record of the matches topic and decide what it leads to."""
@@ -137,7 +138,7 @@ class Aggregation:
         if due is None:
             metrics.matches_redelivered_total.labels(match.rule_id).inc()
             return Step()
-        self._open(partition).add(match.dest)
+        self._schedule(partition, match.dest)
         metrics.matches_aggregated_total.labels(match.rule_id).inc()
         if self.windows.is_late(match, watermark):
             metrics.late_matches_total.labels(match.rule_id).inc()
@@ -148,9 +149,10 @@ class Aggregation:
         watermark = self._watermark(partition).apply(tick, now)
         metrics.event_time_watermark_seconds.set(max(w.value for w in self.watermarks.values()))
         metrics.raw_partitions_silent.set(max(w.silent for w in self.watermarks.values()))
-        dests = self._open(partition)
-        due = self.windows.advance(watermark, now, sorted(dests))
-        dests.difference_update([dest for dest in dests if dest not in self.staged])
+        dests = sorted(self._wakeups(partition).due(watermark, now))
+        due = self.windows.advance(watermark, now, dests)
+        for dest in dests:
+            self._schedule(partition, dest)
         return Step(self._outgoing(due))
 
     def commit(self, step: Step, now: float) -> None:
@@ -163,21 +165,30 @@ class Aggregation:
         self.staged.discard()
 
     def forget_index(self) -> None:
-        """Rebuild the index of open groups from the table at the next record (a rebalance)."""
-        self.open = None
+        """Rebuild the schedule of dests from the table at the next record (a rebalance)."""
+        self.wakeups = None
 
     def _watermark(self, partition: int) -> MergedWatermark:
         if partition not in self.watermarks:
             self.watermarks[partition] = self.new_watermark()
         return self.watermarks[partition]
 
-    def _open(self, partition: int) -> set[str]:
-        if self.open is None:
-            self.open = {}
+    def _wakeups(self, partition: int) -> Wakeups:
+        if self.wakeups is None:
+            self.wakeups = {}
             for dest in list(self.staged):  # a live table: a key listed may be gone when read
-                for group in (self.staged.get(dest) or {}).values():
-                    self.open.setdefault(group.partition, set()).add(dest)
-        return self.open.setdefault(partition, set())
+                state = self.staged.get(dest) or {}
+                for owner in {group.partition for group in state.values()}:
+                    self.wakeups.setdefault(owner, Wakeups()).schedule(
+                        dest, self.windows.wake(state)
+                    )
+        return self.wakeups.setdefault(partition, Wakeups())
+
+    def _schedule(self, partition: int, dest: str) -> None:
+        """Schedule the next visit of ``dest`` from its groups as they are now."""
+        state = self.staged.get(dest)
+        if state:
+            self._wakeups(partition).schedule(dest, self.windows.wake(state))
 
     def _outgoing(self, due: list[Finding]) -> list[Outgoing]:
         """Return the findings due, each followed by the risk events of a new one."""
