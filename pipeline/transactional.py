@@ -30,13 +30,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
+import msgspec
 from confluent_kafka import KafkaException, Producer
 
 from pipeline import metrics
 from pipeline.kafka import CALL_TIMEOUT, RangeReader, flush, producer, retrying, transactional
+from pipeline.records import Codec
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable, changelog_records, replay
+
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
@@ -55,8 +60,12 @@ class Owned:
     committed_at: float = field(default_factory=time.monotonic)
 
 
-class Stage:
-    """Owns input partitions of one topic; commits their outputs, table and offsets together."""
+class Stage(Generic[V]):
+    """Owns input partitions of one topic; commits their outputs, table and offsets together.
+
+    The table holds records; ``codec`` encodes the changed ones for the changelog and decodes
+    them when a partition is taken over.
+    """
 
     def __init__(
         self,
@@ -64,10 +73,12 @@ class Stage:
         name: str,
         source: str,
         changelog: str,
-        table: PartitionedTable,
+        table: PartitionedTable[V],
+        codec: Codec[V],
         taken_over: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
+        self.codec = codec
         self.taken_over = taken_over  # told each partition whose table part was read back
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.source = RangeReader(settings, source)
@@ -157,7 +168,8 @@ class Stage:
         if self.transactional:
             retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)
-        rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
+        encoded, next_offset = replay((m.key() or b"", m.value()) for m in records)
+        rows = self._decoded(partition, encoded)
         self.table.load(partition, rows)
         self.owned[partition] = Owned(client, next_offset)
         metrics.partitions_taken_over_total.labels(self.name).inc()
@@ -166,6 +178,19 @@ class Stage:
             self.name, partition, len(rows), next_offset, time.monotonic() - started,
         )  # fmt: skip
         return self.owned[partition]
+
+    def _decoded(self, partition: int, rows: dict[str, bytes]) -> dict[str, V]:
+        """Return the rows read back as records; one that is no record is left out, counted."""
+        decoded = {}
+        for key, value in rows.items():
+            try:
+                decoded[key] = self.codec.decode(value)
+            except msgspec.DecodeError as error:
+                log.warning(
+                    "%s partition %d: dropped state of %r: %s", self.name, partition, key, error
+                )
+                metrics.aggregation_rejected_total.labels(self.changelog).inc()
+        return decoded
 
     def _begun(self, partition: int) -> Owned:
         owned = self.owned[partition]
@@ -186,9 +211,11 @@ class Stage:
         try:
             if not self.transactional:
                 flush(owned.producer)  # the outputs are durable before the state says so
-            for key, value in changelog_records(
-                self.table.take_changes(partition), owned.next_offset
-            ):
+            changes = {
+                key: None if value is None else self.codec.encode(value)
+                for key, value in self.table.take_changes(partition).items()
+            }
+            for key, value in changelog_records(changes, owned.next_offset):
                 owned.producer.produce(self.changelog, value, key=key, partition=partition)
             self._complete(owned.producer)
         except KafkaException as exception:
