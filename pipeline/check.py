@@ -59,10 +59,6 @@ def run_checks(
     yield from _topics(settings, admin, timeout)
 
 
-def _problem(location: tuple[int | str, ...], message: str) -> str:
-    return f"{'.'.join(map(str, location))}: {message}" if location else message
-
-
 def _rules(settings: Settings) -> Check:
     try:
         rules = load_rules(settings.rules_dir)

@@ -35,7 +35,7 @@ from pipeline.ocsf import RENDERERS
 from pipeline.records import Finding
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.model import Rule
-from pipeline.settings import Settings, unknown_variables
+from pipeline.settings import Settings, problems, unknown_variables
 
 app = typer.Typer(
     help="Splunk-style WMI detections over Kafka streams of Windows events.",
@@ -98,7 +98,7 @@ def load_settings(bootstrap: str | None = None, **overrides: object) -> Settings
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
-        console.print(f"[red]invalid settings[/red]:\n{error}")
+        console.print("[red]invalid settings[/red]: " + "; ".join(problems(error)), soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import CONTENT
@@ -151,6 +151,19 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         guess = [PREFIX + g for g in difflib.get_close_matches(setting, known, n=1, cutoff=0.75)]
         messages.append(f"{name} is no setting" + (f" (did you mean {guess[0]}?)" if guess else ""))
     return messages
+
+
+def problems(error: ValidationError) -> list[str]:
+    """Return each problem of a refused configuration as ``setting: message``, no input values.
+
+    pydantic's own text repeats the input, which may hold the password.
+    """
+    found = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        location = ".".join(map(str, item["loc"]))
+        found.append(f"{location}: {message}" if location else message)
+    return found
 
 
 def security_problems(settings: Settings) -> list[str]:
