@@ -70,7 +70,7 @@ from pipeline.intake import run_intake_process
 from pipeline.kafka import consumer, create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
-from pipeline.records import DestState, Match
+from pipeline.records import MATCH, DestState, Match
 from pipeline.rules.importer import import_detections
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
@@ -128,6 +128,9 @@ async def bare_consume(settings: Settings, topics: Topics, count: int) -> float:
     finally:
         await consumer.stop()
     return count / (time.perf_counter() - (started or time.perf_counter()))
+
+
+SCRAPE_EVERY = 0.2  # seconds between progress scrapes: each costs the worker a collection
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -252,14 +255,14 @@ def run_worker(
 
     deadline = time.monotonic() + 1800
     while consumed() == 0:
-        time.sleep(0.05)
+        time.sleep(SCRAPE_EVERY)
     roles = {process.pid: "faust" for process, _ in running}  # the intakes run by now
     roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
     roles.update({broker_pid: "broker"} if broker_pid else {})
     started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
     while aggregated() < matches_expected:  # every match of the backlog reached the table
         assert time.monotonic() < deadline, f"aggregated only {aggregated()} matches"
-        time.sleep(0.05)
+        time.sleep(SCRAPE_EVERY)
     done, last = time.perf_counter(), aggregated()
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
     cores: dict[str, float] = {}
@@ -447,12 +450,17 @@ class FloodRun:
 
 
 def plain_table_bytes(matches: list[Match], rules: tuple[Rule, ...]) -> int:
-    """Return the bytes the aggregation's table of ``matches`` takes in a plain dict."""
+    """Return the bytes the aggregation's table of ``matches`` takes in a plain dict.
+
+    The matches are decoded from their bytes inside the measurement, as they come off the
+    matches topic: the table holds the strings they bring.
+    """
+    encoded = [MATCH.encode(match) for match in matches]
     tracemalloc.start()
     state: dict[str, DestState] = {}
     aggregator = Aggregator({rule.id: rule for rule in rules}, state, WindowPolicy())
-    for match in matches:
-        aggregator.add(match, -math.inf, 0.0)
+    for payload in encoded:
+        aggregator.add(MATCH.decode(payload), -math.inf, 0.0)
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return size
@@ -503,11 +511,11 @@ def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Pat
     canary_at = time.perf_counter()
     produce(own, own.topics(), [canary])
     while scrape(port).get("wmiwatch_matches_aggregated_total", 0) == 0:
-        time.sleep(0.05)
+        time.sleep(SCRAPE_EVERY)
     started, deadline = time.perf_counter(), time.monotonic() + 1800
     while scrape(port).get("wmiwatch_matches_aggregated_total", 0) < len(matches):
         assert time.monotonic() < deadline, "the flood was not aggregated within 30 minutes"
-        time.sleep(0.05)
+        time.sleep(SCRAPE_EVERY)
     rate = len(matches) / (time.perf_counter() - started)
     assert found.wait(600), "the canary's finding never came"
     canary_seconds = time.perf_counter() - canary_at
