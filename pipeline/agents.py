@@ -25,21 +25,13 @@ from pipeline import __version__, metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import run_intake_process
 from pipeline.ocsf import RENDERERS
-from pipeline.records import (
-    DEAD_LETTER,
-    DEST_STATE,
-    OBJECT_STATE,
-    DestState,
-    IncidentKind,
-    ObjectState,
-    Status,
-)
+from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE, IncidentKind, Status
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable
-from pipeline.stream import Aggregation, Decisions, Output, Scoring
+from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Scoring
 from pipeline.transactional import Stage
 from pipeline.watermark import MergedWatermark
 
@@ -113,32 +105,30 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         Output.RISK: topics.risk,
         Output.INCIDENTS: topics.incidents,
     }
-    groups: PartitionedTable[DestState] = PartitionedTable()
-    objects: PartitionedTable[ObjectState] = PartitionedTable()
+    groups, objects = PartitionedTable(), PartitionedTable()
     stale_after = STALE_TICKS * settings.tick_interval_seconds
     aggregation = Aggregation(
         rules,
-        groups,
+        EncodedTable(groups, DEST_STATE),
         settings.window_policy(),
         RENDERERS[settings.output_format],
         lambda: MergedWatermark(stale_after, settings.max_event_future_seconds),
     )
-    scoring = Scoring(objects, settings.risk_policy())
+    scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
     aggregating = Stage(
         settings,
         "aggregation",
         topics.matches,
         topics.name("wmiwatch.aggregation-state"),
         groups,
-        DEST_STATE,
         lambda partition: aggregation.forget_index(),  # its open groups join the index
     )
     scoring_stage = Stage(
-        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects, OBJECT_STATE
+        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects
     )
     decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
 
-    def handle(stage: Stage[Any], source: TP, offset: int, payload: bytes) -> None:
+    def handle(stage: Stage, source: TP, offset: int, payload: bytes) -> None:
         """Hand one record to its stage's decisions and send what they return; one that
         cannot be handled is dead-lettered (in the same transaction)."""
         decide = decisions[stage.name]
@@ -159,7 +149,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             decide.commit(step, time.time())
         stage.handled(source.partition, offset)
 
-    async def run(stage: Stage[Any], stream: faust.StreamT[bytes]) -> None:
+    async def run(stage: Stage, stream: faust.StreamT[bytes]) -> None:
         """Handle each record Faust delivers (and any it skipped), committing as due."""
         async for event in stream.events():
             source, offset = event.message.tp, event.message.offset
@@ -170,7 +160,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                     await commit(stage)
             health.agents.handled()
 
-    async def commit(stage: Stage[Any]) -> None:
+    async def commit(stage: Stage) -> None:
         """Commit a stage; a partition whose state was dropped is re-indexed when read back."""
         if await stage.commit() and stage is aggregating:
             aggregation.forget_index()

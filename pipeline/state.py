@@ -5,39 +5,36 @@ are kept here rather than in Faust tables: their changelog records are written b
 own producer, in the transaction that also carries the outputs those changes announce and the
 next input offset (``pipeline.transactional``). Every key belongs to one input partition, the
 partition of the record that wrote it, since records are keyed by what the table is keyed by.
-The table holds records, not their bytes: they are encoded for the changelog when committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Generic, TypeVar
 
 from pipeline.records import INPUT_POSITION, InputPosition
 
 POSITION_KEY = b"o"  # the changelog record holding the next input offset
 DATA_PREFIX = b"k"  # before every table key in the changelog, so no key can be the position's
 
-V = TypeVar("V")
-Changes = dict[str, V | None]  # key -> value, None: deleted
+Changes = dict[str, bytes | None]  # key -> value, None: deleted
 
 
-class PartitionedTable(MutableMapping[str, V], Generic[V]):
+class PartitionedTable(MutableMapping[str, bytes]):
     """The table of the input partitions owned; writes go to ``partition`` and are remembered.
 
     The wiring sets ``partition`` to the partition of the record being handled.
     """
 
     def __init__(self) -> None:
-        self.data: dict[str, V] = {}
+        self.data: dict[str, bytes] = {}
         self.partition_keys: dict[int, set[str]] = {}
-        self.changes: dict[int, Changes[V]] = {}
+        self.changes: dict[int, Changes] = {}
         self.partition = 0
 
-    def __getitem__(self, key: str) -> V:
+    def __getitem__(self, key: str) -> bytes:
         return self.data[key]
 
-    def __setitem__(self, key: str, value: V) -> None:
+    def __setitem__(self, key: str, value: bytes) -> None:
         self.data[key] = value
         self.partition_keys.setdefault(self.partition, set()).add(key)
         self.changes.setdefault(self.partition, {})[key] = value
@@ -56,7 +53,7 @@ class PartitionedTable(MutableMapping[str, V], Generic[V]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def load(self, partition: int, rows: dict[str, V]) -> None:
+    def load(self, partition: int, rows: dict[str, bytes]) -> None:
         """Hold ``rows`` as ``partition``'s part of the table (read back from the changelog)."""
         self.drop(partition)
         self.data.update(rows)
@@ -68,14 +65,12 @@ class PartitionedTable(MutableMapping[str, V], Generic[V]):
             self.data.pop(key, None)
         self.changes.pop(partition, None)
 
-    def take_changes(self, partition: int) -> Changes[V]:
+    def take_changes(self, partition: int) -> Changes:
         """Return and forget the changes made in ``partition`` since the last call."""
         return self.changes.pop(partition, {})
 
 
-def changelog_records(
-    changes: Changes[bytes], next_offset: int
-) -> Iterator[tuple[bytes, bytes | None]]:
+def changelog_records(changes: Changes, next_offset: int) -> Iterator[tuple[bytes, bytes | None]]:
     """Yield the changelog records of ``changes``, then the one holding ``next_offset``."""
     for key, value in changes.items():
         yield DATA_PREFIX + key.encode(), value

@@ -9,10 +9,10 @@ and the caller dead-letters it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
@@ -22,6 +22,7 @@ from pipeline.records import (
     AGGREGATION_INPUT,
     INCIDENT,
     RISK_EVENT,
+    Codec,
     DestState,
     Finding,
     Match,
@@ -60,6 +61,31 @@ class Step:
 
     outgoing: list[Outgoing] = field(default_factory=list)
     ingested_at: float | None = None
+
+
+class EncodedTable(MutableMapping[str, V], Generic[V]):
+    """A view of a table of JSON bytes (a Faust table) as a table of records."""
+
+    def __init__(self, table: MutableMapping[str, bytes], codec: Codec[V]) -> None:
+        self.table, self.codec = table, codec
+
+    def __getitem__(self, key: str) -> V:
+        return self.codec.decode(self.table[key])
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.table[key] = self.codec.encode(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table  # without decoding the value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
 
 
 class Decisions(Protocol):

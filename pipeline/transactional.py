@@ -30,18 +30,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
-import msgspec
 from confluent_kafka import KafkaException, Producer
 
 from pipeline import metrics
 from pipeline.kafka import CALL_TIMEOUT, RangeReader, flush, producer, retrying, transactional
-from pipeline.records import Codec
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable, changelog_records, replay
-
-V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
@@ -60,12 +55,8 @@ class Owned:
     committed_at: float = field(default_factory=time.monotonic)
 
 
-class Stage(Generic[V]):
-    """Owns input partitions of one topic; commits their outputs, table and offsets together.
-
-    The table holds records; ``codec`` encodes the changed ones for the changelog and decodes
-    them when a partition is taken over.
-    """
+class Stage:
+    """Owns input partitions of one topic; commits their outputs, table and offsets together."""
 
     def __init__(
         self,
@@ -73,12 +64,10 @@ class Stage(Generic[V]):
         name: str,
         source: str,
         changelog: str,
-        table: PartitionedTable[V],
-        codec: Codec[V],
+        table: PartitionedTable,
         taken_over: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
-        self.codec = codec
         self.taken_over = taken_over  # told each partition whose table part was read back
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.source = RangeReader(settings, source)
@@ -168,8 +157,7 @@ class Stage(Generic[V]):
         if self.transactional:
             retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)
-        encoded, next_offset = replay((m.key() or b"", m.value()) for m in records)
-        rows = self._decoded(partition, encoded)
+        rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
         self.table.load(partition, rows)
         self.owned[partition] = Owned(client, next_offset)
         metrics.partitions_taken_over_total.labels(self.name).inc()
@@ -178,19 +166,6 @@ class Stage(Generic[V]):
             self.name, partition, len(rows), next_offset, time.monotonic() - started,
         )  # fmt: skip
         return self.owned[partition]
-
-    def _decoded(self, partition: int, rows: dict[str, bytes]) -> dict[str, V]:
-        """Return the rows read back as records; one that is no record is left out, counted."""
-        decoded = {}
-        for key, value in rows.items():
-            try:
-                decoded[key] = self.codec.decode(value)
-            except msgspec.DecodeError as error:
-                log.warning(
-                    "%s partition %d: dropped state of %r: %s", self.name, partition, key, error
-                )
-                metrics.aggregation_rejected_total.labels(self.changelog).inc()
-        return decoded
 
     def _begun(self, partition: int) -> Owned:
         owned = self.owned[partition]
@@ -211,11 +186,9 @@ class Stage(Generic[V]):
         try:
             if not self.transactional:
                 flush(owned.producer)  # the outputs are durable before the state says so
-            changes = {
-                key: None if value is None else self.codec.encode(value)
-                for key, value in self.table.take_changes(partition).items()
-            }
-            for key, value in changelog_records(changes, owned.next_offset):
+            for key, value in changelog_records(
+                self.table.take_changes(partition), owned.next_offset
+            ):
                 owned.producer.produce(self.changelog, value, key=key, partition=partition)
             self._complete(owned.producer)
         except KafkaException as exception:

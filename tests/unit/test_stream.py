@@ -14,6 +14,7 @@ import pytest
 from pipeline.ocsf import RENDERERS
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
+    DEST_STATE,
     FINDING,
     INCIDENT,
     MATCH,
@@ -25,7 +26,7 @@ from pipeline.records import (
     SourceReport,
     Tick,
 )
-from pipeline.stream import Aggregation, Output, Scoring
+from pipeline.stream import Aggregation, EncodedTable, Output, Scoring
 from pipeline.watermark import MergedWatermark
 
 HOUR = 3600
@@ -163,6 +164,20 @@ def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None
     ocsf = Aggregation(rules, {}, POLICY, RENDERERS["ocsf"], lambda: MergedWatermark(30, 300))
     finding = ocsf.handle(match(7300.0), 0, now=NOW).outgoing[0]
     assert msgspec.json.decode(finding.value)["class_uid"] == 2004
+
+
+def test_the_encoded_table_stores_bytes_and_gives_records(
+    aggregation: Aggregation,
+) -> None:
+    raw: dict[str, bytes] = {}
+    encoded = EncodedTable(raw, DEST_STATE)
+    aggregation.staged.table = encoded
+    aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
+    assert isinstance(raw["h1"], bytes)
+    (group,) = encoded["h1"].values()
+    assert (group.rule_id, group.count, group.partition) == (WMIC_NODE, 1, 0)
+    del encoded["h1"]
+    assert raw == {} and len(encoded) == 0
 
 
 def risk_event(rule: str, score: int, at: str) -> bytes:
