@@ -166,14 +166,17 @@ def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None
     assert msgspec.json.decode(finding.value)["class_uid"] == 2004
 
 
-def test_the_encoded_table_stores_bytes_and_gives_records(
+def test_the_encoded_table_stores_compressed_bytes_and_gives_records(
     aggregation: Aggregation,
 ) -> None:
     raw: dict[str, bytes] = {}
     encoded = EncodedTable(raw, DEST_STATE)
     aggregation.staged.table = encoded
     aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
-    assert isinstance(raw["h1"], bytes)
+    assert len(raw["h1"]) < len(DEST_STATE.encode(encoded["h1"])) * 0.8  # compressed
+    raw["plain"] = DEST_STATE.encode(encoded["h1"])  # as written before compression
+    assert encoded["plain"] == encoded["h1"]
+    del encoded["plain"]
     (group,) = encoded["h1"].values()
     assert (group.rule_id, group.count, group.partition) == (WMIC_NODE, 1, 0)
     del encoded["h1"]
