@@ -22,6 +22,7 @@ from pipeline.engine import Detector
 from pipeline.files import FileRecord, read_records
 from pipeline.policy import MAX_EVENT_BYTES, TimePolicy, WindowPolicy
 from pipeline.records import DestState, Finding, Match, Origin
+from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 
 BATCH_RECORDS = 2000
@@ -93,9 +94,14 @@ _job_detector: Detector | None = None  # each job process's own detector
 
 
 def _start_job(
-    rules: tuple[Rule, ...], max_event_bytes: int, time_policy: TimePolicy | None
+    folders: tuple[str, ...],
+    ids: frozenset[str],
+    max_event_bytes: int,
+    time_policy: TimePolicy | None,
 ) -> None:
+    """Compile the rules ``ids`` from their folders (compiled plans hold closures: no pickle)."""
     global _job_detector  # a pool initializer's only way to hand state over
+    rules = tuple(rule for folder in folders for rule in load_rules(Path(folder)) if rule.id in ids)
     _job_detector = Detector(rules, max_event_bytes=max_event_bytes, time_policy=time_policy)
 
 
@@ -119,7 +125,8 @@ class _Jobs:
     def __enter__(self) -> _Jobs:
         if self.jobs > 1:
             detector = self.detector
-            arguments = (tuple(detector.rules.values()), detector.max_event_bytes)
+            folders = tuple(sorted({str(Path(r.path).parent) for r in detector.rules.values()}))
+            arguments = (folders, frozenset(detector.rules), detector.max_event_bytes)
             context = multiprocessing.get_context("spawn")
             self.pool = context.Pool(self.jobs, _start_job, (*arguments, detector.time_policy))
         return self

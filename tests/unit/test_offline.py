@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -32,3 +34,17 @@ def test_detect_with_jobs_prints_the_golden_findings(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 0, result.output
     assert result.stdout.encode() == (GOLDEN / f"{name}.jsonl").read_bytes()
     assert result.stdout.count("\n") >= 1
+
+
+def test_jobs_run_rules_whose_plans_do_not_pickle(tmp_path: Path) -> None:
+    escu = PROJECT_ROOT / "tests" / "fixtures" / "escu" / "detections" / "endpoint"
+    imported = CliRunner().invoke(app, ["rules", "import", str(escu), "--out", str(tmp_path)])
+    assert imported.exit_code == 0, imported.output
+    rules = load_rules(tmp_path)  # one of them filters with `where count >=4`: a closure
+    assert any("where" in rule.spec.search for rule in rules)
+    paths = [INPUTS[n] for n in sorted(INPUTS)]
+    one = offline.detect_files(paths, rules, WindowPolicy())
+    two = offline.detect_files(paths, rules, WindowPolicy(), jobs=2)
+    assert one.findings and [FINDING.encode(f) for f in two.findings] == [
+        FINDING.encode(f) for f in one.findings
+    ]
