@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pipeline.kafka import watched_admin
 from pipeline.rules.errors import RuleErrors
 from pipeline.rules.loader import load_rules
-from pipeline.settings import Settings, unknown_variables
+from pipeline.settings import Settings, problems, unknown_variables
 from pipeline.topics import TopicSpec
 
 OPERATIONS = {"read": AclOperation.READ, "write": AclOperation.WRITE}
@@ -38,10 +38,7 @@ def run_checks(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        problems = [
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
-        ]
-        yield Check("settings", False, "; ".join(unknown + problems))
+        yield Check("settings", False, "; ".join(unknown + problems(error)))
         return
     yield Check("settings", not unknown, "; ".join(unknown) or "valid")
     yield _rules(settings)

@@ -224,8 +224,7 @@ def _per_process(pids: Iterable[int]) -> Iterator[Metric]:
     """Yield prometheus_client's process metrics of each pid, labelled with it."""
     families: dict[str, Metric] = {}
     for pid in pids:
-        collector = ProcessCollector(pid=str(pid).strip, registry=None)
-        for metric in collector.collect():
+        for metric in _process_collector(pid).collect():
             family = families.setdefault(
                 metric.name, Metric(metric.name, metric.documentation, metric.type)
             )
@@ -233,6 +232,11 @@ def _per_process(pids: Iterable[int]) -> Iterator[Metric]:
                 Sample(s.name, {**s.labels, "pid": str(pid)}, s.value) for s in metric.samples
             ]
     yield from families.values()
+
+
+def _process_collector(pid: int) -> ProcessCollector:
+    """Return prometheus_client's collector of process ``pid``'s metrics (unregistered)."""
+    return ProcessCollector(pid=lambda: pid, registry=None)
 
 
 def exposed_registry() -> CollectorRegistry:

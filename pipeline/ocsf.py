@@ -12,7 +12,7 @@ import orjson
 
 from pipeline import __version__
 from pipeline.attack import tactic_id, technique
-from pipeline.records import FINDING, Finding, Origin
+from pipeline.records import FINDING, Finding
 
 OCSF_VERSION = "1.8.0"
 PROFILES = ("host", "security_control")
@@ -85,7 +85,7 @@ def to_ocsf(finding: Finding) -> dict[str, Any]:
         "attacks": attacks,  # the security_control profile's copy
         "device": _device(finding.dest),
         **({"actor": actor} if (actor := _actor(finding.fields)) else {}),
-        "evidences": [_evidence(finding, origin) for origin in finding.evidence],
+        "evidences": _evidences(finding),
         "unmapped": {
             "group": finding.group,
             "late": finding.late,
@@ -113,22 +113,32 @@ def _attacks(finding: Finding) -> list[dict[str, Any]]:
     return attacks
 
 
-def _evidence(finding: Finding, origin: Origin) -> dict[str, Any]:
-    """Return one contributing event as evidence, with the process and user the rule saw."""
-    evidence: dict[str, Any] = {
-        "uid": f"{origin.topic}:{origin.partition}:{origin.offset}",
-        "device": _device(finding.dest),
-    }
-    if origin.record_id:
-        evidence["data"] = {"record_id": origin.record_id}
-    process = _process(finding.fields, PROCESS_FIELDS)
+def _evidences(finding: Finding) -> list[dict[str, Any]]:
+    """Return each contributing event as evidence, with the process and user the rule saw."""
+    device, artifacts = _device(finding.dest), _artifacts(finding.fields)
+    evidences = []
+    for origin in finding.evidence:
+        evidence: dict[str, Any] = {
+            "uid": f"{origin.topic}:{origin.partition}:{origin.offset}",
+            "device": device,
+        }
+        if origin.record_id:
+            evidence["data"] = {"record_id": origin.record_id}
+        evidences.append({**evidence, **artifacts})
+    return evidences
+
+
+def _artifacts(fields: Mapping[str, str]) -> dict[str, Any]:
+    """Return the process (with its parent) and the actor the result row names."""
+    artifacts: dict[str, Any] = {}
+    process = _process(fields, PROCESS_FIELDS)
     if process:
-        parent = _process(finding.fields, PARENT_FIELDS)
-        evidence["process"] = {**process, **({"parent_process": parent} if parent else {})}
-    actor = _actor(finding.fields)
+        parent = _process(fields, PARENT_FIELDS)
+        artifacts["process"] = {**process, **({"parent_process": parent} if parent else {})}
+    actor = _actor(fields)
     if actor:
-        evidence["actor"] = actor
-    return evidence
+        artifacts["actor"] = actor
+    return artifacts
 
 
 def _device(dest: str) -> dict[str, Any]:

@@ -67,9 +67,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _security_settings_fit_the_protocol(self) -> Settings:
-        problems = security_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        misfits = security_problems(self)
+        if misfits:
+            raise ValueError("; ".join(misfits))
         return self
 
     @model_validator(mode="after")
@@ -179,13 +179,13 @@ def security_problems(settings: Settings) -> list[str]:
         "ssl_certificate_location": settings.ssl_certificate_location,
         "ssl_key_location": settings.ssl_key_location,
     }
-    problems = []
+    misfits = []
     if protocol.startswith("SASL_"):
-        problems += [f"{protocol} needs {name}" for name, value in sasl.items() if value is None]
+        misfits += [f"{protocol} needs {name}" for name, value in sasl.items() if value is None]
     else:
-        problems += [f"{name} is set but {protocol} uses no SASL" for name, v in sasl.items() if v]
+        misfits += [f"{name} is set but {protocol} uses no SASL" for name, v in sasl.items() if v]
     if not protocol.endswith("SSL"):
-        problems += [f"{name} is set but {protocol} uses no TLS" for name, v in tls.items() if v]
+        misfits += [f"{name} is set but {protocol} uses no TLS" for name, v in tls.items() if v]
     if (settings.ssl_certificate_location is None) != (settings.ssl_key_location is None):
-        problems.append("ssl_certificate_location and ssl_key_location go together (mTLS)")
-    return problems
+        misfits.append("ssl_certificate_location and ssl_key_location go together (mTLS)")
+    return misfits
