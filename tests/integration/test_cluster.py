@@ -132,6 +132,7 @@ def test_worker_kills_a_leader_broker_kill_and_scaling_lose_and_double_nothing(
     fleet.start("a")
     expected = replay_with_steps(fleet, topics, steps, tmp_path / "fleet.xml", CLUSTER_CHUNK)
     news = assert_counted_exactly(fleet, topics, expected)
+    assert fleet.starts == 4  # a, b, c, a after its kill: no worker exited unplanned
     resent = {
         name: duplicates(settings, name)
         for name in (topics.findings, topics.risk, topics.incidents)

@@ -56,6 +56,7 @@ class Fleet:
     settings: Settings
     folder: Path
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    crashed: set[str] = field(default_factory=set)  # killed by the test, to be restarted
     starts: int = 0
 
     def start(self, name: str, static: bool = True) -> None:
@@ -77,6 +78,7 @@ class Fleet:
     def kill(self, name: str) -> None:
         """SIGKILL worker ``name`` (no shutdown, no commit) and start it again."""
         self.crash(name)
+        self.crashed.discard(name)
         self.start(name)
 
     def crash(self, name: str) -> None:
@@ -87,15 +89,23 @@ class Fleet:
         """
         worker = self.workers[name].process
         intakes = intake_pids(worker.pid)
+        self.crashed.add(name)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         assert all(wait_until_gone(pid, 60) for pid in intakes), "an intake outlived its worker"
 
     def supervise(self) -> None:
-        """Restart any worker that exited on its own."""
+        """Restart the workers the test crashed; fail on any other worker that exited."""
         for name, worker in list(self.workers.items()):
-            if worker.process.poll() is not None:
-                self.start(name)
+            code = worker.process.poll()
+            if code is None:
+                continue
+            if name not in self.crashed:
+                self.stop_all()
+                tail = worker.log.read_text()[-3000:]
+                raise AssertionError(f"worker {name} exited unplanned with code {code}:\n{tail}")
+            self.crashed.discard(name)
+            self.start(name)
 
     def wait(self, what: str, condition: Callable[[], T | None], timeout: float = 300) -> T:
         """Keep the workers running until ``condition`` returns a truthy value; return it."""
@@ -288,6 +298,7 @@ def test_crashes_a_broker_restart_and_scaling_lose_and_double_nothing(
     fleet.start("a")
     expected = replay_with_steps(fleet, topics, steps, tmp_path / "fleet.xml", CHUNK)
     found = assert_counted_exactly(fleet, topics, expected)
+    assert fleet.starts == 5  # a, two kills of a, b, a after the crash: no other start
     resent = sum(len(r) - 1 for r in found.values() if r)  # printed for the run log
     print(f"{len(expected)} findings, {fleet.starts} worker starts, {resent} records re-sent")
 

@@ -27,7 +27,7 @@ from pipeline.topics import Topics
 from tests.conftest import WorkerProcess, read_topic, schema_validator, the_intake
 from tests.integration.test_stream import scrape
 from tests.synthetic import WMIEXEC, script_block
-from tests.synthetic_hostile import suite
+from tests.synthetic_hostile import TEST_MAX_EVENT_BYTES, suite
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +77,12 @@ def assert_healthy(settings: Settings, worker: WorkerProcess, intake: int) -> No
         url = f"http://127.0.0.1:{settings.metrics_port}/{probe}"
         with urllib.request.urlopen(url, timeout=5) as answer:
             assert answer.status == 200, answer.read()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Return the test's settings with a size cap records can exceed through the broker."""
+    return settings.model_copy(update={"max_event_bytes": TEST_MAX_EVENT_BYTES})
 
 
 def internal_hostiles(now: float) -> list[tuple[str, str, bytes]]:
@@ -176,6 +182,8 @@ def test_no_hostile_record_blinds_the_worker(
         (("topic", topics.risk),): 1.0,
     }
     assert sum(family(metrics, "wmiwatch_events_dropped_total").values()) >= 1  # Sysmon 3
+    rejected = family(metrics, "wmiwatch_events_rejected_total")
+    assert rejected[(("reason", "too_large"),)] == 2  # routed and unrouted, both counted
     assert metrics[("wmiwatch_event_time_watermark_seconds", ())] <= time.time() + 300
     assert metrics[("wmiwatch_intake_idle_seconds", ())] < 60
     assert metrics[("wmiwatch_aggregation_idle_seconds", ())] < 60

