@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -36,8 +37,11 @@ from tests.conftest import (
     the_intake,
     wait_until_gone,
 )
+from tests.synthetic import WMIEXEC, script_block
 
 pytestmark = pytest.mark.integration
+
+WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage
 
 SEED_SAMPLES = sorted((FIXTURES / "demo").glob("*.xml")) + sorted((FIXTURES / "demo").glob("*.log"))
 ALL_SAMPLES = SEED_SAMPLES + sorted(p for p in (FIXTURES / "rules").iterdir() if p.suffix != ".md")
@@ -189,6 +193,40 @@ def test_bad_records_go_to_the_dead_letter_topic(
     metrics = scrape(settings.metrics_port)
     for reason in bad.values():
         assert metrics[("wmiwatch_events_rejected_total", (("reason", reason),))] == 1
+
+
+def test_a_suppression_applies_in_the_stream_until_it_expires_by_the_clock(
+    settings: Settings, topics: Topics, worker: WorkerProcess
+) -> None:
+    """An entry expiring in a few seconds drops the first event; after its expiry, an event
+    stamped before it (by the event time, still inside the entry) gives a finding."""
+    client, host, stamped = producer(settings), "ws-suppressed", time.time()
+    expires = stamped + 8
+    entry = {
+        "rule_id": WMIEXEC_RULE,
+        "field": "dest",
+        "value": host,
+        "reason": "maintenance window",
+        "author": "soc",
+        "expires_at": datetime.fromtimestamp(expires, UTC).isoformat(),
+    }
+    client.produce(topics.suppressions, orjson.dumps(entry), key=b"window")
+    client.flush(10)
+    deadline = time.monotonic() + 30
+    while b"suppression 'window' applied" not in worker.log.read_bytes():
+        assert time.monotonic() < deadline, "the worker did not read the suppression"
+        time.sleep(0.2)
+    raw = topics.name("windows.powershell")
+    client.produce(raw, script_block(host, stamped, WMIEXEC, 1), key=host.encode())
+    client.flush(10)
+    wait_for_metric(settings.metrics_port, "wmiwatch_matches_suppressed_total", 1)
+    time.sleep(max(0.0, expires - time.time()) + 1)
+    client.produce(raw, script_block(host, stamped + 1, WMIEXEC, 2), key=host.encode())
+    client.flush(10)
+    (finding,) = read_topic(settings, topics.findings, expected=1)
+    assert (finding["dest"], finding["status"], finding["count"]) == (host, "new", 1)
+    assert finding["evidence"][0]["record_id"] == "2"  # the event after the expiry
+    assert total(scrape(settings.metrics_port), "wmiwatch_matches_suppressed_total") == 1
 
 
 def wait_for_metric(port: int, name: str, value: float, timeout: float = 60) -> None:

@@ -41,6 +41,20 @@ def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -
     return Match(WMIC_NODE, dest, time, group, {}, Origin("t", 0, next(OFFSETS)), False, 0.0)
 
 
+def test_finding_ids_are_uuid5_of_the_rule_window_start_and_sorted_group() -> None:
+    """Literal ids, computed apart from the code as uuid5(namespace, key) with the key the
+    compact JSON array [rule id, window start, group with sorted keys]; e.g. the first is
+    uuid5(5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1, '["272df6de-61f1-4784-877c-1fbc3e2d0838",
+    7200,{"Processes.dest":"h1","Processes.process":"wmic /node:x os get",
+    "Processes.user":"CORP\\\\bob"}]') without the line breaks."""
+    group = {"Processes.user": "CORP\\bob", "Processes.process": "wmic /node:x os get"}
+    group["Processes.dest"] = "h1"  # insertion order does not matter
+    assert finding_id(WMIC_NODE, 7200, group) == "51dbdfee-3a02-515d-9809-8e36c623d5dd"
+    admin = {"dest": "ar-win-1", "user": "AR-WIN-1\\Administrator"}
+    assert finding_id(WMIC_NODE, 1709640000, admin) == "62f417e5-569c-59d5-a6fa-f231af20c9e6"
+    assert finding_id(WMIC_NODE, 1709643600, admin) == "b927760d-1a46-5876-85b5-291e157b179e"
+
+
 def statuses(records: list[Finding]) -> list[tuple[str, int, bool]]:
     return [(r.status, r.count, r.late) for r in records]
 
@@ -56,7 +70,7 @@ def test_first_match_emits_new_and_later_ones_update_the_table(
     offsets = [e.offset for e in stats.evidence]
     assert offsets == sorted(set(offsets)) and len(offsets) == 3  # in arrival order
     assert (first.status, first.count, first.late) == ("new", 1, False)
-    assert first.finding_id == finding_id(WMIC_NODE, 7200, match(0).group)
+    assert first.finding_id == "51dbdfee-3a02-515d-9809-8e36c623d5dd"  # see the test below
     assert first.title == (
         "A wmic.exe process wmic /node:x os get contain node commandline "
         "wmic /node:x os get in host h1"

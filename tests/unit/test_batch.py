@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import orjson
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -130,6 +133,27 @@ def test_a_suppressed_match_is_not_produced(
     result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 1)])
     assert result.produce == []
     assert result.tally[(metrics.rule_matches_total, (WMIEXEC_RULE,))] == 1  # matched, then dropped
+
+
+@pytest.mark.parametrize(("expires_after_event", "suppressed"), [(30, False), (90, True)])
+def test_suppressions_expire_by_the_clock_not_the_event_time(
+    batches: BatchProcessor, suppressions: Suppressions, expires_after_event: int, suppressed: bool
+) -> None:
+    """The event is 60 s older than the clock; an entry expiring in between no longer applies."""
+    expiry = datetime.fromtimestamp(EVENT_TIME + expires_after_event, UTC).isoformat()
+    entry = orjson.dumps(
+        {
+            "rule_id": WMIEXEC_RULE,
+            "field": "dest",
+            "value": "ws01",
+            "reason": "change window",
+            "author": "soc",
+            "expires_at": expiry,
+        }
+    )
+    suppressions.apply("window", entry)
+    result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 1)])
+    assert len(result.produce) == (0 if suppressed else 1)
 
 
 def test_the_tally_reaches_the_metrics_once_counted(batches: BatchProcessor) -> None:

@@ -21,7 +21,13 @@ DAY = 86_400
 
 
 def risk(
-    rule: str, score: int, tactics: list[str], obj: str = "h1", time: float = 0.0
+    rule: str,
+    score: int,
+    tactics: list[str],
+    obj: str = "h1",
+    time: float = 0.0,
+    threats: tuple[str, ...] = (),
+    finding: str = "",
 ) -> RiskEvent:
     return RiskEvent(
         time=time,
@@ -30,10 +36,10 @@ def risk(
         risk_object_type="system",
         risk_score=score,
         risk_message=f"rule {rule} fired on {obj}",
-        threat_object=(),
-        threat_object_type=(),
+        threat_object=threats,
+        threat_object_type=("process_name",) * len(threats),
         annotations=Annotations(MitreAnnotations((), tuple(tactics), ()), ()),
-        finding_id=f"f-{rule}",
+        finding_id=finding or f"f-{rule}",
         rule_id=rule,
     )
 
@@ -51,6 +57,18 @@ def test_the_threshold_is_crossed_exactly_once_at_the_right_event() -> None:
     assert [c.finding_id for c in incident.contributing] == ["f-a", "f-b"]
     schema_validator("wmiwatch.risk-incidents").validate(to_builtins(incident))
     assert scorer.add(risk("c", 25, ["Execution"], time=1300.0)) == []  # still above: no repeat
+
+
+def test_a_rule_counts_once_per_object_and_threat_object_whatever_its_findings() -> None:
+    scorer = RiskScorer({}, RiskPolicy(score_threshold=80))
+    for window in range(4):  # four findings of one rule on one host (four windows)
+        found = risk("a", 40, [], time=1000.0 * window, threats=("wmic.exe",), finding=f"f{window}")
+        assert scorer.add(found) == []
+    (incident,) = scorer.add(risk("a", 40, [], time=4000.0, threats=("cmd.exe",), finding="f4"))
+    assert incident.score == 80  # wmic.exe once (its latest finding), cmd.exe once
+    assert [c.finding_id for c in incident.contributing] == ["f3", "f4"]
+    assert scorer.add(risk("a", 40, [], obj="h2", time=4000.0, threats=("wmic.exe",))) == []
+    assert scorer.add(risk("b", 40, [], obj="h2", time=4000.0, threats=("wmic.exe",)))  # 80
 
 
 def test_scores_age_out_of_the_window_and_can_cross_again() -> None:

@@ -36,6 +36,16 @@ def test_entries_match_by_rule_field_and_wildcard_until_they_expire() -> None:
     assert suppressions.match("r1", {"dest": "build-07"}, now=1_900_000_000.0) is None
 
 
+def test_an_entry_stops_applying_at_the_instant_it_expires() -> None:
+    suppressions = Suppressions()
+    suppressions.apply("k1", entry(expires_at="2030-01-01T00:00:00Z"))
+    expiry = 1_893_456_000.0  # 2030-01-01T00:00:00Z
+    assert suppressions.match("r1", {"dest": "build-1"}, now=expiry - 0.001) is not None
+    assert suppressions.match("r1", {"dest": "build-1"}, now=expiry) is None
+    suppressions.apply("k2", entry(expires_at="2030-01-01T01:00:00+01:00"))  # the same instant
+    assert suppressions.match("r1", {"dest": "build-1"}, now=expiry) is None
+
+
 def test_star_covers_every_rule_and_a_tombstone_removes_the_entry() -> None:
     suppressions = Suppressions()
     suppressions.apply("k1", entry(rule_id="*", field="user", value="svc_*", broad=True))
