@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from pipeline.normalize import default_normalizer
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_normalizer() -> Iterator[None]:
+    """Build the shipped normalizer afresh in each session.
+
+    A mutation run forks each session from a process that has already built (and cached) it,
+    so without this a mutant in the mapping code would never run.
+    """
+    default_normalizer.cache_clear()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -120,3 +120,23 @@ def test_risk_events_carry_the_splunk_risk_index_fields(rules: dict[str, Any]) -
     assert ours["annotations.mitre_attack.mitre_tactic_id"] == ["TA0005"]  # Defense Evasion
     assert ours["annotations.mitre_attack.mitre_technique_id"] == ["T1220"]
     schema_validator("wmiwatch.risk").validate(to_builtins(event))
+
+
+def test_a_contribution_one_window_old_no_longer_counts_nor_is_kept() -> None:
+    kept = RiskScorer({}, RiskPolicy(score_threshold=100))  # kept a week for the tactics
+    kept.add(risk("a", 60, [], time=0.0))
+    assert kept.add(risk("b", 60, [], time=float(DAY))) == []  # a is exactly a day old
+    assert set(kept.state["h1"].contributions) == {"a", "b"}
+    scorer = RiskScorer({}, RiskPolicy(score_threshold=100, tactics_window_seconds=DAY))
+    scorer.add(risk("a", 60, [], time=0.0))
+    assert scorer.add(risk("b", 60, [], time=float(DAY))) == []  # a is exactly a day old
+    assert set(scorer.state["h1"].contributions) == {"b"}
+    assert len(scorer.add(risk("c", 40, [], time=DAY + 1.0))) == 1  # b and c: 100
+
+
+def test_incident_ids_are_uuid5_of_kind_object_and_time() -> None:
+    """uuid5(5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1, 'risk_threshold|h1|1200.0'), computed apart."""
+    scorer = RiskScorer({}, RiskPolicy(score_threshold=100))
+    scorer.add(risk("a", 50, [], time=1000.0))
+    (incident,) = scorer.add(risk("b", 50, [], time=1200.0))
+    assert incident.incident_id == "b40090cf-b58f-5b43-afa5-938dcbc09dcc"

@@ -119,3 +119,58 @@ def test_entries_naming_an_unknown_rule_or_field_are_flagged() -> None:
     suppressions.apply("k1", entry(rule_id=wmic, field="dset"))
     assert "k1" in suppressions.entries  # applied all the same: the worker is not the gate
     assert REGISTRY.get_sample_value(SUPPRESSIONS, flagged) == before + 1
+
+
+def test_a_tombstone_is_logged_and_counted_and_an_unknown_one_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    removed = {"action": "removed", "scope": "values"}
+    before = REGISTRY.get_sample_value(SUPPRESSIONS, removed) or 0
+    suppressions = Suppressions()
+    suppressions.apply("k1", entry())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        suppressions.apply("k1", None)
+        suppressions.apply("never-there", None)
+    assert caplog.messages == ["suppression 'k1' removed (was by alice)"]
+    assert REGISTRY.get_sample_value(SUPPRESSIONS, removed) == before + 1
+
+
+def test_refusals_and_problems_are_logged_with_their_key(caplog: pytest.LogCaptureFixture) -> None:
+    known = {"r1": frozenset({"dest"}), "r2": frozenset({"user"})}
+    suppressions = Suppressions(known)
+    suppressions.apply("bad", b"{not json")
+    suppressions.apply("odd", entry(field="parent_process"))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].startswith("suppression 'bad' refused: ")
+    assert (
+        errors[1] == "suppression 'odd' looks wrong: no rule's events carry field 'parent_process'"
+    )
+    assert "expires=never" in caplog.text
+
+
+def test_a_field_is_checked_against_its_rule_or_else_every_rule() -> None:
+    known = {"r1": frozenset({"dest"}), "r2": frozenset({"user"})}
+    user_of_r1 = Suppression.model_validate(orjson.loads(entry(field="user")))
+    assert user_of_r1.problems(known) == ["no rule's events carry field 'user'"]
+    every_rule = Suppression.model_validate(
+        orjson.loads(entry(rule_id="*", field="user", broad=True))
+    )
+    assert every_rule.problems(known) == []
+
+
+def test_known_fields_unite_every_route_and_group_by_field() -> None:
+    rules = load_rules(PROJECT_ROOT / "rules")
+    known = known_fields(rules, default_normalizer())
+    wmic = known["272df6de-61f1-4784-877c-1fbc3e2d0838"]  # Sysmon 1, 4688 and ProcessRollup2
+    assert {"CommandLine", "NewProcessName", "ImageFileName"} <= wmic  # one from each source
+    assert {"Processes.dest", "dest", "process_id"} <= wmic  # the group-by names, both forms
+
+
+def test_a_non_matching_entry_does_not_hide_a_later_one() -> None:
+    suppressions = Suppressions()
+    suppressions.apply("other-rule", entry(rule_id="r2"))
+    suppressions.apply("expired", entry(expires_at="2000-01-01T00:00:00Z"))
+    suppressions.apply("live", entry(value="ws-*"))
+    found = suppressions.match("r1", {"dest": "ws-3"}, now=1_700_000_000.0)
+    assert found is not None and found.value == "ws-*"

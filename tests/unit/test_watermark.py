@@ -81,6 +81,15 @@ def test_silent_counts_the_raw_partitions_no_intake_reports_on() -> None:
     assert merged.silent == 0
 
 
+def test_a_report_exactly_stale_after_seconds_old_is_still_fresh() -> None:
+    merged = MergedWatermark(stale_after=30, max_future_seconds=300)
+    merged.apply(tick(0, (P2, 100.0, False)))
+    merged.apply(tick(30, (P0, 200.0, False), (P1, 200.0, False)))
+    assert merged.silent == 0  # P2's report is 30 s old: at the limit, not past it
+    merged.apply(tick(30.5, (P0, 300.0, False)))
+    assert merged.silent == 1
+
+
 def test_the_ticks_used_here_follow_the_published_schema() -> None:
     validator = schema_validator("wmiwatch.matches")
     validator.validate(orjson.loads(TICK.encode(tick(0, (P0, 1000.0, False), (P2, None, True)))))
