@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.wildcard import BREAKERS, Wildcard
@@ -100,3 +101,34 @@ def test_token_matching_agrees_with_a_regular_expression(pattern: str, text: str
     assert Wildcard.compile(pattern).occurs_as_token(text.casefold()) == token_reference(
         pattern, text
     )
+
+
+# Texts made of short words and breakers, so that a piece often occurs inside a word before it
+# occurs as a whole token.
+WORDY_TEXT = st.lists(st.sampled_from(["a", "ab", "ba", "b", "aab", " ", ".", "\\"])).map("".join)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab*", min_size=1, max_size=5), WORDY_TEXT)
+def test_token_matching_agrees_on_texts_of_words(pattern: str, text: str) -> None:
+    assert Wildcard.compile(pattern).occurs_as_token(text) == token_reference(pattern, text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        ("a", "ba a", True),  # the first occurrence is inside a word, the second a token
+        ("ab*", "cab ab", True),
+        ("*ab", "abc ab", True),
+        ("*ab", "ab abc", True),  # the first occurrence ends a token, the last does not
+        ("*ab", "ab", True),  # at the very start
+        ("ab*", "xyz", False),
+        ("*ab", "xyz", False),
+        ("ab", "xyz", False),
+        ("a*b", "a.b", True),
+        ("a*b", "ab.", True),
+        ("a*b", "abc", False),
+    ],
+)
+def test_token_matching_examples(pattern: str, text: str, expected: bool) -> None:
+    assert Wildcard.compile(pattern).occurs_as_token(text) is expected
