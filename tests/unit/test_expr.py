@@ -1,0 +1,127 @@
+"""Search expressions: deciding from the known fields agrees with evaluating the whole event."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.event import Event
+from pipeline.rules.errors import RuleError
+from pipeline.rules.expr import (
+    All,
+    Any,
+    Differs,
+    Expr,
+    Keyword,
+    Match,
+    Not,
+    Ordering,
+    Regex,
+    longest_word,
+    pcre,
+)
+from pipeline.wildcard import Wildcard
+
+FIELDS = ("EventCode", "source", "dest")
+VALUES = ("1", "4104", "sysmon", "ws1", "10")
+PATTERNS = ("1", "41*", "*", "sys*", "ws?", "4104")
+
+LEAVES = st.one_of(
+    st.builds(Match, st.sampled_from(FIELDS), st.sampled_from(PATTERNS).map(Wildcard.compile)),
+    st.builds(Differs, st.sampled_from(FIELDS), st.sampled_from(PATTERNS).map(Wildcard.compile)),
+    st.builds(
+        Ordering,
+        st.sampled_from(FIELDS),
+        st.sampled_from(["<", "<=", ">", ">="]),
+        st.sampled_from(VALUES),
+    ),
+    st.builds(Keyword, st.sampled_from(["ws1", "sys*"]).map(Wildcard.compile)),
+    st.builds(Regex, st.sampled_from(FIELDS), st.just(re.compile("^4")), st.booleans()),
+)
+EXPRESSIONS = st.recursive(
+    LEAVES,
+    lambda children: st.one_of(
+        st.builds(Not, children),
+        st.lists(children, max_size=3).map(lambda operands: All(tuple(operands))),
+        st.lists(children, max_size=3).map(lambda operands: Any(tuple(operands))),
+    ),
+    max_leaves=8,
+)
+EVENTS = st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(VALUES))
+
+
+@given(EXPRESSIONS, EVENTS, st.sets(st.sampled_from(FIELDS)))
+def test_a_decision_from_some_fields_is_what_the_whole_event_gives(
+    expression: Expr, fields: dict[str, str], known_names: set[str]
+) -> None:
+    """Routing decides with only some fields known; where it decides, it must be right."""
+    event = Event(fields, 0.0, " ".join(fields.values()))
+    known = {name: value for name, value in fields.items() if name in known_names}
+    truth = expression.decide(known)
+    if truth is not None:
+        assert truth == expression.evaluate(event)
+
+
+@pytest.mark.parametrize(
+    ("expression", "known", "truth"),
+    [
+        (Differs("EventCode", Wildcard.compile("1")), {"EventCode": "4104"}, True),
+        (Differs("EventCode", Wildcard.compile("1")), {"EventCode": "1"}, False),
+        (Differs("EventCode", Wildcard.compile("1")), {}, None),
+        (Ordering("EventCode", ">", "100"), {"EventCode": "4104"}, True),
+        (Ordering("EventCode", ">", "100"), {"EventCode": "99"}, False),
+        (Ordering("EventCode", ">", "100"), {}, None),
+        (Not(Match("source", Wildcard.compile("sysmon"))), {"source": "sysmon"}, False),
+        (Not(Match("source", Wildcard.compile("sysmon"))), {"source": "wmi"}, True),
+        (Not(Match("source", Wildcard.compile("sysmon"))), {}, None),
+        (All((Match("source", Wildcard.compile("a")), Keyword(Wildcard.compile("x")))), {}, None),
+        (All((Match("source", Wildcard.compile("a")),)), {"source": "a"}, True),
+        (
+            All((Match("source", Wildcard.compile("a")), Keyword(Wildcard.compile("x")))),
+            {"source": "b"},
+            False,
+        ),
+        (
+            Any((Match("source", Wildcard.compile("a")), Keyword(Wildcard.compile("x")))),
+            {"source": "a"},
+            True,
+        ),
+        (
+            Any((Match("source", Wildcard.compile("a")), Keyword(Wildcard.compile("x")))),
+            {"source": "b"},
+            None,
+        ),
+        (
+            Any((Match("source", Wildcard.compile("a")), Match("dest", Wildcard.compile("d")))),
+            {"source": "b", "dest": "e"},
+            False,
+        ),
+        (Regex("EventCode", re.compile("^4")), {"EventCode": "4104"}, None),
+    ],
+)
+def test_decisions(expression: Expr, known: dict[str, str], truth: bool | None) -> None:
+    assert expression.decide(known) is truth
+
+
+def test_a_regex_on_raw_searches_the_event_text() -> None:
+    event = Event({"CommandLine": "wmic"}, 0.0, "<Event>wmic /node:x</Event>")
+    assert Regex("_raw", re.compile("/node:")).evaluate(event)
+    assert not Regex("CommandLine", re.compile("/node:")).evaluate(event)
+    assert Regex("Missing", re.compile("x"), negate=True).evaluate(event)
+
+
+def test_pcre_names_groups_and_keeps_lookbehinds() -> None:
+    pattern = pcre(r"(?<user>\w+)(?<=n)(?<!x)@", "rex")
+    assert pattern.groupindex == {"user": 1}
+    assert pattern.search("ann@").group("user") == "ann"  # type: ignore[union-attr]
+    assert pattern.search("bob@") is None  # the lookbehind (?<=n) holds
+    with pytest.raises(RuleError, match="rex: bad regular expression"):
+        pcre("(", "rex")
+
+
+def test_the_longest_word_is_the_screen_s_literal() -> None:
+    assert longest_word(Wildcard.compile("*\\wbem\\wmic.exe*")) == frozenset({"wmic.exe"})
+    assert longest_word(Wildcard.compile("*a*")) is None
