@@ -1,0 +1,43 @@
+"""Per-row steps: rename with wildcards, rex, fillnull, convert."""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.rules.steps import Convert, Fillnull, Rename, Rex, run_steps
+
+
+def test_rename_carries_the_wildcard_part_over_once() -> None:
+    row = {"Processes.dest": "h", "Processes.user": "u", "Filesystem.file_name": "f", "x": "1"}
+    assert Rename((("Processes.*", "*"), ("x", "y"), ("absent", "z"))).apply(row)
+    assert row == {"dest": "h", "user": "u", "Filesystem.file_name": "f", "y": "1"}
+
+
+def test_rename_with_a_suffix_and_a_target_pattern() -> None:
+    row = {"a.count.total": "3", "b.count.total": "4", "c.count": "5"}
+    Rename((("*.count.total", "total_*_*"),)).apply(row)
+    assert row == {"total_a_*": "3", "total_b_*": "4", "c.count": "5"}
+    row = {"x*y_z": "1"}
+    Rename((("x*_z", "w*"),)).apply(row)  # only the first '*' of the source splits
+    assert row == {"w*y": "1"}
+
+
+def test_rex_adds_the_named_groups_of_the_first_match_and_keeps_the_row() -> None:
+    rex = Rex("CommandLine", re.compile(r"/node:(?P<target>\S+)(?P<none>X)?"))
+    row = {"CommandLine": "wmic /node:a /node:b"}
+    assert rex.apply(row) and row["target"] == "a" and "none" not in row
+    empty: dict[str, str] = {}
+    assert rex.apply(empty) and empty == {}  # no field: no match, the row goes on
+    blank = Rex("CommandLine", re.compile(r"^(?P<all>.*)$"))
+    row = {}
+    blank.apply(row)
+    assert row == {"all": ""}  # an absent field is searched as empty text
+
+
+def test_fillnull_and_convert() -> None:
+    row = {"a": "1", "t": "1709640000"}
+    steps = (Fillnull("0", ("a", "b")), Convert("t", "when", "%Y-%m-%dT%H:%M:%S"))
+    assert run_steps(steps, row)
+    assert row == {"a": "1", "b": "0", "t": "1709640000", "when": "2024-03-05T12:00:00"}
+    Convert("a", "a", "%Y").apply(row := {"a": "not a time"})
+    assert row == {"a": "not a time"}
