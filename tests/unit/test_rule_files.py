@@ -78,17 +78,17 @@ def edit(path: Path, **changes: object) -> None:
         (
             "remote_wmi_command_attempt.yml",
             {"search": "a=1 | eval x=1 | stats count"},
-            "unsupported command 'eval'",
+            "search stage 2 (eval): unsupported command 'eval'",
         ),
         (
             "script_execution_via_wmi.yml",
             {"search": "a=1 | rename a.* as b | stats count"},
-            "use at most one * on both sides",
+            "search stage 2 (rename): rename a.* as b: use at most one * on both sides",
         ),
         (
             "process_execution_via_wmi.yml",
             {"search": "`no_such_macro` | stats count"},
-            "unknown macro `no_such_macro`",
+            "macros: unknown macro `no_such_macro`",
         ),
         ("wmi_temporary_event_subscription.yml", {"finding": None}, "finding: Field required"),
         (
@@ -99,7 +99,7 @@ def edit(path: Path, **changes: object) -> None:
         (
             "xsl_script_execution_with_wmic.yml",
             {"search": "EventCode=99999 | stats count"},
-            "matches no supported source and EventCode",
+            "the search matches no supported source and EventCode",
         ),
     ],
 )
@@ -109,9 +109,7 @@ def test_a_bad_rule_file_is_named_with_its_problem(
     edit(rules_copy / file, **changes)
     with pytest.raises(RuleErrors) as caught:
         load_rules(rules_copy)
-    assert len(caught.value.errors) == 1
-    assert str(caught.value.errors[0]).startswith(str(rules_copy / file))
-    assert problem in str(caught.value)
+    assert [str(error) for error in caught.value.errors] == [f"{rules_copy / file}: {problem}"]
 
 
 def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
@@ -122,3 +120,51 @@ def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
         load_rules(rules_copy)
     assert len(caught.value.errors) == 3
     assert "3 problem(s)" in str(caught.value)
+    assert f"  - {rules_copy / 'broken.yml'}: while parsing a flow sequence" in str(caught.value)
+
+
+def test_a_duplicate_id_names_both_files(rules_copy: Path) -> None:
+    shutil.copy(rules_copy / "remote_wmi_command_attempt.yml", rules_copy / "copy.yml")
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(rules_copy)
+    assert [str(error) for error in caught.value.errors] == [
+        f"{rules_copy / 'remote_wmi_command_attempt.yml'}: id "
+        f"272df6de-61f1-4784-877c-1fbc3e2d0838 is also used by {rules_copy / 'copy.yml'}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("macros", "problem"),
+    [
+        ("x: [", "while parsing a flow node"),
+        (
+            "macros: {x: {definition: a, bogus: 2}}",
+            "macros.x.bogus: Extra inputs are not permitted",
+        ),
+        ("x: 1", "macros: Field required; x: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_macros_file_is_named_with_its_problem(
+    rules_copy: Path, macros: str, problem: str
+) -> None:
+    (rules_copy / "macros.yml").write_text(macros)
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(rules_copy)
+    assert [str(error) for error in caught.value.errors] == [
+        f"{rules_copy / 'macros.yml'}: {problem}"
+    ]
+
+
+def test_a_folder_without_rule_files_is_an_error(tmp_path: Path) -> None:
+    shutil.copy(RULES / "macros.yml", tmp_path / "macros.yml")
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(tmp_path)
+    assert [str(error) for error in caught.value.errors] == [
+        f"{tmp_path}: no rule files (*.yml) found"
+    ]
+
+
+def test_every_rule_knows_its_file() -> None:
+    assert {Path(rule.path).name for rule in load_rules(RULES)} == {
+        path.name for path in RULES.glob("*.yml") if path.name != "macros.yml"
+    }
