@@ -12,6 +12,7 @@ from tests import PROJECT_ROOT
 
 ESCU = PROJECT_ROOT / "tests" / "fixtures" / "escu" / "detections" / "endpoint"
 PROJECT_MACROS = PROJECT_ROOT / "rules" / "macros.yml"
+GOLDEN = PROJECT_ROOT / "tests" / "golden" / "import"
 DEMO = (
     PROJECT_ROOT
     / "tests"
@@ -68,3 +69,23 @@ def test_the_finding_comes_from_the_observables() -> None:
     assert derived["risk_objects"] == [{"field": "user", "type": "user"}]
     assert derived["threat_objects"] == ["process_name"]
     assert derived["title"] == "Suspicious $process_name$ on $dest$ by $user$"
+
+
+def test_imported_files_match_the_golden_files(tmp_path: Path) -> None:
+    """Each written rule file and macros.yml, byte for byte (reviewed against the upstream
+    YAMLs; regenerate with ``wmiwatch rules import tests/fixtures/escu/detections/endpoint
+    --out tests/golden/import`` and review the diff)."""
+    out = tmp_path / "a" / "new" / "folder"
+    report = import_detections([ESCU], out, PROJECT_MACROS)
+    written = sorted(path.name for path in out.iterdir())
+    assert written == sorted(path.name for path in GOLDEN.iterdir())
+    assert sorted(report.imported) == [name for name in written if name != "macros.yml"]
+    for name in written:
+        assert (out / name).read_text() == (GOLDEN / name).read_text(), name
+
+
+def test_a_single_detection_file_can_be_imported(tmp_path: Path) -> None:
+    report = import_detections([ESCU / "remote_wmi_command_attempt.yml"], tmp_path, PROJECT_MACROS)
+    assert report.summary == "imported 1 of 1"
+    expected = (GOLDEN / "remote_wmi_command_attempt.yml").read_text()
+    assert (tmp_path / "remote_wmi_command_attempt.yml").read_text() == expected
