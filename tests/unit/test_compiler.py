@@ -361,3 +361,80 @@ def test_distinct_count_earliest_and_latest() -> None:
         ("latest", "p", "newest"),
         ("earliest", "p", "earliest(p)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("search", "problem"),
+    [
+        ("a=1 | stats count | stats count", "search stage 3 (stats): only one stats/tstats per"
+         " search is supported"),
+        ("a=1 | tstats count from datamodel=Endpoint.Processes by Processes.dest",
+         "search stage 2 (tstats): tstats must be the first command"),
+        ("a=1 | stats count by dest span=1h", "search stage 2 (stats): span= is supported with"
+         " by _time only"),
+        ("a=1 | stats count by _time span=0m", "search stage 2 (stats): span=0m: use a whole"
+         " number of s, m, h or d"),
+        ("a=1 | stats min(b) by dest", "search stage 2 (stats): min() is supported on _time"
+         " only"),
+        ("a=1 | stats values by dest", "search stage 2 (stats): values() needs a field"),
+        ("a=1 | stats median(b) by dest", "search stage 2 (stats): unsupported stats function"
+         " median()"),
+        ('a=1 | rex field=b "x" | stats count', "search stage 2 (rex): rex: the expression"
+         " names no group (?<name>...)"),
+        ("a=1 | rename a*b* as c*d* | stats count", "search stage 2 (rename): rename a*b* as"
+         " c*d*: use at most one * on both sides"),
+        ("`grow` | stats count", "macros: macros nest deeper than 10 levels"),
+        ("`nope` | stats count", "macros: unknown macro `nope`"),
+        ("`ctime(a, b)` | stats count", "macros: macro `ctime` takes 1 argument(s), got 2"),
+        ("a=1 | frobnicate | stats count", "search stage 2 (frobnicate): unsupported command"
+         " 'frobnicate'"),
+        ("a=1", "search: the search must end in stats, tstats or table"),
+    ],
+)  # fmt: skip
+def test_errors_say_exactly_where_and_what(search: str, problem: str) -> None:
+    macros = {**MACROS, "grow": Macro("`grow` a=1")}
+    with pytest.raises(RuleError) as refused:
+        compile_search(search, macros)
+    assert str(refused.value) == problem
+
+
+def test_a_macro_with_arguments_is_found_by_its_arity_and_filled_in() -> None:
+    macros = {"pair(2)": Macro("$a$=$b$ $a$!=none", ("a", "b"))}
+    assert expand_macros("`pair(dest, ws1)` x", macros) == "dest=ws1 dest!=none x"
+
+
+def test_a_pipe_inside_quotes_with_escaped_quotes_stays_in_its_stage() -> None:
+    assert split_stages('a="x\\"|y" b=1 | stats count') == ['a="x\\"|y" b=1', "stats count"]
+    assert split_stages('a="x\\\\" | stats count') == ['a="x\\\\"', "stats count"]
+
+
+def row_after(search: str, row: dict[str, str]) -> dict[str, str]:
+    """Return ``row`` after the steps that follow the stats of ``search``."""
+    plan = compile_search(search, MACROS)
+    assert run_steps(plan.row_steps, row)
+    return row
+
+
+def test_fillnull_fills_named_fields_or_else_the_group_by_fields() -> None:
+    assert row_after(
+        "a=1 | stats count by dest user | fillnull value=NA user x", {"dest": "h"}
+    ) == {
+        "dest": "h",
+        "user": "NA",
+        "x": "NA",
+    }
+    assert row_after("a=1 | stats count by dest user | fillnull", {"dest": "h"}) == {
+        "dest": "h",
+        "user": "0",
+    }
+
+
+def test_rex_reads_raw_by_default_and_convert_uses_splunk_s_default_format() -> None:
+    plan = compile_search('a=1 | rex "n=(?<n>\\d+)" | stats count', MACROS)
+    assert plan.predicate.evaluate(event("x n=42", a="1"))
+    assert (
+        row_after(
+            "a=1 | stats count min(_time) as t by dest | convert ctime(t)", {"t": "1709640000"}
+        )["t"]
+        == "03/05/2024 12:00:00"
+    )
