@@ -19,5 +19,6 @@ fi
 rm -rf mutants  # a fresh run: the score is that of the tests as they are now
 start=$(date +%s)
 "$venv/bin/mutmut" run --max-children "$(nproc)" >/dev/null || true
-"$venv/bin/mutmut" results --all true | "$venv/bin/python" scripts/mutation_score.py
+"$venv/bin/mutmut" results --all true |
+  "$venv/bin/python" scripts/mutation_score.py scripts/mutation_equivalent.txt
 echo "mutation run: $(($(date +%s) - start)) s"

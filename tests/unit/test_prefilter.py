@@ -8,12 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.fleet import events
 from pipeline.engine import Detector
 from pipeline.files import read_records
 from pipeline.match import match_event
 from pipeline.normalize import default_normalizer
 from pipeline.parse import parse_event
-from pipeline.prefilter import CASEFOLDS_TO_ASCII
+from pipeline.prefilter import CASEFOLDS_TO_ASCII, Verdict
 from pipeline.rejects import Rejected
 from pipeline.rules.expr import All, Any, Keyword, Match, Not
 from pipeline.rules.loader import load_rules
@@ -43,6 +44,62 @@ SYSMON_1 = (
 def detector() -> Detector:
     """Return a detector with the shipped rules."""
     return Detector(load_rules(PROJECT_ROOT / "rules"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_detector() -> None:
+    """Build the detector afresh in each session (a mutation run forks sessions from a process
+    that already built it)."""
+    detector.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("payload", "verdict"),
+    [
+        (sysmon("h", "2024-03-05T11:00:00Z", code=3, data=""), ("sysmon", "3", False)),
+        (SYSMON_1.format(image="C:\\x\\calc.exe", command="calc").encode(), ("sysmon", "1", True)),
+        (crowdstrike([("event_simpleName", "DnsRequest"), ("timestamp", "1")]),
+         ("crowdstrike", "DnsRequest", False)),
+        (crowdstrike([*ROLLUP[:3], ("ImageFileName", "calc.exe"), ("CommandLine", "calc")]),
+         ("crowdstrike", "ProcessRollup2", True)),
+    ],
+    ids=["unrouted-xml", "routed-xml-without-words", "unrouted-json", "routed-json-without-words"],
+)  # fmt: skip
+def test_the_verdict_names_the_source_and_code_it_screened(
+    payload: bytes, verdict: tuple[str, str, bool]
+) -> None:
+    found = detector().prefilter.skip(payload)
+    assert isinstance(found, Verdict)
+    assert (found.source, found.event_code, found.routed) == verdict
+    assert full_parse(payload) == verdict[:2]
+
+
+def test_every_unrouted_event_of_the_fleet_mix_is_screened_out() -> None:
+    """The screen's point: events no rule routes are never parsed (the benchmark's fleet mix,
+    built from real event layouts)."""
+    core, unrouted = detector(), 0
+    for _, _, payload in events(3000):
+        parsed = full_parse(payload)
+        if parsed is None or parsed in core.router.routes:
+            continue
+        unrouted += 1
+        found = core.prefilter.skip(payload)
+        assert isinstance(found, Verdict), payload[:300]
+        assert (found.source, found.event_code, found.routed) == (*parsed, False)
+    assert unrouted > 1000
+
+
+def test_routed_fleet_events_no_rule_matches_are_screened_by_their_words() -> None:
+    core, benign = detector(), 0
+    for _, _, payload in events(3000):
+        parsed = full_parse(payload)
+        if parsed not in core.router.routes or full_path_matches(payload):
+            continue
+        benign += 1
+        found = core.prefilter.skip(payload)
+        assert isinstance(found, Verdict) and found.routed, payload[:300]
+        assert (found.source, found.event_code) == parsed
+    assert benign > 300
 
 
 def full_path_matches(payload: bytes) -> list[str]:
