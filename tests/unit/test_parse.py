@@ -233,3 +233,46 @@ def test_fields_only_in_the_rendered_message_are_recovered_whole() -> None:
     assert fields["Destination"] == SCRIPT  # all three lines
     assert (fields["Type"], fields["User"]) == ("Command Line", "shire\\pgustavo")
     assert fields["Name"] == "Microsoft-Windows-Sysmon"  # the provider's: a System name wins
+
+
+def test_json_lists_and_scalars_become_json_text_and_nested_event_data_its_own_names() -> None:
+    payload = (
+        b'{"@timestamp": "2024-01-01T00:00:00Z", "ports": [1, [2]], "n": 5, "ok": true,'
+        b' "none": null, "winlog": {"event_data": {"a.b": "x", "Image": "c.exe"}},'
+        b' "Message": "Image: d.exe\\nNote: one\\ntwo"}'
+    )
+    fields = parse_event(payload).fields
+    assert (fields["ports"], fields["n"], fields["ok"]) == ("[1,[2]]", "5", "true")
+    assert "none" not in fields
+    assert fields["winlog.event_data.a.b"] == fields["a.b"] == "x"  # split at the first two dots
+    assert fields["Image"] == "c.exe"  # the event data wins over the rendered message
+    assert fields["Note"] == "one\ntwo"  # a value runs on to the next "Name:" line
+
+
+def test_json_rejections_say_why() -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_event(b'{"a": ')
+    assert caught.value.reason == RejectReason.NOT_JSON and caught.value.detail
+    deep = b'{"timestamp":"1","x":' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}"
+    with pytest.raises(Rejected) as caught:
+        parse_event(deep)
+    assert caught.value.detail == f"JSON nested deeper than {MAX_DEPTH}"
+    many = ",".join(f'"f{n}":{n}' for n in range(MAX_FIELDS + 1))
+    with pytest.raises(Rejected) as caught:
+        parse_event(f'{{"timestamp":"1",{many}}}'.encode())
+    assert caught.value.detail == f"more than {MAX_FIELDS} JSON fields"
+
+
+def test_json_at_the_caps_passes() -> None:
+    fields = ",".join(f'"f{n}":{n}' for n in range(MAX_FIELDS - 1))  # and the timestamp
+    assert len(parse_event(f'{{"timestamp":"1",{fields}}}'.encode()).fields) == MAX_FIELDS
+
+    def nested(opening: bytes, closing: bytes, levels: int) -> bytes:
+        """Return a record whose field x holds ``levels`` containers, x itself at depth 2."""
+        return b'{"timestamp":"1","x":' + opening * levels + b"1" + closing * levels + b"}"
+
+    # the document is level 1 and x's value level 2: levels 2 to MAX_DEPTH pass
+    assert parse_event(nested(b"[", b"]", MAX_DEPTH - 1)).fields["x"].startswith("[[")
+    assert rejected(nested(b"[", b"]", MAX_DEPTH)) == RejectReason.TOO_COMPLEX
+    assert parse_event(nested(b'{"a":', b"}", MAX_DEPTH - 2)).fields  # a leaf one level deeper
+    assert rejected(nested(b'{"a":', b"}", MAX_DEPTH - 1)) == RejectReason.TOO_COMPLEX
