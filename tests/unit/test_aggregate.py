@@ -5,18 +5,23 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 from msgspec.structs import replace
 
 from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites
 from pipeline.emit import build_risk_events, finding_id
+from pipeline.files import read_records
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
 from pipeline.rules.compiler import compile_search
+from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
 
@@ -224,3 +229,44 @@ def test_latest_and_earliest_keep_the_value_at_the_group_s_ends(rules: dict[str,
         aggregator.add(found, -math.inf, 0.0)
     (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
     assert (final.fields["newest"], final.fields["oldest"], final.count) == ("c", "a", 4)
+
+
+STATS_FUNCTIONS = (
+    "`sysmon` EventCode=1 | stats count min(_time) as firstTime max(_time) as lastTime"
+    " dc(Image) as images values(Image) as all_images earliest(Image) as first_image"
+    " latest(Image) as last_image by Computer"
+)
+
+
+def test_stats_functions_over_a_real_log(tmp_path: Path) -> None:
+    """Expected from the log read by eye: 17 process creations on ar-win-1 in one hour, from
+    cmd.exe at 09:44:44.426 to esentutl.exe at 09:52:40.075, five distinct images."""
+    shutil.copy(PROJECT_ROOT / "rules" / "macros.yml", tmp_path / "macros.yml")
+    spec = yaml.safe_load((PROJECT_ROOT / "rules" / "remote_wmi_command_attempt.yml").read_text())
+    spec.update(search=STATS_FUNCTIONS, tests=[])
+    (tmp_path / "rule.yml").write_text(yaml.safe_dump(spec))
+    log = PROJECT_ROOT / "tests/fixtures/demo/sysmon_wmic_node_credential_dumping_via_copy.log"
+    for order in (1, -1):  # the file's order, and the reverse
+        records = [record.payload for record in read_records(log)][::order]
+        (tmp_path / "events.log").write_bytes(b"\n".join(records) + b"\n")
+        (finding,) = detect_files([tmp_path / "events.log"], load_rules(tmp_path), POLICY).findings
+        system32 = "C:\\Windows\\System32\\"
+        assert finding.fields == {
+            "Computer": "ar-win-1",
+            "count": "17",
+            "firstTime": "1762163084.426259",  # epoch seconds, to the microsecond
+            "lastTime": "1762163560.075072",
+            "images": "5",
+            "all_images": "\n".join(
+                system32 + image
+                for image in (
+                    "WindowsPowerShell\\v1.0\\powershell.exe",
+                    "certutil.exe",
+                    "cmd.exe",
+                    "esentutl.exe",
+                    "wbem\\WMIC.exe",
+                )
+            ),
+            "first_image": system32 + "cmd.exe",
+            "last_image": system32 + "esentutl.exe",
+        }
