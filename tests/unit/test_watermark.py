@@ -39,6 +39,15 @@ def test_when_all_are_caught_up_it_is_the_newest_time_seen() -> None:
     assert watermark.value(backlog=[]) == 1200.0
 
 
+def test_forgotten_partitions_no_longer_count() -> None:
+    watermark = Watermark()
+    watermark.observe(P0, 1000.0)
+    watermark.observe(P1, 400.0)
+    watermark.forget([P1, P2])  # P2 was never read: forgetting it is harmless
+    assert watermark.value(backlog=[P1]) == -math.inf  # P1 holds it, with nothing read now
+    assert watermark.value(backlog=[]) == 1000.0
+
+
 def tick(sent_at: float, *sources: tuple[tuple[str, int], float | None, bool]) -> Tick:
     """Return a tick as an intake sends it, for a universe of three raw partitions."""
     reports = tuple(SourceReport(t, n, newest, backlog) for (t, n), newest, backlog in sources)
