@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from pipeline.normalize import default_normalizer
+from pipeline.normalize import TRANSFORMS, FieldSpec, default_normalizer
 from pipeline.parse import parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
@@ -175,3 +176,64 @@ def test_system_service_installs_keep_their_fields() -> None:
         "LocalSystem",
         "ws1",
     )
+
+
+@pytest.mark.parametrize(
+    ("transform", "argument", "fields", "expected"),
+    [
+        ("hex_to_int", "pid", {"pid": "0x1f4"}, "500"),
+        ("hex_to_int", "pid", {"pid": "19"}, "19"),  # decimal stays decimal
+        ("hex_to_int", "pid", {"pid": "n/a"}, "n/a"),  # not a number: kept as written
+        ("hex_to_int", "pid", {}, None),
+        ("template", "{a}-{b}", {"a": "1", "b": "2"}, "1-2"),
+        ("template", "{a}-{b}", {"a": "1"}, None),  # a missing input: no field
+        ("basename", "image", {"image": "C:\\\\Windows\\\\wmic.exe"}, "wmic.exe"),
+        ("basename", "image", {}, None),
+        ("first", ["a", "b"], {"a": "", "b": "2"}, "2"),  # the first non-empty one
+        ("first", ["a", "b"], {}, None),
+        ("copy", "a", {"a": "1"}, "1"),
+        ("value", "fixed", {}, "fixed"),
+    ],
+)
+def test_each_transform(
+    transform: str, argument: str | list[str], fields: dict[str, str], expected: str | None
+) -> None:
+    assert TRANSFORMS[transform](fields, argument) == expected
+
+
+def test_a_field_spec_names_its_one_transform_and_its_inputs() -> None:
+    spec = FieldSpec.model_validate({"template": "{Domain}\\\\{User}"})
+    assert spec.transform_items() == [("template", "{Domain}\\\\{User}")]
+    assert spec.inputs() == {"Domain", "User"} and not spec.keeps_substring
+    assert spec.transform() == (TRANSFORMS["template"], "{Domain}\\\\{User}")
+    assert FieldSpec.model_validate({"first": ["a", "b"]}).inputs() == {"a", "b"}
+    assert FieldSpec.model_validate({"copy": "a"}).inputs() == {"a"}
+    assert FieldSpec.model_validate({"value": "x"}).inputs() == set()
+    assert FieldSpec.model_validate({"basename": "Image"}).keeps_substring
+    with pytest.raises(ValidationError, match="give exactly one of copy, first, basename"):
+        FieldSpec.model_validate({"copy": "a", "value": "b"})
+
+
+def test_field_names_are_the_mapped_and_the_read_fields_of_a_code() -> None:
+    security = default_normalizer().by_source("security")
+    names = security.field_names("4688")
+    assert {"EventID", "Channel", "process_name", "NewProcessName", "dest", "Computer"} <= names
+    assert "ParentProcessName" in names and "CommandLine" in names
+    assert "NewProcessName" not in security.field_names("no-such-code")  # the common ones only
+    assert "dest" in security.field_names("no-such-code")
+
+
+def test_an_event_code_without_its_own_fields_gets_the_common_ones() -> None:
+    fields = normalized(sysmon("h", "2024-03-05T11:00:00Z", code=3, data=""))
+    assert (fields["EventCode"], fields["dest"]) == ("3", "h")
+    assert "_datamodel" not in fields
+
+
+def test_route_keys_give_what_is_known_before_reading_an_event() -> None:
+    keys = {(source, code): known for source, code, known in default_normalizer().route_keys()}
+    sysmon_1 = keys["sysmon", "1"]
+    assert sysmon_1["EventCode"] == sysmon_1["EventID"] == "1"
+    assert sysmon_1["_datamodel"] == "Endpoint.Processes"
+    assert sysmon_1["source"] == "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
+    assert keys["wmi_activity", "5861"]["_datamodel"] == ""
+    assert "dest" not in sysmon_1  # copied from the event: not known before reading it
