@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
-from pipeline.rules.importer import finding, import_detections
+from pipeline.rules.compiler import Macro
+from pipeline.rules.importer import finding, import_detections, upstream_macros
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
 
@@ -89,3 +90,31 @@ def test_a_single_detection_file_can_be_imported(tmp_path: Path) -> None:
     assert report.summary == "imported 1 of 1"
     expected = (GOLDEN / "remote_wmi_command_attempt.yml").read_text()
     assert (tmp_path / "remote_wmi_command_attempt.yml").read_text() == expected
+
+
+def test_without_observables_the_finding_falls_back_to_dest_and_the_default_score() -> None:
+    derived = finding({})
+    assert derived["entity"] == {"field": "dest", "type": "system", "score": 25}
+    assert derived["title"] == "$dest$"
+    assert derived["risk_objects"] == [] and derived["threat_objects"] == []
+    no_role = finding({"observable": [{"name": "src_ip", "type": "IP Address"}, {"name": "x"}]})
+    assert no_role["entity"] == {"field": "src_ip", "type": "system", "score": 25}
+    assert finding({"observable": [{"name": "f", "role": ["Victim"]}]})["entity"]["type"] == "other"
+
+
+def test_upstream_macros_are_read_with_their_arguments(tmp_path: Path) -> None:
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    (macros / "ctime.yml").write_text(
+        "name: ctime\ndefinition: convert ctime($field$)\narguments:\n- field\n"
+    )
+    (macros / "plain.yml").write_text("name: plain\ndefinition: a=1\n")
+    (macros / "empty.yml").write_text("")
+    (macros / "nameless.yml").write_text("definition: a=1\n")
+    (macros / "list.yml").write_text("- name: x\n")
+    detections = tmp_path / "detections"
+    detections.mkdir()
+    assert upstream_macros([detections]) == {
+        "ctime": Macro("convert ctime($field$)", ("field",)),
+        "plain": Macro("a=1", ()),
+    }
