@@ -438,3 +438,24 @@ def test_rex_reads_raw_by_default_and_convert_uses_splunk_s_default_format() -> 
         )["t"]
         == "03/05/2024 12:00:00"
     )
+
+
+def test_double_equals_and_quoted_field_names() -> None:
+    assert matches("a==1", event(a="1")) and not matches("a==1", event(a="2"))
+    assert matches('"a.b"=x', event(**{"a.b": "x"}))
+    assert matches('"a\\"b"=x', event(**{'a"b': "x"}))
+    row = {"Processes.dest": "h", "Processes.user": "u"}
+    plan = compile_search('a=1 | stats count by Processes.dest | rename "Processes".* as *', MACROS)
+    assert run_steps(plan.row_steps, row) and row == {"dest": "h", "user": "u"}
+
+
+def test_tstats_reads_dataset_fields_by_their_event_names() -> None:
+    plan = compile_search(
+        "| tstats count from datamodel=Endpoint.Processes "
+        'where "Processes.process_name"=wmic.exe Processes.user=bob by Processes.dest',
+        MACROS,
+    )
+    fields = {"process_name": "WMIC.exe", "user": "bob", "_datamodel": "Endpoint.Processes"}
+    assert plan.predicate.evaluate(event(**fields))
+    assert not plan.predicate.evaluate(event(**{**fields, "_datamodel": "Endpoint.Registry"}))
+    assert [(g.row_name, g.event_field) for g in plan.group_by] == [("Processes.dest", "dest")]
