@@ -1,0 +1,54 @@
+"""Matching one event against one rule: the group, the kept values, the dest."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pipeline.event import Event
+from pipeline.match import match_event
+from pipeline.records import Origin
+from pipeline.rules.compiler import Macro, compile_search
+from pipeline.rules.model import Rule
+
+WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+
+
+def rule_with(rules: dict[str, Any], search: str) -> Rule:
+    """Return a shipped rule with ``search`` compiled in place of its own."""
+    plan = compile_search(search, {"sysmon": Macro("source=sysmon")})
+    return dataclasses.replace(rules[WMIC_NODE], plan=plan)
+
+
+def test_the_dest_is_the_cim_dest_else_the_computer_else_unknown(rules: dict[str, Any]) -> None:
+    rule = rule_with(rules, "a=1 | stats count by a")
+
+    def dest(**fields: str) -> str:
+        found = match_event(rule, Event({"a": "1", **fields}, 5.0, ""))
+        assert found is not None
+        return found.dest
+
+    assert (dest(dest="d", Computer="c"), dest(Computer="c"), dest()) == ("d", "c", "unknown")
+
+
+def test_commands_before_stats_read_the_raw_text(rules: dict[str, Any]) -> None:
+    rule = rule_with(rules, 'a=1 | rex "node:(?<target>\\S+)" | stats count by target')
+    found = match_event(rule, Event({"a": "1"}, 5.0, "wmic /node:10.0.0.5 os get"))
+    assert found is not None and found.group == {"target": "10.0.0.5"}
+
+
+def test_only_per_field_aggregations_keep_values(rules: dict[str, Any]) -> None:
+    rule = rule_with(rules, "a=1 | stats count(b) dc(c) values(d) by a")
+    found = match_event(rule, Event({"a": "1", "b": "x", "c": "y"}, 5.0, ""), Origin("t", 1, 2))
+    assert found is not None
+    assert found.values == {"dc(c)": "y"}  # d is absent; count(b) keeps no value
+    assert (found.time, found.origin, found.ingested_at) == (5.0, Origin("t", 1, 2), 0.0)
+
+
+def test_an_event_missing_a_by_field_is_dropped_unless_filled(rules: dict[str, Any]) -> None:
+    assert (
+        match_event(rule_with(rules, "a=1 | stats count by a b"), Event({"a": "1"}, 0, "")) is None
+    )
+    filled = rule_with(rules, "a=1 | fillnull | stats count by a b")
+    found = match_event(filled, Event({"a": "1"}, 0.0, ""))
+    assert found is not None and found.group == {"a": "1", "b": "0"}
