@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.files import read_records
-from pipeline.parse import MAX_ATTRIBUTES, MAX_DEPTH, MAX_FIELDS, parse_event
+from pipeline.parse import MAX_ATTRIBUTES, MAX_DEPTH, MAX_FIELDS, json_fields, parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
 from tests.synthetic_hostile import attribute_flood, nested_json, sysmon
@@ -276,3 +276,77 @@ def test_json_at_the_caps_passes() -> None:
     assert rejected(nested(b"[", b"]", MAX_DEPTH)) == RejectReason.TOO_COMPLEX
     assert parse_event(nested(b'{"a":', b"}", MAX_DEPTH - 2)).fields  # a leaf one level deeper
     assert rejected(nested(b'{"a":', b"}", MAX_DEPTH - 1)) == RejectReason.TOO_COMPLEX
+
+
+def deep_xml(levels: int) -> bytes:
+    """Return a Sysmon event with a Data element wrapped ``levels`` deep inside EventData."""
+    inner = b"<x>" * levels + b"v" + b"</x>" * levels
+    return SYSMON_LINE.splitlines()[0].replace(b"<EventData>", b"<EventData>" + inner, 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail"),
+    [
+        (b"x" * 11, RejectReason.TOO_LARGE, "11 bytes > 10"),
+        (b"<Event>\xff</Event>", RejectReason.BAD_ENCODING,
+         "'utf-8' codec can't decode byte 0xff in position 7: invalid start byte"),
+        (b"hello", RejectReason.NOT_XML,
+         "record is neither XML, a JSON object nor WinEventLog text"),
+        (b"<!DOCTYPE x><x/>", RejectReason.XML_ENTITIES,
+         "DTDs and entity declarations are refused"),
+        (deep_xml(40), RejectReason.TOO_COMPLEX, f"XML nested deeper than {MAX_DEPTH}"),
+        (b"<Event>" + b"<a/>" * (MAX_FIELDS + 1) + b"</Event>", RejectReason.TOO_COMPLEX,
+         f"more than {MAX_FIELDS} XML elements"),
+        (attribute_flood(MAX_ATTRIBUTES), RejectReason.TOO_COMPLEX,
+         f"over {MAX_ATTRIBUTES} attributes"),
+    ],
+    ids=["too-large", "encoding", "neither", "doctype", "deep", "elements", "attributes"],
+)  # fmt: skip
+def test_rejections_carry_their_detail(payload: bytes, reason: RejectReason, detail: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_event(payload, max_bytes=10 if reason == RejectReason.TOO_LARGE else 1 << 20)
+    assert (caught.value.reason, caught.value.detail) == (reason, detail)
+
+
+def test_a_syntax_error_says_where() -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_event(b"<Event><System></Event>")
+    assert "line 1" in caught.value.detail and "System" in caught.value.detail
+
+
+def test_a_byte_order_mark_and_leading_blank_lines_are_skipped() -> None:
+    line = SYSMON_LINE.splitlines()[0]
+    assert parse_event("\ufeff \r\n".encode() + line).fields["EventID"] == "1"
+
+
+def test_markup_inside_cdata_and_comments_is_not_counted_against_the_caps() -> None:
+    noise = b"<![CDATA[" + b"<a x=1>" * (MAX_FIELDS + 1) + b"]]>"
+    line = SYSMON_LINE.splitlines()[0]
+    event = line.replace(
+        b"<Data Name='RuleName'>-</Data>", b"<Data Name='RuleName'>" + noise + b"</Data>"
+    )
+    assert parse_event(event).fields["RuleName"].startswith("<a x=1>")
+    commented = line.replace(b"<System>", b"<System><!-- a comment -->", 1)
+    assert parse_event(commented).fields["EventID"] == "1"  # reading goes on past the comment
+
+
+def test_user_data_keeps_non_empty_leaves_only_and_a_message_needs_text() -> None:
+    payload = (
+        b"<Event><System><EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
+        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel></System>"
+        b"<UserData><Op><Empty></Empty><Blank>  </Blank><!-- note --><Kept>v</Kept></Op>"
+        b"</UserData><RenderingInfo><Message></Message></RenderingInfo></Event>"
+    )
+    fields = parse_event(payload).fields
+    assert fields["Kept"] == "v"
+    assert not {"Empty", "Blank", "Op", "Message"} & set(fields)
+    assert not [name for name in fields if "comment" in name.lower()]
+
+
+def test_json_fields_refuse_a_value_that_is_not_an_object() -> None:
+    with pytest.raises(Rejected) as caught:
+        json_fields("[1, 2]")
+    assert (caught.value.reason, caught.value.detail) == (
+        RejectReason.NOT_JSON,
+        "the JSON value is not an object",
+    )
