@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,18 +13,25 @@ from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
 
 
-@pytest.fixture(scope="session", autouse=True)
-def fresh_normalizer() -> Iterator[None]:
-    """Build the shipped normalizer afresh in each session.
+def shared(fixture_name: str, config: pytest.Config) -> str:
+    """Return the scope of a fixture built once and shared: the session, or each test in a
+    mutation run (scripts/mutation.sh).
 
-    A mutation run forks each session from a process that has already built (and cached) it,
-    so without this a mutant in the mapping code would never run.
+    The mutation tool runs, for a mutant, the tests it saw run the mutated function: an object
+    built once would credit its construction (rule compiling, mappings, the screen) to the
+    first test that asked for it alone.
     """
+    return "function" if "MUTANT_UNDER_TEST" in os.environ else "session"
+
+
+@pytest.fixture(scope=shared, autouse=True)
+def fresh_normalizer() -> Iterator[None]:
+    """Build the shipped normalizer afresh in each session (in a mutation run, each test)."""
     default_normalizer.cache_clear()
     yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=shared)
 def rules() -> dict[str, Any]:
     """Return the shipped rules by id."""
     return {rule.id: rule for rule in load_rules(PROJECT_ROOT / "rules")}

@@ -18,6 +18,7 @@ from pipeline.ticks import TickReporter
 from pipeline.topics import Topics, load_topics
 from tests import PROJECT_ROOT
 from tests.synthetic import BENIGN, WMIEXEC, script_block
+from tests.unit.conftest import shared
 
 POWERSHELL = "windows.powershell"
 WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage
@@ -25,12 +26,12 @@ EVENT_TIME = 1_790_000_000.0
 CLOCK = EVENT_TIME + 60
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def detector() -> Detector:
     return Detector(load_rules(PROJECT_ROOT / "rules"), clock=lambda: CLOCK)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def topics() -> Topics:
     return load_topics(PROJECT_ROOT / "topics")
 

@@ -10,6 +10,7 @@ from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from tests import PROJECT_ROOT
 from tests.synthetic_hostile import TEST_MAX_EVENT_BYTES, oversize
+from tests.unit.conftest import shared
 
 CAP = TEST_MAX_EVENT_BYTES
 WHEN = "2024-03-05T11:02:44Z"
@@ -17,7 +18,7 @@ ARRIVED = 1709636600.0  # half a minute later
 REMOTE_WMIC = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def rules() -> tuple[Rule, ...]:
     return load_rules(PROJECT_ROOT / "rules")
 

@@ -29,6 +29,7 @@ from tests.synthetic_hostile import (
     crowdstrike,
     sysmon,
 )
+from tests.unit.conftest import shared
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 SYSMON_1 = (
@@ -46,10 +47,9 @@ def detector() -> Detector:
     return Detector(load_rules(PROJECT_ROOT / "rules"))
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope=shared, autouse=True)
 def fresh_detector() -> None:
-    """Build the detector afresh in each session (a mutation run forks sessions from a process
-    that already built it)."""
+    """Build the detector afresh in each session (in a mutation run, each test)."""
     detector.cache_clear()
 
 

@@ -11,9 +11,10 @@ from pipeline.route import Router
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from tests import PROJECT_ROOT
+from tests.unit.conftest import shared
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared)
 def shipped() -> tuple[Rule, ...]:
     return load_rules(PROJECT_ROOT / "rules")
 
@@ -39,8 +40,8 @@ def test_an_event_no_rule_listens_to_reaches_none(shipped: tuple[Rule, ...]) -> 
 
 def test_the_shipped_rules_share_routes_without_duplicates(shipped: tuple[Rule, ...]) -> None:
     router = Router(shipped)
-    shared = Counter(len(router.rules_at(route)) for route in router.routes)
-    assert max(shared) > 1  # process creation feeds several rules at once
+    rules_per_route = Counter(len(router.rules_at(route)) for route in router.routes)
+    assert max(rules_per_route) > 1  # process creation feeds several rules at once
     for route in router.routes:
         found = router.rules_at(route)
         assert len(found) == len(set(found))
