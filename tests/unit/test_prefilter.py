@@ -282,3 +282,28 @@ def test_the_rules_left_by_their_words_match_what_all_routed_rules_match() -> No
             assert set(everything) <= set(plausible), f"{record.location}#{record.number}"
             compared += bool(everything)
     assert compared > 10
+
+
+def test_only_rules_whose_words_occur_are_evaluated() -> None:
+    """Sysmon 1 feeds many rules; a wmic /node: event needs only those with a word in it."""
+    core = detector()
+    route = ("sysmon", "1")
+    routed = core.router.rules_at(route)
+    wmic = SYSMON_1.format(
+        image="C:\\Windows\\System32\\wbem\\WMIC.exe", command="wmic /node:10.0.0.5 os get"
+    ).encode()
+    plausible = core.prefilter.plausible(route, wmic)
+    assert 0 < len(plausible) < len(routed)
+    assert [r for r in routed if r in plausible] == list(plausible)  # in route order
+    assert set(full_path_matches(wmic)) <= {r.id for r in plausible}
+    calc = SYSMON_1.format(image="C:\\x\\calc.exe", command="calc").encode()
+    assert len(core.prefilter.plausible(route, calc)) < len(plausible)
+    assert core.prefilter.plausible(("sysmon", "999"), wmic) == ()
+
+
+def test_an_event_whose_code_cannot_be_read_from_the_bytes_is_parsed() -> None:
+    no_code = sysmon("h", "2024-03-05T11:00:00Z", code=3, data="").replace(
+        b"<EventID>3</EventID>", b""
+    )
+    assert detector().prefilter.skip(no_code) is None
+    assert detector().prefilter.skip(b"\n  " + sysmon("h", "2024-03-05T11:00:00Z", code=3))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pipeline.rules.steps import Convert, Fillnull, Rename, Rex, run_steps
+from pipeline.rules.expr import Keyword
+from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, run_steps
+from pipeline.wildcard import Wildcard
 
 
 def test_rename_carries_the_wildcard_part_over_once() -> None:
@@ -41,3 +43,11 @@ def test_fillnull_and_convert() -> None:
     assert row == {"a": "1", "b": "0", "t": "1709640000", "when": "2024-03-05T12:00:00"}
     Convert("a", "a", "%Y").apply(row := {"a": "not a time"})
     assert row == {"a": "not a time"}
+
+
+def test_a_filter_s_bare_words_search_raw_text_else_each_value_apart() -> None:
+    term = Filter(Keyword(Wildcard.compile("foo")))
+    assert term.apply({"_raw": "x foo y", "a": "nothing"})
+    assert not term.apply({"_raw": "nothing", "a": "foo"})  # the raw text, when there is one
+    assert term.apply({"a": "bar", "b": "foo"})  # after stats: the values, one per line
+    assert not Filter(Keyword(Wildcard.compile("bar foo"))).apply({"a": "bar", "b": "foo"})
