@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.rules.compiler import Macro
@@ -118,3 +120,23 @@ def test_upstream_macros_are_read_with_their_arguments(tmp_path: Path) -> None:
         "ctime": Macro("convert ctime($field$)", ("field",)),
         "plain": Macro("a=1", ()),
     }
+
+
+def test_a_minimal_detection_gets_empty_texts_and_keeps_non_ascii(tmp_path: Path) -> None:
+    source = tmp_path / "detections"
+    source.mkdir()
+    detection = yaml.safe_load((ESCU / "remote_wmi_command_attempt.yml").read_text())
+    for optional in ("description", "how_to_implement", "known_false_positives", "references"):
+        detection.pop(optional, None)
+    detection["name"] = "Remote WMI Command Attempt (Café)"
+    (source / "minimal.yml").write_text(yaml.safe_dump(detection))
+    (source / "not_a_detection.yml").write_text("name: x\n")
+    out = tmp_path / "out"
+    report = import_detections([source], out, PROJECT_MACROS)
+    written = yaml.safe_load((out / "minimal.yml").read_text())
+    assert (written["description"], written["how_to_implement"]) == ("", "")
+    assert (written["known_false_positives"], written["references"]) == ("", [])
+    assert "name: Remote WMI Command Attempt (Café)" in (out / "minimal.yml").read_text()
+    assert report.refused == [
+        (str(source / "not_a_detection.yml"), "not a detection wmiwatch can read: 'id'")
+    ]
