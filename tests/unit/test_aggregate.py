@@ -14,7 +14,7 @@ import pytest
 import yaml
 from msgspec.structs import replace
 
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites, window_start
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.files import read_records
 from pipeline.offline import detect_files
@@ -270,3 +270,7 @@ def test_stats_functions_over_a_real_log(tmp_path: Path) -> None:
             "first_image": system32 + "cmd.exe",
             "last_image": system32 + "esentutl.exe",
         }
+
+
+def test_window_starts_floor_the_time_to_the_window() -> None:
+    assert [window_start(t, 60) for t in (0.0, 59.999, 60.0, -1.0)] == [0, 0, 60, -60]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.normalize import TRANSFORMS, FieldSpec, default_normalizer
+from pipeline.event import Event
+from pipeline.normalize import TRANSFORMS, FieldSpec, SourceMapping, default_normalizer
 from pipeline.parse import parse_event
 from pipeline.rejects import Rejected, RejectReason
 from tests.conftest import FIXTURES
@@ -237,3 +238,42 @@ def test_route_keys_give_what_is_known_before_reading_an_event() -> None:
     assert sysmon_1["source"] == "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
     assert keys["wmi_activity", "5861"]["_datamodel"] == ""
     assert "dest" not in sysmon_1  # copied from the event: not known before reading it
+
+
+def mapping(**common: dict[str, object]) -> SourceMapping:
+    """Return a one-source mapping with the ``common`` field specs."""
+    return SourceMapping.model_validate(
+        {
+            "source": "test",
+            "topic": "t",
+            "identify": {"field": "Channel", "equals": "Test"},
+            "event_code": "EventID",
+            "common": common,
+            "events": {"1": {"datamodel": "Endpoint.Processes"}},
+        }
+    )
+
+
+def test_a_kept_field_skips_only_its_own_step() -> None:
+    kept = mapping(a={"copy": "x", "keep_existing": True}, b={"copy": "y"})
+    event = Event({"EventID": "1", "a": "mine", "x": "theirs", "y": "b"}, 0.0, "")
+    kept.apply(event)
+    assert (event.fields["a"], event.fields["b"], event.datamodel) == (
+        "mine",
+        "b",
+        "Endpoint.Processes",
+    )
+    assert event.fields["_datamodel"] == "Endpoint.Processes" and event.source == "test"
+
+
+def test_an_event_without_its_code_or_source_is_rejected_saying_so() -> None:
+    with pytest.raises(Rejected) as caught:
+        mapping().apply(Event({"Channel": "Test"}, 0.0, ""))
+    assert (caught.value.reason, caught.value.detail) == (
+        RejectReason.MISSING_FIELD,
+        "test: no EventID",
+    )
+    for fields, named in (({"Channel": "Application"}, "Application"), ({}, "?")):
+        with pytest.raises(Rejected) as caught:
+            default_normalizer().identify(fields)
+        assert caught.value.detail == f"no mapping for channel {named!r}"

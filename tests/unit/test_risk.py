@@ -140,3 +140,10 @@ def test_incident_ids_are_uuid5_of_kind_object_and_time() -> None:
     scorer.add(risk("a", 50, [], time=1000.0))
     (incident,) = scorer.add(risk("b", 50, [], time=1200.0))
     assert incident.incident_id == "b40090cf-b58f-5b43-afa5-938dcbc09dcc"
+
+
+def test_an_object_s_first_risk_event_can_raise_both_incidents() -> None:
+    scorer = RiskScorer({}, RiskPolicy(score_threshold=100, tactics_threshold=2))
+    incidents = scorer.add(risk("a", 100, ["Execution", "Persistence"], time=10.0))
+    assert sorted(i.kind for i in incidents) == ["mitre_tactics", "risk_threshold"]
+    assert scorer.state["h1"].risk_object_type == "system"

@@ -123,6 +123,16 @@ def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
     assert f"  - {rules_copy / 'broken.yml'}: while parsing a flow sequence" in str(caught.value)
 
 
+def test_a_rule_file_that_is_not_a_mapping_is_named(rules_copy: Path) -> None:
+    (rules_copy / "list.yml").write_text("- a\n")
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(rules_copy)
+    assert [str(error) for error in caught.value.errors] == [
+        f"{rules_copy / 'list.yml'}: file: Input should be a valid dictionary or instance of"
+        " RuleSpec"
+    ]
+
+
 def test_a_duplicate_id_names_both_files(rules_copy: Path) -> None:
     shutil.copy(rules_copy / "remote_wmi_command_attempt.yml", rules_copy / "copy.yml")
     with pytest.raises(RuleErrors) as caught:

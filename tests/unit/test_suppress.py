@@ -94,10 +94,10 @@ def test_applied_entries_are_logged_with_author_reason_and_scope(
     before = REGISTRY.get_sample_value(SUPPRESSIONS, applied) or 0
     with caplog.at_level(logging.WARNING):
         Suppressions().apply("pentest", entry(expires_at="2030-01-01T00:00:00Z"))
-    assert (
+    assert caplog.messages == [
         "suppression 'pentest' applied: scope=values rule=r1 dest='build-*'"
         " expires=2030-01-01T00:00:00+00:00 author='alice' reason='CI hosts'"
-    ) in caplog.text
+    ]
     assert REGISTRY.get_sample_value(SUPPRESSIONS, applied) == before + 1
 
 

@@ -132,3 +132,20 @@ def test_token_matching_agrees_on_texts_of_words(pattern: str, text: str) -> Non
 )
 def test_token_matching_examples(pattern: str, text: str, expected: bool) -> None:
     assert Wildcard.compile(pattern).occurs_as_token(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        ("c*b*", "xb c", False),  # a middle piece is looked for after the head only
+        ("c*b*a*", "a c b", False),  # ... and after the previous middle piece
+        ("c*ab*b*", "c ab", False),
+        ("c*b", "b c", False),  # the tail too
+        ("*ab", "abx ab abx", True),  # the first occurrence at a token end counts
+        ("..", "a...", True),  # an occurrence overlapping the one before it
+        ("..*", "a...", True),
+    ],
+)
+def test_token_matching_keeps_the_pieces_in_order(pattern: str, text: str, expected: bool) -> None:
+    assert Wildcard.compile(pattern).occurs_as_token(text) is expected
+    assert token_reference(pattern, text) is expected

@@ -1,0 +1,25 @@
+"""Finding records: titles from the result row, the dest, the entity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.emit import build_finding, render_title
+from pipeline.records import GroupState
+
+WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+
+
+def test_a_title_keeps_a_placeholder_the_row_cannot_fill() -> None:
+    template = "$process$ ran on $dest$ as $user$"
+    assert render_title(template, {"process": "wmic", "dest": "h1"}) == "wmic ran on h1 as $user$"
+
+
+def test_the_dest_is_the_row_s_else_the_group_s(rules: dict[str, Any]) -> None:
+    stats = GroupState("f", WMIC_NODE, "from-the-match", 0, {}, 0, count=1)
+    rule = rules[WMIC_NODE]
+    with_dest = build_finding(rule, stats, {"dest": "from-the-row"}, "new")
+    assert (with_dest.dest, with_dest.entity.value) == ("from-the-row", "from-the-row")
+    without = build_finding(rule, stats, {}, "new")
+    assert (without.dest, without.entity.value) == ("from-the-match", "from-the-match")
+    assert without.title.endswith("in host $dest$")  # the row has no dest to render
