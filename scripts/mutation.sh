@@ -18,7 +18,11 @@ fi
 "$venv/bin/python" -m pip install --quiet --no-deps "mutmut==3.8.1"
 rm -rf mutants  # a fresh run: the score is that of the tests as they are now
 start=$(date +%s)
-"$venv/bin/mutmut" run --max-children "$(nproc)" >/dev/null || true
+log=$(mktemp)
+if ! "$venv/bin/mutmut" run --max-children "$(nproc)" >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  exit 1
+fi
 "$venv/bin/mutmut" results --all true |
   "$venv/bin/python" scripts/mutation_score.py scripts/mutation_equivalent.txt
 echo "mutation run: $(($(date +%s) - start)) s"

@@ -7,10 +7,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pipeline.normalize import default_normalizer
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
+
+MUTATION_RUN = "MUTANT_UNDER_TEST" in os.environ
+if MUTATION_RUN:  # shared fixtures are then built per test: hypothesis must accept that
+    settings.register_profile(
+        "mutation", suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    settings.load_profile("mutation")
 
 
 def shared(fixture_name: str, config: pytest.Config) -> str:
@@ -21,7 +29,7 @@ def shared(fixture_name: str, config: pytest.Config) -> str:
     built once would credit its construction (rule compiling, mappings, the screen) to the
     first test that asked for it alone.
     """
-    return "function" if "MUTANT_UNDER_TEST" in os.environ else "session"
+    return "function" if MUTATION_RUN else "session"
 
 
 @pytest.fixture(scope=shared, autouse=True)
