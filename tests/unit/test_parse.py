@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from pipeline.files import read_records
@@ -349,4 +350,28 @@ def test_json_fields_refuse_a_value_that_is_not_an_object() -> None:
     assert (caught.value.reason, caught.value.detail) == (
         RejectReason.NOT_JSON,
         "the JSON value is not an object",
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("1709640000", 1709640000.0),  # epoch seconds
+        ("1709640000123", 1709640000.123),  # epoch milliseconds
+        ("2024-03-05 12:00:00 UTC", 1709640000.0),  # a trailing " UTC"
+        ("2024-03-05T12:00:00", 1709640000.0),  # no zone: UTC
+        ("2024-03-05T13:00:00+01:00", 1709640000.0),
+    ],
+)
+def test_json_times_in_each_written_form(written: str, seconds: float) -> None:
+    payload = orjson.dumps({"event_simpleName": "ProcessRollup2", "timestamp": written})
+    assert parse_event(payload).time == pytest.approx(seconds)
+
+
+def test_a_bad_time_names_its_field() -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_event(b'{"event_simpleName": "x", "timestamp": "soon"}')
+    assert (caught.value.reason, caught.value.detail) == (
+        RejectReason.BAD_TIMESTAMP,
+        "timestamp='soon'",
     )
