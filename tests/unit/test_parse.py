@@ -23,6 +23,17 @@ def rejected(payload: bytes, **options: int) -> RejectReason:
     return caught.value.reason
 
 
+def wmi_activity(user_data: bytes, message: bytes) -> bytes:
+    """Return a WMI-Activity 5861 event with ``user_data`` and a rendered ``message``."""
+    return (
+        b"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+        b"<EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
+        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel><Computer>h</Computer>"
+        b"</System><UserData>" + user_data + b"</UserData><RenderingInfo Culture='en-US'>"
+        b"<Message>" + message + b"</Message></RenderingInfo></Event>"
+    )
+
+
 def test_xml_system_attributes_and_event_data_become_fields() -> None:
     event = parse_event(SYSMON_LINE.splitlines()[0])
     assert event.fields["EventID"] == "1"
@@ -34,14 +45,10 @@ def test_xml_system_attributes_and_event_data_become_fields() -> None:
 
 
 def test_user_data_leaves_and_rendered_message_become_fields() -> None:
-    payload = (
-        b"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
-        b"<EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
-        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel><Computer>h</Computer>"
-        b"</System><UserData><Operation_ESStoConsumerBinding xmlns='x'><Namespace>//./root"
-        b'</Namespace><CONSUMER>CommandLineEventConsumer="e"</CONSUMER>'
-        b"</Operation_ESStoConsumerBinding></UserData><RenderingInfo Culture='en-US'>"
-        b"<Message>rendered text</Message></RenderingInfo></Event>"
+    payload = wmi_activity(
+        b"<Operation_ESStoConsumerBinding xmlns='x'><Namespace>//./root</Namespace>"
+        b'<CONSUMER>CommandLineEventConsumer="e"</CONSUMER></Operation_ESStoConsumerBinding>',
+        b"rendered text",
     )
     fields = parse_event(payload).fields
     assert fields["CONSUMER"] == 'CommandLineEventConsumer="e"'
@@ -332,11 +339,8 @@ def test_markup_inside_cdata_and_comments_is_not_counted_against_the_caps() -> N
 
 
 def test_user_data_keeps_non_empty_leaves_only_and_a_message_needs_text() -> None:
-    payload = (
-        b"<Event><System><EventID>5861</EventID><TimeCreated SystemTime='2024-01-01T00:00:00Z'/>"
-        b"<Channel>Microsoft-Windows-WMI-Activity/Operational</Channel></System>"
-        b"<UserData><Op><Empty></Empty><Blank>  </Blank><!-- note --><Kept>v</Kept></Op>"
-        b"</UserData><RenderingInfo><Message></Message></RenderingInfo></Event>"
+    payload = wmi_activity(
+        b"<Op><Empty></Empty><Blank>  </Blank><!-- note --><Kept>v</Kept></Op>", b""
     )
     fields = parse_event(payload).fields
     assert fields["Kept"] == "v"

@@ -72,6 +72,13 @@ def edit(path: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(document))
 
 
+def problems(folder: Path) -> list[str]:
+    """Return the located problems loading ``folder`` reports (it must report some)."""
+    with pytest.raises(RuleErrors) as caught:
+        load_rules(folder)
+    return [str(error) for error in caught.value.errors]
+
+
 @pytest.mark.parametrize(
     ("file", "changes", "problem"),
     [
@@ -107,9 +114,7 @@ def test_a_bad_rule_file_is_named_with_its_problem(
     rules_copy: Path, file: str, changes: dict[str, object], problem: str
 ) -> None:
     edit(rules_copy / file, **changes)
-    with pytest.raises(RuleErrors) as caught:
-        load_rules(rules_copy)
-    assert [str(error) for error in caught.value.errors] == [f"{rules_copy / file}: {problem}"]
+    assert problems(rules_copy) == [f"{rules_copy / file}: {problem}"]
 
 
 def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
@@ -125,9 +130,7 @@ def test_every_problem_is_reported_at_once(rules_copy: Path) -> None:
 
 def test_a_rule_file_that_is_not_a_mapping_is_named(rules_copy: Path) -> None:
     (rules_copy / "list.yml").write_text("- a\n")
-    with pytest.raises(RuleErrors) as caught:
-        load_rules(rules_copy)
-    assert [str(error) for error in caught.value.errors] == [
+    assert problems(rules_copy) == [
         f"{rules_copy / 'list.yml'}: file: Input should be a valid dictionary or instance of"
         " RuleSpec"
     ]
@@ -135,9 +138,7 @@ def test_a_rule_file_that_is_not_a_mapping_is_named(rules_copy: Path) -> None:
 
 def test_a_duplicate_id_names_both_files(rules_copy: Path) -> None:
     shutil.copy(rules_copy / "remote_wmi_command_attempt.yml", rules_copy / "copy.yml")
-    with pytest.raises(RuleErrors) as caught:
-        load_rules(rules_copy)
-    assert [str(error) for error in caught.value.errors] == [
+    assert problems(rules_copy) == [
         f"{rules_copy / 'remote_wmi_command_attempt.yml'}: id "
         f"272df6de-61f1-4784-877c-1fbc3e2d0838 is also used by {rules_copy / 'copy.yml'}"
     ]
@@ -158,20 +159,12 @@ def test_a_bad_macros_file_is_named_with_its_problem(
     rules_copy: Path, macros: str, problem: str
 ) -> None:
     (rules_copy / "macros.yml").write_text(macros)
-    with pytest.raises(RuleErrors) as caught:
-        load_rules(rules_copy)
-    assert [str(error) for error in caught.value.errors] == [
-        f"{rules_copy / 'macros.yml'}: {problem}"
-    ]
+    assert problems(rules_copy) == [f"{rules_copy / 'macros.yml'}: {problem}"]
 
 
 def test_a_folder_without_rule_files_is_an_error(tmp_path: Path) -> None:
     shutil.copy(RULES / "macros.yml", tmp_path / "macros.yml")
-    with pytest.raises(RuleErrors) as caught:
-        load_rules(tmp_path)
-    assert [str(error) for error in caught.value.errors] == [
-        f"{tmp_path}: no rule files (*.yml) found"
-    ]
+    assert problems(tmp_path) == [f"{tmp_path}: no rule files (*.yml) found"]
 
 
 def test_every_rule_knows_its_file() -> None:
