@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation-test the pure core against the unit tests with mutmut (outside CI; about 45 minutes
+# Mutation-test the pure core against the unit tests with mutmut (outside CI; about 30 minutes
 # on 2 cores) and print the score per module, then each survivor. The modules and tests are
 # [tool.mutmut] in pyproject.toml; `mutmut show NAME` in .venv-mutation shows one mutant.
 #
@@ -19,6 +19,7 @@ fi
 rm -rf mutants  # a fresh run: the score is that of the tests as they are now
 start=$(date +%s)
 log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 if ! "$venv/bin/mutmut" run --max-children "$(nproc)" >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   exit 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,10 +32,9 @@ def shared(fixture_name: str, config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope=shared, autouse=True)
-def fresh_normalizer() -> Iterator[None]:
+def fresh_normalizer() -> None:
     """Build the shipped normalizer afresh in each session (in a mutation run, each test)."""
     default_normalizer.cache_clear()
-    yield
 
 
 @pytest.fixture(scope=shared)
