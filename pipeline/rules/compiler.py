@@ -11,7 +11,7 @@ from importlib.resources import files
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
-from pipeline.rules import evaluation
+from pipeline.rules import evaluation, functions
 from pipeline.rules.errors import RuleError
 from pipeline.rules.evaluation import Where
 from pipeline.rules.expr import (
@@ -28,7 +28,7 @@ from pipeline.rules.expr import (
     pcre,
 )
 from pipeline.rules.plan import Aggregation, GroupField, Plan
-from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, Step
+from pipeline.rules.steps import Assign, Convert, Fillnull, Filter, Rename, Rex, Step
 from pipeline.wildcard import Wildcard
 
 DATAMODEL_FIELD = "_datamodel"
@@ -45,6 +45,7 @@ _SAME_AS = {
     ("earliest", "_time"): "min",
     ("latest", "_time"): "max",
 }
+COMMENT = re.compile(r"```.*?```", re.DOTALL)  # Splunk's comments, in searches and macros
 MACRO_CALL = re.compile(r"`([A-Za-z0-9_]+)(?:\(([^`]*)\))?`")
 MAX_MACRO_DEPTH = 10
 _ESCAPED = re.compile(r'\\([\\"|])')
@@ -66,8 +67,9 @@ def _parser() -> Lark:
 
 
 def expand_macros(search: str, macros: Mapping[str, Macro]) -> str:
-    """Expand backtick macros (recursively) as Splunk does, textually."""
+    """Expand backtick macros (recursively) as Splunk does, textually, dropping comments."""
     for _ in range(MAX_MACRO_DEPTH):
+        search = COMMENT.sub(" ", search)
         expanded = MACRO_CALL.sub(lambda m: _expand_one(m, macros), search)
         if expanded == search:
             return expanded
@@ -273,36 +275,81 @@ def _where(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     builder.filter(Where(_condition(tree.children[0])), first=first)
 
 
-def _condition(tree: Tree[Token] | Token) -> evaluation.Condition:
-    """Compile a where expression with eval semantics."""
-    if isinstance(tree, Token):
-        raise RuleError(f"where: unexpected {tree!r}")
-    children = [c for c in tree.children if isinstance(c, Tree | Token)]
-    if tree.data == "where_or":
-        return evaluation.disjunction([_condition(c) for c in children])
-    if tree.data == "where_and":
-        return evaluation.conjunction([_condition(c) for c in children])
-    if tree.data == "where_negation":
+def _eval(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    """``eval name=expression, …``."""
+    assignments = []
+    for assignment in _subtrees(tree, "e_assignment"):
+        target, expression = assignment.children
+        assignments.append((str(target).strip("'"), _value(expression)))
+    builder.steps.append(Assign(tuple(assignments)))
+
+
+_LOGIC = {"e_or": evaluation.disjunction, "e_and": evaluation.conjunction}
+
+
+def _condition(node: Tree[Token] | Token) -> evaluation.Condition:
+    """Compile an eval expression that must give true, false or null."""
+    kind, children = _parts(node)
+    if kind in _LOGIC:
+        return _LOGIC[kind]([_condition(child) for child in children])
+    if kind == "e_negation":
         return evaluation.negation(_condition(children[0]))
-    if tree.data == "where_comparison":
+    if kind == "e_compare":
         left, op, right = children
-        return evaluation.comparison(_operand(left), str(op), _operand(right))
-    if tree.data == "where_call":
+        return evaluation.comparison(_value(left), str(op), _value(right))
+    if kind == "e_member":
+        return functions.condition_call("in", [_Argument(child) for child in children])
+    if kind == "e_call":
         name, *arguments = children
-        return evaluation.condition_call(str(name), [_operand(a) for a in arguments])
-    raise RuleError(f"where: unsupported expression {tree.data}")
+        return functions.condition_call(str(name), [_Argument(a) for a in arguments])
+    raise RuleError(f"{_text_of(node)} is a value, not a condition")
 
 
-def _operand(node: Tree[Token] | Token) -> evaluation.Operand:
-    """Compile a where operand: a quoted string, a field or number, or a value function."""
-    if isinstance(node, Tree) and node.data == "where_string":
+def _value(node: Tree[Token] | Token) -> evaluation.Operand:
+    """Compile an eval expression that gives a value (or null)."""
+    kind, children = _parts(node)
+    if kind == "e_string":
         return evaluation.literal(_unquote(node))
-    if isinstance(node, Tree) and node.data == "where_word":
-        return evaluation.field_or_number(str(node.children[0]))
-    if isinstance(node, Tree) and node.data == "where_call":
-        name, *arguments = node.children
-        return evaluation.value_call(str(name), [_operand(a) for a in arguments])
-    raise RuleError(f"where: unsupported operand {node!r}")
+    if kind == "e_number":
+        return evaluation.literal(str(children[0]))
+    if kind == "e_field":
+        return evaluation.field(str(children[0]).strip("'"))
+    if kind == "e_arithmetic":
+        left, op, right = children
+        return evaluation.arithmetic(_value(left), str(op), _value(right))
+    if kind == "e_minus":
+        return evaluation.negative(_value(children[-1]))
+    if kind == "e_call":
+        name, *arguments = children
+        return functions.value_call(str(name), [_Argument(a) for a in arguments])
+    raise RuleError("a condition cannot be a value: fields cannot be assigned a boolean result")
+
+
+def _parts(node: Tree[Token] | Token) -> tuple[str, list[Tree[Token] | Token]]:
+    """Return an eval node's kind and children (a bare token has no kind)."""
+    return (node.data, node.children) if isinstance(node, Tree) else ("", [])
+
+
+def _text_of(node: Tree[Token] | Token) -> str:
+    tokens = node.scan_values(lambda _: True) if isinstance(node, Tree) else [node]
+    return " ".join(str(token) for token in tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class _Argument:
+    """A call's argument, compiled when its function says how."""
+
+    node: Tree[Token] | Token
+
+    def value(self) -> evaluation.Operand:
+        return _value(self.node)
+
+    def condition(self) -> evaluation.Condition:
+        return _condition(self.node)
+
+    def constant(self) -> str | None:
+        node = self.node
+        return _unquote(node) if isinstance(node, Tree) and node.data == "e_string" else None
 
 
 def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
@@ -405,6 +452,7 @@ Command = Callable[[Tree[Token], _Builder, bool], None]
 COMMANDS: dict[str, Command] = {
     "search": _search,
     "where": _where,
+    "eval": _eval,
     "tstats": _tstats,
     "stats": _stats,
     "rename": _rename,

@@ -1,26 +1,26 @@
-"""``where`` expressions with eval semantics: case-sensitive, null-aware, a few functions.
+"""Eval expressions (``eval``, ``where``): values, null, three-valued logic, arithmetic.
 
 Unlike ``search``, eval compares exactly (``a="x"`` is case-sensitive, ``*`` is a character),
-reads a bare word as a field (or a number), and gives null when a field is absent: a
-comparison with null is null, ``NOT null`` is null, and ``where`` keeps a row only when its
-expression is true. ``AND`` is false if any side is false, ``OR`` true if any side is true.
+reads a bare word as a field, and gives null when a field is absent: a comparison with null is
+null, ``NOT null`` is null, and ``where`` keeps a row only when its expression is true. ``AND``
+is false if any side is false, ``OR`` true if any side is true. Values are text; a text that
+reads as a number is a number to comparisons and arithmetic. A multivalue (``split()``) is its
+values joined by newlines, as ``stats values()`` renders one.
 """
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pipeline.event import Event
-from pipeline.rules.errors import RuleError
-from pipeline.rules.expr import Literals, RawSafe, Truth, number_or_none, pcre
+from pipeline.rules.expr import Literals, RawSafe, Truth, number_or_none
 
-T = TypeVar("T")
 Fields = Mapping[str, str]
 Operand = Callable[[Fields], str | None]  # a value, or None for null
 Condition = Callable[[Fields], bool | None]  # true, false, or None for null
+MULTIVALUE_SEPARATOR = "\n"
 
 _COMPARISONS: dict[str, Callable[[int], bool]] = {
     "=": lambda order: order == 0,
@@ -30,6 +30,13 @@ _COMPARISONS: dict[str, Callable[[int], bool]] = {
     "<=": lambda order: order <= 0,
     ">": lambda order: order > 0,
     ">=": lambda order: order >= 0,
+}
+_NUMERIC: dict[str, Callable[[float, float], float | None]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b if b else None,
+    "%": lambda a, b: math.fmod(a, b) if b else None,
 }
 
 
@@ -57,11 +64,16 @@ def literal(text: str) -> Operand:
     return lambda fields: text
 
 
-def field_or_number(word: str) -> Operand:
-    """Return a bare word's operand: a number literal, else the field's value (null if absent)."""
-    if number_or_none(word) is not None:
-        return literal(word)
-    return lambda fields: fields.get(word)
+def field(name: str) -> Operand:
+    """Return the operand reading field ``name`` (null when absent)."""
+    return lambda fields: fields.get(name)
+
+
+def number_text(number: float) -> str:
+    """Render a number as eval does: whole numbers without a decimal point."""
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
 
 
 def comparison(left: Operand, op: str, right: Operand) -> Condition:
@@ -78,6 +90,35 @@ def comparison(left: Operand, op: str, right: Operand) -> Condition:
         return test((a > b) - (a < b))
 
     return compare
+
+
+def arithmetic(left: Operand, op: str, right: Operand) -> Operand:
+    """Combine two operands: ``.`` joins texts; ``+`` adds numbers or joins texts; ``-``,
+    ``*``, ``/``, ``%`` take numbers. Null when a side is null or not of the right kind."""
+
+    def combine(fields: Fields) -> str | None:
+        a, b = left(fields), right(fields)
+        if a is None or b is None:
+            return None
+        if op == ".":
+            return a + b
+        x, y = number_or_none(a), number_or_none(b)
+        if x is None or y is None:
+            return a + b if op == "+" and x is None and y is None else None
+        result = _NUMERIC[op](x, y)
+        return None if result is None else number_text(result)
+
+    return combine
+
+
+def negative(operand: Operand) -> Operand:
+    """Return ``-operand`` (null unless a number)."""
+
+    def negate(fields: Fields) -> str | None:
+        number = number_or_none(operand(fields))
+        return None if number is None else number_text(-number)
+
+    return negate
 
 
 def negation(operand: Condition) -> Condition:
@@ -110,86 +151,6 @@ def disjunction(operands: list[Condition]) -> Condition:
     return any_of
 
 
-def _like_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile SQL LIKE: ``%`` any run, ``_`` one character, the rest literal."""
-    parts = ("." if c == "_" else ".*" if c == "%" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _constant(name: str, operand: Operand) -> str:
-    value = operand({})
-    if value is None:
-        raise RuleError(f"where: {name}() needs a quoted pattern as its second argument")
-    return value
-
-
-def _like(operands: list[Operand]) -> Condition:
-    value, pattern = operands[0], _like_pattern(_constant("like", operands[1]))
-    return lambda fields: _apply(value(fields), lambda v: pattern.fullmatch(v) is not None)
-
-
-def _match(operands: list[Operand]) -> Condition:
-    value, pattern = operands[0], pcre(_constant("match", operands[1]), "where: match()")
-    return lambda fields: _apply(value(fields), lambda v: pattern.search(v) is not None)
-
-
-def _in(operands: list[Operand]) -> Condition:
-    value, *choices = operands
-    return lambda fields: _apply(value(fields), lambda v: v in {c(fields) for c in choices})
-
-
-def _apply(value: str | None, test: Callable[[str], bool]) -> bool | None:
-    return None if value is None else test(value)
-
-
-def _one(function: Callable[[str], str]) -> Callable[[list[Operand]], Operand]:
-    def build(operands: list[Operand]) -> Operand:
-        (operand,) = operands
-        return lambda fields: _map(operand(fields), function)
-
-    return build
-
-
-def _map(value: str | None, function: Callable[[str], str]) -> str | None:
-    return None if value is None else function(value)
-
-
-# name -> (arity (None: at least two), builder)
-CONDITIONS: dict[str, tuple[int | None, Callable[[list[Operand]], Condition]]] = {
-    "like": (2, _like),
-    "match": (2, _match),
-    "isnull": (1, lambda ops: lambda fields: ops[0](fields) is None),
-    "isnotnull": (1, lambda ops: lambda fields: ops[0](fields) is not None),
-    "in": (None, _in),
-}
-VALUES: dict[str, tuple[int | None, Callable[[list[Operand]], Operand]]] = {
-    "lower": (1, _one(str.lower)),
-    "upper": (1, _one(str.upper)),
-    "len": (1, _one(lambda value: str(len(value)))),
-}
-
-
-def condition_call(name: str, operands: list[Operand]) -> Condition:
-    """Return the condition function ``name`` applied to ``operands``."""
-    return _lookup(CONDITIONS, "condition", name, operands)(operands)
-
-
-def value_call(name: str, operands: list[Operand]) -> Operand:
-    """Return the value function ``name`` applied to ``operands``."""
-    return _lookup(VALUES, "value", name, operands)(operands)
-
-
-def _lookup(
-    registry: Mapping[str, tuple[int | None, Callable[[list[Operand]], T]]],
-    kind: str,
-    name: str,
-    operands: list[Operand],
-) -> Callable[[list[Operand]], T]:
-    found = registry.get(name.lower())
-    if found is None:
-        raise RuleError(f"where: unsupported {kind} function {name}()")
-    arity, build = found
-    if (arity is None and len(operands) < 2) or (arity is not None and len(operands) != arity):
-        wanted = "at least 2" if arity is None else str(arity)
-        raise RuleError(f"where: {name}() takes {wanted} argument(s), got {len(operands)}")
-    return build
+def values_of(value: str) -> list[str]:
+    """Return the values of a (multi)value."""
+    return value.split(MULTIVALUE_SEPARATOR)

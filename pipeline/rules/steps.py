@@ -1,4 +1,4 @@
-"""Per-row steps of a compiled search: filters, rex, rename, fillnull, convert."""
+"""Per-row steps of a compiled search: filters, eval, rex, rename, fillnull, convert."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.event import Event
+from pipeline.rules.evaluation import Operand
 from pipeline.rules.expr import Expr, number_or_none
 
 Row = dict[str, str]
@@ -36,6 +37,23 @@ class Filter:
         raw = row.get("_raw")
         text = "\n".join(row.values()) if raw is None else raw
         return self.expr.evaluate(Event(fields=row, time=0.0, raw=text))
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """``eval name=expression, …``: each assignment in turn; a null result removes the field."""
+
+    assignments: tuple[tuple[str, Operand], ...]
+
+    def apply(self, row: Row) -> bool:
+        """Set each field from its expression, seeing the assignments before it."""
+        for name, operand in self.assignments:
+            value = operand(row)
+            if value is None:
+                row.pop(name, None)
+            else:
+                row[name] = value
+        return True
 
 
 @dataclass(frozen=True, slots=True)

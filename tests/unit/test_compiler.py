@@ -80,6 +80,18 @@ def test_macros_expand_recursively_with_arguments() -> None:
     )
 
 
+def test_comments_are_dropped_even_where_they_look_like_macros() -> None:
+    search = "a=1 ```CIM alignment``` | eval b=a ``` a `nested` note ``` | stats count by b"
+    plan = compile_search(search, MACROS)
+    row = {"a": "x"}
+    assert run_steps(plan.event_steps, row) and row["b"] == "x"
+
+
+def test_eval_in_lists_values() -> None:
+    assert evaluated('t=if(NOT u IN ("unknown", "-"), u, "none")', u="bob")["t"] == "bob"
+    assert evaluated('t=if(NOT u IN ("unknown", "-"), u, "none")', u="-")["t"] == "none"
+
+
 def test_pipes_inside_quotes_do_not_split_stages() -> None:
     assert split_stages('a=1 | rex field=M "(?<x>[^;|^$]+)" | stats count') == [
         "a=1",
@@ -140,7 +152,7 @@ def test_table_without_stats_groups_by_its_fields() -> None:
 @pytest.mark.parametrize(
     ("search", "message"),
     [
-        ("a=1 | eval x=1", "search stage 2 (eval): unsupported command 'eval'"),
+        ("a=1 | join x", "search stage 2 (join): unsupported command 'join'"),
         ("a=1 | `missing_macro`", "unknown macro `missing_macro`"),
         ("a=1 | `ctime`", "macro `ctime` takes 1 argument(s), got 0"),
         ("a=1 | rename a* as b | stats count", "use at most one * on both sides"),
@@ -259,17 +271,84 @@ def test_where_functions() -> None:
 @pytest.mark.parametrize(
     ("condition", "problem"),
     [
-        ('cidrmatch("10.0.0.0/8", ip)', "unsupported condition function cidrmatch()"),
+        ('cidrmatch("10.0.0.0/8", ip)', "unsupported function cidrmatch()"),
         ('like(a, "x", "y")', "like() takes 2 argument(s), got 3"),
-        ("like(a, b)", "like() needs a quoted pattern"),
+        ("match(a, b)", "match() needs a quoted string as that argument"),
         ('match(a, "(")', "match(): bad regular expression"),
-        ("a", "cannot parse"),
+        ("a", "a is a value, not a condition"),
+        ("lower(a)", "lower() gives a value, not a condition"),
+        ("a = ", "cannot parse"),
     ],
 )
 def test_where_refuses_what_it_cannot_evaluate(condition: str, problem: str) -> None:
     with pytest.raises(RuleError) as refused:
         compile_search(f"x=1 | where {condition} | stats count", MACROS)
     assert problem in str(refused.value) and "search stage 2 (where)" in str(refused.value)
+
+
+def evaluated(assignments: str, **fields: str) -> dict[str, str]:
+    """Return a row of ``fields`` after ``| eval assignments``."""
+    plan = compile_search(f"x=1 | eval {assignments} | stats count", MACROS)
+    row = dict(fields)
+    assert run_steps(plan.event_steps, row)
+    return row
+
+
+def test_eval_assigns_in_turn_and_null_removes_the_field() -> None:
+    row = evaluated('a=lower(p), b=a."!", p=null()', p="WMIC")
+    assert row == {"a": "wmic", "b": "wmic!"}  # b sees a; p is removed
+
+
+def test_eval_arithmetic_binds_as_in_splunk() -> None:
+    assert evaluated("n=1+2*3")["n"] == "7"
+    assert evaluated("n=(1+2)*3")["n"] == "9"
+    assert evaluated("n=10-2-3")["n"] == "5"  # left to right
+    assert evaluated("n=-c+1", c="4")["n"] == "-3"
+    assert (
+        evaluated('n=(mvcount(split(p,"`"))-1) + (mvcount(split(p, "^"))-1)', p="a`b`c^d")["n"]
+        == "3"
+    )
+
+
+def test_eval_concatenates_with_a_dot_and_reads_dotted_and_quoted_field_names() -> None:
+    assert evaluated('s="%".parent_process."%"', parent_process="a")["s"] == "%a%"
+    assert evaluated("s='Processes.dest'.\"-\".Processes.user", **{
+        "Processes.dest": "h", "Processes.user": "u"})["s"] == "h-u"  # fmt: skip
+    assert evaluated("s=1.5")["s"] == "1.5"  # a number, not a concatenation
+
+
+def test_eval_conditions_choose_values() -> None:
+    search = 'level=CASE(match(l,"low"),1,match(l,"high"),3,true(),0)'
+    assert evaluated(search, l="high")["level"] == "3"
+    assert evaluated(search, l="other")["level"] == "0"
+    assert evaluated("t=if(a >10 and a >= b, 1, 0)", a="11", b="5")["t"] == "1"  # and: any case
+    assert evaluated("t=if(a >10 AND a >= b, 1, 0)", a="11", b="50")["t"] == "0"
+    assert evaluated('t=if(NOT isnull(a) OR b="x", "y", "n")', b="x")["t"] == "y"
+
+
+@pytest.mark.parametrize(
+    ("assignment", "problem"),
+    [
+        ("x=a=b", "fields cannot be assigned a boolean result"),
+        ("x=isnull(a)", "isnull() gives a condition: fields cannot be assigned"),
+        ("x=frobnicate(a)", "unsupported function frobnicate()"),
+        ('x=if(a, "y", "n")', "a is a value, not a condition"),
+        ("x=", "cannot parse"),
+    ],
+)
+def test_eval_refuses_what_it_cannot_evaluate(assignment: str, problem: str) -> None:
+    with pytest.raises(RuleError) as refused:
+        compile_search(f"x=1 | eval {assignment} | stats count", MACROS)
+    assert problem in str(refused.value) and "search stage 2 (eval)" in str(refused.value)
+
+
+def test_eval_after_stats_computes_on_the_result_row() -> None:
+    plan = compile_search(
+        'x=1 | stats count by dest | eval busy=if(count>=2, "yes", "no") | where busy="yes"',
+        MACROS,
+    )
+    assert run_steps(plan.row_steps, {"dest": "h", "count": "2"})
+    assert not run_steps(plan.row_steps, {"dest": "h", "count": "1"})
 
 
 def test_by_time_span_becomes_the_window() -> None:

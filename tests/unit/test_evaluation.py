@@ -1,4 +1,4 @@
-"""``where`` evaluation: eval's three-valued logic, comparisons and functions."""
+"""Eval expressions: three-valued logic, comparisons and arithmetic."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ import itertools
 
 import pytest
 
-from pipeline.rules.errors import RuleError
 from pipeline.rules.evaluation import (
     Condition,
-    Operand,
+    arithmetic,
     comparison,
-    condition_call,
     conjunction,
     disjunction,
-    field_or_number,
+    field,
     literal,
     negation,
-    value_call,
+    negative,
+    number_text,
 )
 
 T, F, N = True, False, None
@@ -60,51 +59,37 @@ def test_comparisons(left: str, op: str, right: str, truth: bool) -> None:
 
 
 def test_a_comparison_with_a_null_side_is_null() -> None:
-    absent = field_or_number("user")
+    absent = field("user")
     assert comparison(absent, "=", literal("x"))({}) is None
     assert comparison(literal("x"), "=", absent)({}) is None
     assert comparison(absent, "=", literal("x"))({"user": "x"}) is True
-    assert field_or_number("42")({"42": "not this"}) == "42"  # a number is a literal
-
-
-def test_functions_on_their_operands() -> None:
-    process = field_or_number("process")
-    like = condition_call("like", [process, literal("a%b")])
-    assert like({"process": "a\nb"}) is True  # % spans lines
-    assert like({"process": "xa b"}) is False and like({}) is None
-    match = condition_call("MATCH", [process, literal("^w")])
-    assert match({"process": "wmic"}) is True and match({"process": "xw"}) is False
-    assert match({}) is None
-    choice = condition_call("in", [process, literal("a"), field_or_number("other")])
-    assert choice({"process": "b", "other": "b"}) is True
-    assert choice({"process": "c", "other": "b"}) is False and choice({}) is None
-    assert condition_call("isnull", [process])({}) is True
-    assert value_call("len", [process])({"process": "abc"}) == "3"
-    assert value_call("upper", [process])({}) is None
-
-
-X, FIELD = literal("x"), field_or_number("f")
-CALLS = {"condition": condition_call, "value": value_call}
 
 
 @pytest.mark.parametrize(
-    ("kind", "name", "operands", "problem"),
+    ("left", "op", "right", "value"),
     [
-        ("condition", "like", [X], "like() takes 2 argument(s), got 1"),
-        ("condition", "in", [X], "in() takes at least 2 argument(s), got 1"),
-        ("value", "lower", [], "lower() takes 1 argument(s), got 0"),
-        ("value", "trim", [X], "unsupported value function trim()"),
-        ("condition", "cidrmatch", [X], "unsupported condition function cidrmatch()"),
-        ("condition", "match", [X, FIELD], "match() needs a quoted pattern as its second argument"),
+        ("2", "+", "3", "5"),
+        ("2.5", "*", "2", "5"),
+        ("7", "/", "2", "3.5"),
+        ("7", "%", "4", "3"),
+        ("1", "-", "3", "-2"),
+        ("a", "+", "b", "ab"),  # + joins two texts
+        ("a", "+", "1", None),  # and is null for a text and a number
+        ("a", ".", "1", "a1"),  # . always joins
+        ("1", ".", "2", "12"),
+        ("1", "/", "0", None),
+        ("x", "*", "2", None),
     ],
 )
-def test_refusals_name_the_function(
-    kind: str, name: str, operands: list[Operand], problem: str
-) -> None:
-    with pytest.raises(RuleError) as caught:
-        CALLS[kind](name, operands)
-    assert str(caught.value) == f"where: {problem}"
+def test_arithmetic(left: str, op: str, right: str, value: str | None) -> None:
+    assert arithmetic(literal(left), op, literal(right))({}) == value
 
 
-def test_in_takes_two_arguments_at_least() -> None:
-    assert condition_call("in", [literal("x"), literal("x")])({}) is True
+def test_arithmetic_with_null_is_null() -> None:
+    assert arithmetic(field("absent"), ".", literal("x"))({}) is None
+    assert arithmetic(literal("1"), "+", field("absent"))({}) is None
+    assert negative(literal("4"))({}) == "-4" and negative(literal("a"))({}) is None
+
+
+def test_numbers_render_as_eval_does() -> None:
+    assert [number_text(n) for n in (3.0, -0.5, 1e20, 2.25)] == ["3", "-0.5", "1e+20", "2.25"]
