@@ -38,8 +38,16 @@ UNCOMMITTABLE = frozenset(
 )
 
 
+# A newer instance holds the transactional id: this one must stop.
+FENCED = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
 class Delivery(Protocol):
     """Begin a batch, then make its records and (when ``offsets``) its input offsets durable."""
+
+    producer: Producer
 
     def begin(self) -> None:
         """Start a batch."""
@@ -47,15 +55,22 @@ class Delivery(Protocol):
     def commit(self, offsets: bool) -> bool:
         """Make the batch durable; return False when it was dropped and will be read again."""
 
+    def recover(self, exception: KafkaException) -> None:
+        """Get ready to read the batch again after ``exception``, or re-raise it."""
+
 
 class AtLeastOnce:
     """Flush the batch's records, then commit the consumer's offsets."""
 
-    def __init__(self, producer: Producer, consumer: Consumer) -> None:
-        self.producer, self.consumer = producer, consumer
+    def __init__(self, new_producer: Callable[[], Producer], consumer: Consumer) -> None:
+        self.producer, self.consumer = new_producer(), consumer
 
     def begin(self) -> None:
         """Start a batch (nothing to do)."""
+
+    def recover(self, exception: KafkaException) -> None:
+        """Re-raise: a plain producer's failure is not the batch's."""
+        raise exception
 
     def commit(self, offsets: bool) -> bool:
         """Wait for every record's acknowledgement, then commit the offsets read."""
@@ -74,9 +89,16 @@ class AtLeastOnce:
 class ExactlyOnce:
     """One transaction per batch: its records and its input offsets commit together."""
 
-    def __init__(self, producer: Producer, consumer: Consumer) -> None:
-        self.producer, self.consumer = producer, consumer
-        retrying(self.producer.init_transactions, CALL_TIMEOUT)  # fences, aborts leftovers
+    def __init__(self, new_producer: Callable[[], Producer], consumer: Consumer) -> None:
+        self.new_producer, self.consumer = new_producer, consumer
+        self.producer = self._initialised()
+
+    def _initialised(self) -> Producer:
+        """Return a new transactional producer, its predecessors fenced and their leftovers
+        aborted."""
+        created = self.new_producer()
+        retrying(created.init_transactions, CALL_TIMEOUT)
+        return created
 
     def begin(self) -> None:
         """Open the batch's transaction."""
@@ -88,7 +110,7 @@ class ExactlyOnce:
         Offsets that cannot be sent at once abort the batch: the group is rebalancing, and the
         rebalance waits for this intake to poll again. A commit that times out (a broker failing
         over) is retried. Any failure that leaves the producer usable aborts the batch, which
-        is read again; only a fatal one (fenced by a newer instance) stops the intake.
+        is read again; a fatal one is for ``recover``.
         """
         try:
             if offsets:
@@ -109,6 +131,22 @@ class ExactlyOnce:
             return False
         return True
 
+    def recover(self, exception: KafkaException) -> None:
+        """After a fatal producer error, let a new producer take the transactional id over
+        (which aborts the open transaction) and read the batch again; re-raise when fenced.
+
+        A broker failing over can leave the transaction in a state its coordinator refuses
+        (``INVALID_TXN_STATE``, fatal in librdkafka): the producer is unusable, the intake is not.
+        """
+        error = exception.args[0]
+        if not error.fatal() or error.code() in FENCED:
+            raise exception
+        log.warning("intake producer failed, a new one takes over: %s", error.str())
+        self.producer.purge()
+        self.producer = self._initialised()
+        self._rewind()
+        metrics.transactions_aborted_total.labels("intake").inc()
+
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
         for committed in self.consumer.committed(self.consumer.assignment(), timeout=CALL_TIMEOUT):
@@ -122,7 +160,7 @@ def producer_config(settings: Settings) -> dict[str, str | int]:
     return transactional(settings, f"intake-{settings.instance_id or uuid.uuid4().hex}")
 
 
-DELIVERIES: dict[str, Callable[[Producer, Consumer], Delivery]] = {
+DELIVERIES: dict[str, Callable[[Callable[[], Producer], Consumer], Delivery]] = {
     "at_least_once": AtLeastOnce,
     "exactly_once": ExactlyOnce,
 }

@@ -20,7 +20,9 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 
@@ -81,8 +83,10 @@ class Intake:
         self.consumer = consumer(
             settings, f"{settings.group_id}-intake", error_cb=self._on_client_error, **membership
         )
-        self.producer = producer(settings, **producer_config(settings))
-        self.delivery = DELIVERIES[settings.processing_guarantee](self.producer, self.consumer)
+        config = producer_config(settings)
+        self.delivery = DELIVERIES[settings.processing_guarantee](
+            lambda: producer(settings, **config), self.consumer
+        )
         suppressions = Suppressions(known_fields(detector.rules.values(), detector.normalizer))
         self.follower = SuppressionFollower(
             consumer(settings, f"{settings.group_id}-suppressions"),
@@ -116,6 +120,11 @@ class Intake:
         finally:
             self.producer.flush(30)
             _close_within(CLOSE_SECONDS, self.consumer, self.follower.reader)
+
+    @property
+    def producer(self) -> Producer:
+        """Return the delivery's producer (a new one after a fatal error)."""
+        return self.delivery.producer
 
     def _partitions(self, topic: str) -> int:
         return len(self.producer.list_topics(topic, timeout=30).topics[topic].partitions)
@@ -165,13 +174,18 @@ class Intake:
         """Produce what ``batch`` yields (and the ticks when due), then make it all durable."""
         started = time.perf_counter()
         self.status.broker_error = None
-        self.delivery.begin()
         result = self.batches.process(batch)
-        for topic, key, value in result.produce:
-            self.producer.produce(topic, value, key=key)
-        if tick:
-            self._produce_ticks()
-        if self.delivery.commit(offsets=bool(batch)):
+        try:
+            self.delivery.begin()
+            for topic, key, value in result.produce:
+                self.producer.produce(topic, value, key=key)
+            if tick:
+                self._produce_ticks()
+            committed = self.delivery.commit(offsets=bool(batch))
+        except KafkaException as exception:
+            self.delivery.recover(exception)
+            committed = False
+        if committed:
             result.count()  # an aborted batch is counted when it is processed again
         if batch:
             metrics.intake_batch_seconds.observe(time.perf_counter() - started)

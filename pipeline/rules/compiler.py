@@ -27,6 +27,7 @@ from pipeline.rules.expr import (
     Regex,
     pcre,
 )
+from pipeline.rules.lookups import Lookup, Lookups
 from pipeline.rules.plan import Aggregation, GroupField, Plan
 from pipeline.rules.steps import Assign, Convert, Fillnull, Filter, Rename, Rex, Step
 from pipeline.wildcard import Wildcard
@@ -140,6 +141,7 @@ class _Builder:
     table: tuple[str, ...] = ()
     window_seconds: int | None = None
     time_buckets: bool = False  # _time is bucketed by the window (bucket/bin span=)
+    lookups: Lookups | None = None
 
     def resolve(self, name: str) -> str:
         """Return the event field behind a search field (tstats drops ``Processes.``)."""
@@ -448,6 +450,37 @@ def _bucket(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     builder.window_seconds, builder.time_buckets = span_seconds(span), True
 
 
+def _lookup(tree: Tree[Token], builder: _Builder, first: bool) -> None:
+    """``lookup name field [AS f]… [OUTPUT|OUTPUTNEW column [AS f]…]`` against a CSV table."""
+    if builder.lookups is None:
+        raise RuleError("lookup needs the rules folder's lookups")
+    name = str(next(c for c in tree.children if isinstance(c, Token)))
+    table = builder.lookups.table(name)
+    inputs, *outputs = (_pairs(fields) for fields in _subtrees(tree, "lookup_fields"))
+    mode = next(
+        (str(c).upper() for c in tree.children if isinstance(c, Token) and c.type == "OUTPUT_MODE"),
+        "OUTPUT",
+    )
+    missing = [
+        column
+        for column, _ in (*inputs, *(outputs[0] if outputs else ()))
+        if column not in table.columns
+    ]
+    if missing:
+        raise RuleError(f"lookup {name} has no column {', '.join(missing)}")
+    used = {column for column, _ in inputs}
+    written = outputs[0] if outputs else tuple((c, c) for c in table.columns if c not in used)
+    builder.steps.append(Lookup(table, inputs, written, new_only=mode == "OUTPUTNEW"))
+
+
+def _pairs(tree: Tree[Token]) -> tuple[tuple[str, str], ...]:
+    """Return ``column [AS field]`` pairs as (column, field)."""
+    return tuple(
+        (words[0], words[-1])
+        for words in (_words(pair) for pair in _subtrees(tree, "lookup_field"))
+    )
+
+
 Command = Callable[[Tree[Token], _Builder, bool], None]
 COMMANDS: dict[str, Command] = {
     "search": _search,
@@ -461,15 +494,18 @@ COMMANDS: dict[str, Command] = {
     "rex": _rex,
     "convert": _convert,
     "regex": _regex,
+    "lookup": _lookup,
     "bucket": _bucket,
     "bin": _bucket,
 }
 
 
-def compile_search(search: str, macros: Mapping[str, Macro]) -> Plan:
+def compile_search(
+    search: str, macros: Mapping[str, Macro], lookups: Lookups | None = None
+) -> Plan:
     """Compile SPL text into a Plan; raise RuleError naming the stage on any problem."""
     stages = split_stages(expand_macros(search, macros))
-    builder = _Builder()
+    builder = _Builder(lookups=lookups)
     if stages and not stages[0]:
         stages = stages[1:]  # a leading pipe: the first stage is a generating command
     elif stages:

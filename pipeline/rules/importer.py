@@ -8,6 +8,7 @@ upstream ones, then a no-op ``<name>_filter`` per imported detection, as the shi
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.errors import RuleError
 from pipeline.rules.loader import MACROS_FILE, describe, load_macros, routes_of
+from pipeline.rules.lookups import LOOKUPS_FILE, LOOKUPS_FOLDER, Lookups, LookupSpec
 from pipeline.rules.model import RuleSpec, filter_macro_name
 
 # security_content observable types -> risk object types
@@ -47,16 +49,38 @@ def detection_files(sources: Iterable[Path]) -> Iterator[Path]:
         yield from sorted(source.rglob("*.yml")) if source.is_dir() else [source]
 
 
+def beside(sources: Iterable[Path], name: str) -> list[Path]:
+    """Return the ``name`` folders beside the detections' ``detections/`` (searched upwards)."""
+    found = []
+    for source in sources:
+        folder = next((p / name for p in source.resolve().parents if (p / name).is_dir()), None)
+        if folder is not None and folder not in found:
+            found.append(folder)
+    return found
+
+
 def upstream_macros(sources: Iterable[Path]) -> dict[str, Macro]:
     """Return the macros of the ``macros/`` folder beside the detections' ``detections/``."""
-    found: dict[str, Macro] = {}
-    for source in sources:
-        for parent in source.resolve().parents:
-            folder = parent / "macros"
-            if folder.is_dir():
-                found.update(_macro_files(folder))
-                break
-    return found
+    return {name: m for folder in beside(sources, "macros") for name, m in _macro_files(folder)}
+
+
+def upstream_lookups(sources: Iterable[Path], out: Path) -> dict[str, LookupSpec]:
+    """Return the CSV lookup definitions of the ``lookups/`` folder beside the detections,
+    copying each one's CSV file, when the folder has it, into ``out/lookups/``."""
+    specs: dict[str, LookupSpec] = {}
+    for folder in beside(sources, LOOKUPS_FOLDER):
+        for path in sorted(folder.glob("*.yml")):
+            upstream = yaml.safe_load(path.read_text()) or {}
+            known = {k: v for k, v in upstream.items() if k in LookupSpec.model_fields}
+            try:
+                spec = LookupSpec.model_validate(known)
+            except ValidationError:
+                continue  # a KV store collection or a model: not a CSV lookup
+            specs[str(upstream.get("name", path.stem))] = spec
+            if (folder / spec.filename).is_file():
+                (out / LOOKUPS_FOLDER).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / spec.filename, out / LOOKUPS_FOLDER / spec.filename)
+    return specs
 
 
 def _macro_files(folder: Path) -> Iterator[tuple[str, Macro]]:
@@ -120,25 +144,34 @@ def import_detections(
     normalizer = normalizer or default_normalizer()
     ours = load_macros(project_macros)
     upstream = upstream_macros(sources)
+    out.mkdir(parents=True, exist_ok=True)
+    lookups = Lookups(out, upstream_lookups(sources, out))
     report, specs = ImportReport(), {}
     for path in detection_files(sources):
         try:
-            spec = _importable(path, {**upstream, **ours}, normalizer)
+            spec = _importable(path, {**upstream, **ours}, normalizer, lookups)
         except RuleError as error:
             report.refused.append((str(path), str(error)))
             continue
         specs[f"{path.stem}.yml"] = spec
-    out.mkdir(parents=True, exist_ok=True)
     for name, spec in specs.items():
         (out / name).write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
         report.imported.append(name)
     filters = {filter_macro_name(s["name"]): {"definition": "search *"} for s in specs.values()}
     macros = {**_as_yaml(upstream), **_as_yaml(ours), **filters}
     (out / MACROS_FILE).write_text(yaml.safe_dump({"macros": macros}, sort_keys=False))
+    if lookups.tables:
+        used = {
+            name: table.spec.model_dump(exclude_defaults=True)
+            for name, table in lookups.tables.items()
+        }
+        (out / LOOKUPS_FILE).write_text(yaml.safe_dump({"lookups": used}, sort_keys=False))
     return report
 
 
-def _importable(path: Path, macros: Mapping[str, Macro], normalizer: Normalizer) -> dict[str, Any]:
+def _importable(
+    path: Path, macros: Mapping[str, Macro], normalizer: Normalizer, lookups: Lookups
+) -> dict[str, Any]:
     """Return the rule file of the detection at ``path``, or raise why it cannot run here."""
     try:
         detection = yaml.safe_load(path.read_text())
@@ -147,7 +180,7 @@ def _importable(path: Path, macros: Mapping[str, Macro], normalizer: Normalizer)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as error:
         raise RuleError(f"not a detection wmiwatch can read: {describe(error)}") from None
     own_filter = {filter_macro_name(spec["name"]): Macro("search *")}
-    plan = compile_search(spec["search"], {**macros, **own_filter})
+    plan = compile_search(spec["search"], {**macros, **own_filter}, lookups)
     if not routes_of(plan, normalizer):
         raise RuleError("the search matches no supported source and EventCode", stage="route")
     return spec

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.errors import RuleError, RuleErrors
+from pipeline.rules.lookups import LOOKUPS_FILE, Lookups
 from pipeline.rules.model import MacrosFile, Rule, RuleSpec
 from pipeline.rules.plan import Plan
 
@@ -34,14 +35,16 @@ def routes_of(plan: Plan, normalizer: Normalizer) -> frozenset[tuple[str, str]]:
     )
 
 
-def load_rule(path: Path, macros: dict[str, Macro], normalizer: Normalizer) -> Rule:
+def load_rule(
+    path: Path, macros: dict[str, Macro], normalizer: Normalizer, lookups: Lookups | None = None
+) -> Rule:
     """Load, validate and compile one rule file."""
     try:
         spec = RuleSpec.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise RuleError(describe(error), path=str(path)) from None
     try:
-        plan = compile_search(spec.search, macros)
+        plan = compile_search(spec.search, macros, lookups)
     except RuleError as error:
         raise error.at(path=str(path)) from None
     routes = routes_of(plan, normalizer)
@@ -54,12 +57,16 @@ def load_rules(folder: Path, normalizer: Normalizer | None = None) -> tuple[Rule
     """Load every ``*.yml`` rule in ``folder``; raise RuleErrors listing every problem."""
     normalizer = normalizer or default_normalizer()
     macros = load_macros(folder / MACROS_FILE)
+    try:
+        lookups = Lookups.of(folder)
+    except RuleError as error:
+        raise RuleErrors([error]) from None
     rules, errors = [], []
     for path in sorted(folder.glob("*.yml")):
-        if path.name == MACROS_FILE:
+        if path.name in (MACROS_FILE, LOOKUPS_FILE):
             continue
         try:
-            rules.append(load_rule(path, macros, normalizer))
+            rules.append(load_rule(path, macros, normalizer, lookups))
         except RuleError as error:
             errors.append(error)
     errors.extend(_duplicate_ids(rules))

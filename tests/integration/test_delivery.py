@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.delivery import DELIVERIES, ExactlyOnce
@@ -61,8 +61,10 @@ def test_a_batch_commits_its_records_and_offsets_together(
     source, reader, batch = source_with_records(settings)
     out = new_topic(settings)
     config = {"transactional.id": f"test-{uuid.uuid4().hex[:6]}"}
-    writer = producer(settings, **(config if guarantee == "exactly_once" else {}))
-    delivery = DELIVERIES[guarantee](writer, reader)
+    delivery = DELIVERIES[guarantee](
+        lambda: producer(settings, **(config if guarantee == "exactly_once" else {})), reader
+    )
+    writer = delivery.producer
     delivery.begin()
     for message in batch:
         writer.produce(out, message.value())
@@ -77,8 +79,11 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     source, reader, batch = source_with_records(settings)
     out = new_topic(settings)
     small = new_topic(settings, {"max.message.bytes": "1024"})
-    writer = producer(settings, **{"transactional.id": f"test-{uuid.uuid4().hex[:6]}"})
-    delivery = ExactlyOnce(writer, reader)
+    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
+    delivery = ExactlyOnce(
+        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
+    )
+    writer = delivery.producer
     delivery.begin()
     for message in batch:
         writer.produce(out, message.value())
@@ -98,4 +103,52 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
         writer.produce(out, message.value())
     assert delivery.commit(offsets=True)
     assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS  # once, not twice
+    reader.close()
+
+
+def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is_read_again(
+    settings: Settings,
+) -> None:
+    _, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
+    delivery = ExactlyOnce(
+        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
+    )
+    failed = delivery.producer
+    delivery.begin()
+    for message in batch:
+        failed.produce(out, message.value())
+    failed.flush(15)  # the records reach the broker inside the open transaction
+    # What librdkafka raises when a failed-over coordinator refuses to end the transaction:
+    error = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
+    delivery.recover(KafkaException(error))
+    assert delivery.producer is not failed
+    again: list[Message] = []
+    for _ in range(40):
+        again += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if len(again) == len(RECORDS):
+            break
+    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
+    delivery.begin()
+    for message in again:
+        delivery.producer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
+    reader.close()
+
+
+def test_a_fenced_producer_stops_the_intake(settings: Settings) -> None:
+    _, reader, _ = source_with_records(settings)
+    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
+    delivery = ExactlyOnce(
+        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
+    )
+    ExactlyOnce(lambda: producer(settings, **{"transactional.id": transactional_id}), reader)
+    delivery.begin()
+    with pytest.raises(KafkaException) as fenced:
+        delivery.producer.produce(new_topic(settings), b"x")
+        delivery.commit(offsets=False)
+    with pytest.raises(KafkaException):
+        delivery.recover(fenced.value)  # a newer instance owns the id: no take-over
     reader.close()

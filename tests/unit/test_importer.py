@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,7 @@ from pipeline.policy import WindowPolicy
 from pipeline.rules.compiler import Macro
 from pipeline.rules.importer import finding, import_detections, upstream_macros
 from pipeline.rules.loader import load_rules
+from pipeline.rules.steps import run_steps
 from tests import PROJECT_ROOT
 
 ESCU = PROJECT_ROOT / "tests" / "fixtures" / "escu" / "detections" / "endpoint"
@@ -27,10 +29,9 @@ DEMO = (
 
 def test_the_report_names_each_refused_detection_and_its_stage(tmp_path: Path) -> None:
     report = import_detections([ESCU], tmp_path, PROJECT_MACROS)
-    assert report.summary == "imported 6 of 8"
+    assert report.summary == "imported 7 of 8"
     refused = {Path(path).stem: reason for path, reason in report.refused}
     assert refused == {
-        "attacker_tools_on_endpoint": "search stage 5 (lookup): unsupported command 'lookup'",
         "3cx_supply_chain_attack_network_indicators": (
             "search stage 1 (tstats): unsupported datamodel Network_Resolution"
         ),
@@ -43,6 +44,7 @@ def test_imported_rules_load_and_fire_on_the_technique_they_detect(tmp_path: Pat
     assert sorted(r.spec.name for r in rules) == [
         "Access LSASS Memory for Dump Creation",
         "Account Discovery With Net App",
+        "Attacker Tools On Endpoint",
         "Change Default File Association",
         "Credential Dumping via Copy Command from Shadow Copy",
         "Detect Path Interception By Creation Of program exe",
@@ -53,6 +55,25 @@ def test_imported_rules_load_and_fire_on_the_technique_they_detect(tmp_path: Pat
     assert shadow.spec.mitre_attack_id == ("T1003.003", "T1003") and not shadow.spec.tests
     found = detect_files([DEMO], rules, WindowPolicy()).findings
     assert {f.rule_name for f in found if f.rule_id == shadow.id} == {shadow.spec.name}
+
+
+def test_lookups_are_defined_copied_and_read_and_a_missing_file_is_named(
+    tmp_path: Path,
+) -> None:
+    import_detections([ESCU], tmp_path / "out", PROJECT_MACROS)
+    rules = {r.spec.name: r for r in load_rules(tmp_path / "out")}
+    tools = rules["Attacker Tools On Endpoint"].plan.row_steps
+    assert run_steps(tools, {"process_name": "PSEXESVC.exe"})  # a wildcard row of the CSV
+    assert not run_steps(tools, {"process_name": "notepad.exe"})  # default_match "false"
+    copy = tmp_path / "escu"
+    shutil.copytree(ESCU.parent.parent, copy)
+    (copy / "lookups" / "attacker_tools.csv").unlink()
+    report = import_detections([copy / "detections"], tmp_path / "bare", PROJECT_MACROS)
+    missing = tmp_path / "bare" / "lookups" / "attacker_tools.csv"
+    assert (
+        str(copy / "detections" / "endpoint" / "attacker_tools_on_endpoint.yml"),
+        (f"search stage 5 (lookup): lookup file {missing} not found"),
+    ) in report.refused
 
 
 def test_the_finding_comes_from_the_observables() -> None:
@@ -78,9 +99,12 @@ def test_imported_files_match_the_golden_files(tmp_path: Path) -> None:
     --out tests/golden/import`` and review the diff)."""
     out = tmp_path / "a" / "new" / "folder"
     report = import_detections([ESCU], out, PROJECT_MACROS)
-    written = sorted(path.name for path in out.iterdir())
-    assert written == sorted(path.name for path in GOLDEN.iterdir())
-    assert sorted(report.imported) == [name for name in written if name != "macros.yml"]
+    written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert written == sorted(
+        str(path.relative_to(GOLDEN)) for path in GOLDEN.rglob("*") if path.is_file()
+    )
+    assert sorted(report.imported) == [name for name in written if name.endswith(".yml")
+                                       and name not in ("macros.yml", "lookups.yml")]  # fmt: skip
     for name in written:
         assert (out / name).read_text() == (GOLDEN / name).read_text(), name
 

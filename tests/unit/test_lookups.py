@@ -1,0 +1,114 @@
+"""CSV lookups: definitions, tables, and the lookup step, against Splunk's documented rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.rules.compiler import compile_search
+from pipeline.rules.errors import RuleError
+from pipeline.rules.lookups import Lookups, LookupSpec
+from pipeline.rules.steps import run_steps
+
+TOOLS = (
+    "name,description,family\n"
+    "mimikatz.exe,dumps credentials,creds\n"
+    "psexe*.exe,runs remotely,lateral\n"
+    "PsExec.exe,Sysinternals,lateral\n"
+)
+
+
+def lookups(tmp_path: Path, csv: str = TOOLS, **spec: object) -> Lookups:
+    """Return lookups with one table, ``tools``, of ``csv``."""
+    (tmp_path / "lookups").mkdir(exist_ok=True)
+    (tmp_path / "lookups" / "tools.csv").write_text(csv)
+    return Lookups(
+        tmp_path, {"tools": LookupSpec.model_validate({"filename": "tools.csv", **spec})}
+    )
+
+
+def looked_up(found: Lookups, command: str, **fields: str) -> dict[str, str] | None:
+    """Return a row of ``fields`` after ``| <command>``, or None when a later step drops it."""
+    plan = compile_search(f"x=1 | {command} | stats count", {}, found)
+    row = dict(fields)
+    return row if run_steps(plan.event_steps, row) else None
+
+
+def test_exact_matches_are_case_sensitive_unless_the_definition_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    sensitive = lookups(tmp_path)
+    command = "lookup tools name AS process_name OUTPUT description"
+    assert looked_up(sensitive, command, process_name="mimikatz.exe") == {
+        "process_name": "mimikatz.exe",
+        "description": "dumps credentials",
+    }
+    assert looked_up(sensitive, command, process_name="MIMIKATZ.exe") == {
+        "process_name": "MIMIKATZ.exe"
+    }
+    insensitive = lookups(tmp_path, case_sensitive_match="false")
+    assert looked_up(insensitive, command, process_name="MIMIKATZ.exe")["description"] == (  # type: ignore[index]
+        "dumps credentials"
+    )
+
+
+def test_wildcard_fields_hold_patterns_and_several_matches_give_a_multivalue(
+    tmp_path: Path,
+) -> None:
+    found = lookups(tmp_path, match_type="WILDCARD(name)", case_sensitive_match="false")
+    row = looked_up(found, "lookup tools name AS p OUTPUT description AS d, family", p="psexec.exe")
+    assert row == {"p": "psexec.exe", "d": "runs remotely\nSysinternals", "family": "lateral"}
+
+
+def test_no_output_clause_adds_every_other_column(tmp_path: Path) -> None:
+    row = looked_up(lookups(tmp_path), "lookup tools name", name="mimikatz.exe")
+    assert row == {"name": "mimikatz.exe", "description": "dumps credentials", "family": "creds"}
+
+
+def test_without_a_match_output_removes_outputnew_keeps_and_a_default_fills(
+    tmp_path: Path,
+) -> None:
+    found = lookups(tmp_path)
+    assert looked_up(
+        found, "lookup tools name OUTPUT description", name="x", description="old"
+    ) == {"name": "x"}
+    assert looked_up(
+        found, "lookup tools name OUTPUTNEW description", name="mimikatz.exe", description="old"
+    ) == {"name": "mimikatz.exe", "description": "old"}
+    defaulted = lookups(tmp_path, min_matches=1, default_match="false")
+    command = "lookup tools name OUTPUT description | search description!=false"
+    assert looked_up(defaulted, command, name="notepad.exe") is None
+    assert looked_up(defaulted, command, name="mimikatz.exe") is not None
+    assert looked_up(defaulted, "lookup tools name OUTPUT description")["description"] == "false"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ("lookup other name", "unknown lookup other (define it in lookups.yml)"),
+        ("lookup tools nom OUTPUT description", "lookup tools has no column nom"),
+    ],
+)
+def test_lookup_refusals_are_located(tmp_path: Path, command: str, problem: str) -> None:
+    with pytest.raises(RuleError) as refused:
+        compile_search(f"x=1 | {command} | stats count", {}, lookups(tmp_path))
+    assert str(refused.value) == f"search stage 2 (lookup): {problem}"
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    found = Lookups(tmp_path, {"tools": LookupSpec(filename="tools.csv")})
+    with pytest.raises(RuleError) as refused:
+        compile_search("x=1 | lookup tools name | stats count", {}, found)
+    assert str(refused.value) == (
+        f"search stage 2 (lookup): lookup file {tmp_path / 'lookups' / 'tools.csv'} not found"
+    )
+
+
+def test_a_rules_folder_reads_its_definitions(tmp_path: Path) -> None:
+    assert Lookups.of(tmp_path).specs == {}  # no lookups.yml: no lookups
+    (tmp_path / "lookups.yml").write_text("lookups:\n  tools:\n    filename: tools.csv\n")
+    assert Lookups.of(tmp_path).specs == {"tools": LookupSpec(filename="tools.csv")}
+    (tmp_path / "lookups.yml").write_text("lookups:\n  tools:\n    filename: ../etc/passwd\n")
+    with pytest.raises(RuleError, match="cannot read the lookups"):
+        Lookups.of(tmp_path)
