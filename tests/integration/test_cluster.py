@@ -97,9 +97,9 @@ def duplicates(settings: Settings, topic: str) -> tuple[int, int]:
 
 @pytest.mark.timeout(1500)
 @pytest.mark.xfail(
-    reason="known defect, found when the supervisor stopped restarting crashed workers silently"
-    " (docs/testing.md): a worker may exit when Faust cancels its scoring agent for a rebalance"
-    " during a transactional commit (CancelledError from asyncio.to_thread); 1 run in 2",
+    reason="kept while the fix of the defect it found is confirmed over more runs"
+    " (docs/testing.md): an intake exited on a fatal INVALID_TXN_STATE after the broker kill,"
+    " which crashed its worker; a new producer now takes over instead (1 passing run so far)",
     strict=False,
 )
 def test_worker_kills_a_leader_broker_kill_and_scaling_lose_and_double_nothing(
