@@ -44,7 +44,8 @@ def result_row(rule: Rule, stats: GroupState) -> dict[str, str] | None:
     for aggregation in rule.plan.aggregations:
         function, output = aggregation.function, aggregation.output
         if function == "count":
-            row[output] = str(stats.count)
+            counted = stats.counts.get(output, 0) if aggregation.field else stats.count
+            row[output] = str(counted)
         elif function in ("min", "max"):
             row[output] = str(stats.first if function == "min" else stats.last)
         else:
@@ -222,12 +223,22 @@ def _merged(
     values = dict(stats.values)
     for name, value in match.values.items():
         seen, function = values.get(name, ()), functions.get(name)
+        if function == "count":
+            continue  # tallied, not kept
         if function in ("latest", "earliest"):
             if not seen or _newer_end(function, match.time, stats):
                 values[name] = (value,)
         elif value not in seen:
             values[name] = (*seen, value)
     return values
+
+
+def _tallied(stats: GroupState, match: Match, functions: dict[str, str]) -> dict[str, int]:
+    """Return the group's ``count(field)`` tallies with the match's fields counted in."""
+    present = [name for name in match.values if functions.get(name) == "count"]
+    if not present:
+        return stats.counts
+    return {**stats.counts, **{name: stats.counts.get(name, 0) + 1 for name in present}}
 
 
 def _newer_end(function: str, time: float, stats: GroupState) -> bool:
@@ -250,7 +261,9 @@ def _counted(
             first=match.time,
             last=match.time,
         )
-    values = _merged(stats, match, {a.output: a.function for a in rule.plan.aggregations})
+    functions = {a.output: a.function for a in rule.plan.aggregations}
+    values = _merged(stats, match, functions)
+    counts = _tallied(stats, match, functions)
     counted, evidence, origin = stats.counted, stats.evidence, match.origin
     if origin is not None:
         counted = {**counted, _source_key(origin): origin.offset}
@@ -264,6 +277,7 @@ def _counted(
         first=min(stats.first, match.time),
         last=max(stats.last, match.time),
         values=values,
+        counts=counts,
         counted=counted,
         evidence=evidence,
     )

@@ -27,10 +27,10 @@ def match_event(
                 return None  # SPL stats drops events missing a by-field
             value = plan.group_fill
         group[by.row_name] = value
-    values = {
-        a.output: row[a.field]
+    values = {  # count(field) needs only to know the field was there
+        a.output: "" if a.function == "count" else row[a.field]
         for a in plan.aggregations
-        if a.function in PER_FIELD and a.field in row
+        if (a.function in PER_FIELD or a.function == "count") and a.field in row
     }
     dest = event.fields.get("dest") or event.fields.get("Computer") or "unknown"
     clamped = event.clamped is not None

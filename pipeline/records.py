@@ -73,6 +73,7 @@ class GroupState(Record, frozen=True):
     first: float = 0.0
     last: float = 0.0
     values: dict[str, tuple[str, ...]] = {}
+    counts: dict[str, int] = {}  # count(field): the events that had the field
     evidence: tuple[Origin, ...] = ()
     counted: dict[str, int] = {}  # newest raw offset counted, per "topic:partition"
     emitted: bool = False

@@ -204,7 +204,9 @@ class _Builder:
             self.window_seconds, self.time_buckets = span_seconds(span), True
         if self.time_buckets:
             by = [w for w in by if w != "_time"]
-        self.aggregations = tuple(_aggregation(a) for a in _subtrees(tree, "aggregation"))
+        self.aggregations = tuple(
+            _aggregation(a, self.event_steps) for a in _subtrees(tree, "aggregation")
+        )
         self.group_by = tuple(GroupField(name, self.resolve(name)) for name in by)
         if self.pending_fillnull is not None:
             self.event_steps.append(Fillnull(self.pending_fillnull, tuple(by)))
@@ -236,10 +238,10 @@ def _joined(join: type[All] | type[Any], operands: list[Expr]) -> Expr:
     return operands[0] if len(operands) == 1 else join(tuple(operands))
 
 
-def _aggregation(tree: Tree[Token]) -> Aggregation:
-    function, *rest = (
-        _unquote(child) if isinstance(child, Tree) else str(child) for child in tree.children
-    )
+def _aggregation(tree: Tree[Token], event_steps: list[Step]) -> Aggregation:
+    """Compile one stats function; ``fn(eval(x))`` computes x per event into a field of its
+    own (a condition: "1" when true, else null) which ``fn`` then reads."""
+    function, *rest = (_aggregated(child, event_steps) for child in tree.children)
     written = function.lower()
     argument = rest[0] if rest else ""
     output = rest[1] if len(rest) > 1 else (f"{written}({argument})" if argument else written)
@@ -251,6 +253,31 @@ def _aggregation(tree: Tree[Token]) -> Aggregation:
     if function in PER_FIELD and not argument:
         raise RuleError(f"{function}() needs a field")
     return Aggregation(function, argument, output)
+
+
+def _aggregated(node: Tree[Token] | Token, event_steps: list[Step]) -> str:
+    """Return the text of a stats function's part, compiling an ``eval(…)`` argument."""
+    if not isinstance(node, Tree):
+        return str(node)
+    if node.data != "aggregated_eval":
+        return _unquote(node)
+    expression = node.children[0]
+    name = f"eval({_text_of(expression)})#{len(event_steps)}"  # unique in the search
+    event_steps.append(Assign(((name, _value_or_truth(expression)),)))
+    return name
+
+
+_CONDITION_KINDS = frozenset({"e_or", "e_and", "e_negation", "e_compare", "e_member"})
+
+
+def _value_or_truth(node: Tree[Token] | Token) -> evaluation.Operand:
+    """Compile an expression as a value, or a condition as "1" when true (null otherwise)."""
+    kind, children = _parts(node)
+    is_call = kind == "e_call" and str(children[0]).lower() in functions.CONDITIONS
+    if kind not in _CONDITION_KINDS and not is_call:
+        return _value(node)
+    condition = _condition(node)
+    return lambda fields: "1" if condition(fields) is True else None
 
 
 def _options(tree: Tree[Token]) -> dict[str, str]:
@@ -266,7 +293,8 @@ def _subtrees(tree: Tree[Token], name: str) -> list[Tree[Token]]:
 
 
 def _words(tree: Tree[Token]) -> list[str]:
-    return [str(c) for c in tree.children if isinstance(c, Token)]
+    """Return the names among a node's tokens, quoted ones unquoted (``"Filesystem.dest"``)."""
+    return [_unquote(c) for c in tree.children if isinstance(c, Token)]
 
 
 def _search(tree: Tree[Token], builder: _Builder, first: bool) -> None:
@@ -358,7 +386,7 @@ def _tstats(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     if not first:
         raise RuleError("tstats must be the first command")
     tokens = [c for c in tree.children if isinstance(c, Token)]
-    datamodel = str(tokens[0])
+    datamodel = _unquote(tokens[0])
     dataset = SUPPORTED_DATAMODELS.get(datamodel)
     if dataset is None:
         raise RuleError(f"unsupported datamodel {datamodel}")

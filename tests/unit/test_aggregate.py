@@ -16,7 +16,9 @@ from msgspec.structs import replace
 
 from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites, window_start
 from pipeline.emit import build_risk_events, finding_id
+from pipeline.event import Event
 from pipeline.files import read_records
+from pipeline.match import match_event
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
@@ -229,6 +231,25 @@ def test_latest_and_earliest_keep_the_value_at_the_group_s_ends(rules: dict[str,
         aggregator.add(found, -math.inf, 0.0)
     (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
     assert (final.fields["newest"], final.fields["oldest"], final.count) == ("c", "a", 4)
+
+
+def test_count_of_a_field_or_an_eval_counts_only_the_events_that_have_it(
+    rules: dict[str, Any],
+) -> None:
+    """Splunk: ``count(X)`` counts the events in which X has a value; ``count(eval(c))`` those
+    for which c is true."""
+    plan = compile_search(
+        'a=1 | stats count count(p) as with_p count(eval(p="x")) as xs by dest', {}
+    )
+    custom = dataclasses.replace(rules[WMIC_NODE], plan=plan)
+    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    for fields in ({"p": "x"}, {"p": "y"}, {}, {"p": "x"}):
+        origin = Origin("t", 0, next(OFFSETS))
+        found = match_event(custom, Event({"a": "1", "dest": "h1", **fields}, 10.0, ""), origin)
+        assert found is not None
+        aggregator.add(found, -math.inf, 0.0)
+    (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
+    assert (final.fields["count"], final.fields["with_p"], final.fields["xs"]) == ("4", "3", "2")
 
 
 STATS_FUNCTIONS = (

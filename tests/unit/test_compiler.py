@@ -538,3 +538,34 @@ def test_tstats_reads_dataset_fields_by_their_event_names() -> None:
     assert plan.predicate.evaluate(event(**fields))
     assert not plan.predicate.evaluate(event(**{**fields, "_datamodel": "Endpoint.Registry"}))
     assert [(g.row_name, g.event_field) for g in plan.group_by] == [("Processes.dest", "dest")]
+
+
+def test_stats_functions_of_eval_compute_per_event() -> None:
+    plan = compile_search(
+        'x=1 | stats count(eval(a="y")) as ys, dc(eval(upper(u))) as users, count(b) as bs,'
+        " count by dest",
+        MACROS,
+    )
+    assert [(a.function, a.output) for a in plan.aggregations] == [
+        ("count", "ys"),
+        ("dc", "users"),
+        ("count", "bs"),
+        ("count", "count"),
+    ]
+    row = {"a": "y", "u": "bob", "dest": "h"}
+    assert run_steps(plan.event_steps, row)
+    assert {row[a.field] for a in plan.aggregations[:2]} == {"1", "BOB"}
+    row = {"a": "n", "dest": "h"}
+    assert run_steps(plan.event_steps, row)
+    assert plan.aggregations[0].field not in row  # false: not counted
+
+
+def test_tstats_takes_quoted_names() -> None:
+    plan = compile_search(
+        '| tstats count from datamodel="Endpoint.Filesystem" where "Filesystem.file_path"=*Ryuk*'
+        ' by "Filesystem.dest", "Filesystem.user"',
+        MACROS,
+    )
+    assert [g.event_field for g in plan.group_by] == ["dest", "user"]
+    evt = event(_datamodel="Endpoint.Filesystem", file_path=r"C:\x\RyukReadMe.txt")
+    assert plan.predicate.evaluate(evt)

@@ -37,11 +37,13 @@ def test_commands_before_stats_read_the_raw_text(rules: dict[str, Any]) -> None:
     assert found is not None and found.group == {"target": "10.0.0.5"}
 
 
-def test_only_per_field_aggregations_keep_values(rules: dict[str, Any]) -> None:
+def test_per_field_aggregations_keep_values_and_count_of_a_field_its_presence(
+    rules: dict[str, Any],
+) -> None:
     rule = rule_with(rules, "a=1 | stats count(b) dc(c) values(d) by a")
     found = match_event(rule, Event({"a": "1", "b": "x", "c": "y"}, 5.0, ""), Origin("t", 1, 2))
     assert found is not None
-    assert found.values == {"dc(c)": "y"}  # d is absent; count(b) keeps no value
+    assert found.values == {"dc(c)": "y", "count(b)": ""}  # d is absent; count(b): b is there
     assert (found.time, found.origin, found.ingested_at) == (5.0, Origin("t", 1, 2), 0.0)
 
 
