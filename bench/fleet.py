@@ -43,9 +43,11 @@ def templates() -> dict[str, list[bytes]]:
     }
 
 
-def events(count: int, seed: int = 1, per_second: int = 1000) -> Iterator[tuple[str, str, bytes]]:
-    """Yield (source, host, payload) for ``count`` events of the fleet mix, ``per_second``
-    events per second of event time."""
+def events(
+    count: int, seed: int = 1, per_second: int = 1000, hosts: int = 2000
+) -> Iterator[tuple[str, str, bytes]]:
+    """Yield (source, host, payload) for ``count`` events of the fleet mix from ``hosts``
+    hosts, ``per_second`` events per second of event time."""
     pick = random.Random(seed)
     base = templates()
     kinds = (
@@ -57,7 +59,7 @@ def events(count: int, seed: int = 1, per_second: int = 1000) -> Iterator[tuple[
     start = time.time() - count / per_second
     for number in range(count):
         kind, code = pick.choices(kinds, weights)[0]
-        host = f"ws{pick.randrange(2000):04d}.corp.example"
+        host = f"ws{pick.randrange(hosts):04d}.corp.example"
         payload = pick.choice(base[kind])
         if code and kind != "powershell":
             payload = re.sub(

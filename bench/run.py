@@ -50,6 +50,7 @@ import time
 import tracemalloc
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +88,15 @@ COORDINATOR_MOVING = (
 
 
 def produce(
-    settings: Settings, topics: Topics, batch: list[tuple[str, str, bytes]], rate: float = 0.0
+    settings: Settings,
+    topics: Topics,
+    batch: Iterable[tuple[str, str, bytes]],
+    rate: float = 0.0,
+    **config: str | int,
 ) -> None:
     """Produce ``batch`` to the raw topics (at ``rate`` events/s when given)."""
-    client, raw, started = producer(settings, **{"linger.ms": 20}), topics.raw(), time.monotonic()
+    client = producer(settings, **{"linger.ms": 20, **config})
+    raw, started = topics.raw(), time.monotonic()
     for number, (source, host, payload) in enumerate(batch):
         while True:
             try:

@@ -15,7 +15,8 @@ from pipeline.wildcard import Wildcard
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
 Literals = frozenset[str] | None  # one of these occurs in the raw text of any match; None: unknown
 RawSafe = Callable[[str], bool]  # whether a field's value is always a substring of the raw text
-_WORD = re.compile(r"[a-z0-9_.-]{3,}")
+# Characters XML and JSON write as they are (not & < > quotes, backslash, slash, non-ASCII).
+WORD = re.compile(r"[a-z0-9_.\-\[\]{}()$%@!#:;,=+~^|?]{3,}")
 
 
 class Expr(Protocol):
@@ -46,7 +47,7 @@ def pcre(source: str, command: str) -> re.Pattern[str]:
 
 def longest_word(pattern: Wildcard) -> Literals:
     """Return the longest ASCII word (letters, digits, ``_.-``) of the pattern's pieces."""
-    words = [word for piece in pattern.pieces for word in _WORD.findall(piece)]
+    words = [word for piece in pattern.pieces for word in WORD.findall(piece)]
     return frozenset({max(words, key=len)}) if words else None
 
 

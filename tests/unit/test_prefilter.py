@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 import pytest
@@ -16,7 +17,7 @@ from pipeline.normalize import default_normalizer
 from pipeline.parse import parse_event
 from pipeline.prefilter import CASEFOLDS_TO_ASCII, Verdict
 from pipeline.rejects import Rejected
-from pipeline.rules.expr import All, Any, Keyword, Match, Not
+from pipeline.rules.expr import WORD, All, Any, Keyword, Match, Not
 from pipeline.rules.loader import load_rules
 from pipeline.wildcard import Wildcard
 from tests import PROJECT_ROOT
@@ -165,13 +166,30 @@ def test_necessary_words_follow_the_logic() -> None:
     node = Match("process", Wildcard.compile("*/node:*"))
     derived = Match("derived", Wildcard.compile("anything"))
     assert words(wmic) == {"wmic.exe"}
-    assert words(node) == {"node"}
+    assert words(node) == {"node:"}  # ":" is written as it is; "/" may be "\\/" in JSON
     assert words(All((node, wmic))) == {"wmic.exe"}  # the most selective operand
     assert words(Any((wmic, Keyword(Wildcard.compile("*scrcons*"))))) == {"wmic.exe", "scrcons"}
     assert words(Any((wmic, derived))) is None
     assert words(Not(wmic)) is None
     assert words(All(())) is None
     assert words(Match("process", Wildcard.compile("*/c *"))) is None  # no word of 3 characters
+
+
+@pytest.mark.parametrize(
+    ("pattern", "word"),
+    [
+        ("*\\[kl]", "[kl]"),  # brackets are written as they are
+        ("*[ENTER]*", "[enter]"),
+        ("*http://x*", "http:"),
+        ("*a&amp;b*", "amp;b"),  # "&" is escaped in XML: never part of a word
+        ('*say "hi"*', "say"),
+        ("*c:\\tmp*", "tmp"),  # a backslash is doubled in JSON
+        ("*é-x*", None),  # beyond ASCII: no word ("-x" is too short)
+    ],
+)
+def test_words_hold_only_characters_written_as_they_are(pattern: str, word: str | None) -> None:
+    found = words(Match("process", Wildcard.compile(pattern)))
+    assert found == (None if word is None else {word})
 
 
 def test_derived_fields_are_not_trusted_to_be_in_the_raw_text() -> None:
@@ -307,3 +325,16 @@ def test_an_event_whose_code_cannot_be_read_from_the_bytes_is_parsed() -> None:
     )
     assert detector().prefilter.skip(no_code) is None
     assert detector().prefilter.skip(b"\n  " + sysmon("h", "2024-03-05T11:00:00Z", code=3))
+
+
+def test_every_word_character_is_written_as_it_is_in_xml_and_json() -> None:
+    """A rule's word is searched in the raw bytes: each character it may hold must appear
+    unchanged in an XML text or attribute and in a JSON string (where "/" may be "\\/")."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    allowed = [chr(c) for c in range(128) if WORD.fullmatch(chr(c) * 3)]
+    assert "&" not in allowed and "/" not in allowed and "\\" not in allowed
+    for character in allowed:
+        assert escape(character) == character
+        assert quoteattr(character)[1:-1] == character
+        assert json.dumps(character)[1:-1] == character
