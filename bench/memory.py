@@ -1,9 +1,11 @@
 """Memory over a long run: one worker's RSS (all its processes) while it consumes N events.
 
-    .venv/bin/python bench/memory.py [--events 10000000] [--hosts 100000]
+    .venv/bin/python bench/memory.py [--events 10000000] [--hosts 100000] [--per-second 100]
         [--broker apache-kafka|embedded | --bootstrap HOST:PORT] [--json PATH]
 
-Produces ``--events`` fleet-mix events from ``--hosts`` distinct hosts (compressed with lz4,
+Produces ``--events`` fleet-mix events from ``--hosts`` distinct hosts, ``--per-second`` of
+them per second of event time (the aggregation keeps the groups of the last two windows, so the
+state, and the memory, settle once two hours of event time have passed; compressed with lz4,
 so that 10 million fit on a small disk) while one exactly-once worker consumes them, samples the
 worker's RSS every few seconds with the events consumed so far and the aggregation table's
 size, and prints the samples and the spread after the first tenth of the events (the warm-up:
@@ -46,8 +48,9 @@ class Sample:
     open_keys: float
 
 
-def run(bootstrap: str, count: int, hosts: int, folder: Path) -> list[Sample]:
-    """Produce ``count`` events while one worker consumes them; return the samples."""
+def run(bootstrap: str, args: argparse.Namespace, folder: Path) -> list[Sample]:
+    """Produce the events while one worker consumes them; return the samples."""
+    count = args.events
     tag = uuid.uuid4().hex[:6]
     raw = {s.source: f"mem{tag}.{s.name}" for s in load_topics(TOPICS).specs if s.source}
     settings = Settings(
@@ -62,7 +65,7 @@ def run(bootstrap: str, count: int, hosts: int, folder: Path) -> list[Sample]:
     ((worker, port),) = start_workers(settings, 1, folder)
     feed = threading.Thread(
         target=produce,
-        args=(settings, topics, events(count, seed=3, hosts=hosts)),
+        args=(settings, topics, events(count, 3, args.per_second, args.hosts)),
         kwargs={"compression.type": "lz4"},
         daemon=True,
     )
@@ -101,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--hosts", type=int, default=100_000)
+    parser.add_argument("--per-second", type=int, default=100, help="events per event-time second")
     parser.add_argument("--broker", choices=["embedded", "apache-kafka"], default="apache-kafka")
     parser.add_argument("--bootstrap", help="an existing broker instead of one started here")
     parser.add_argument("--json", type=Path, help="also write the samples here as JSON")
@@ -108,19 +112,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.bootstrap:
-            samples = run(args.bootstrap, args.events, args.hosts, folder)
+            samples = run(args.bootstrap, args, folder)
         elif args.broker == "apache-kafka":
             cluster = KafkaCluster(folder / "kafka", 1, free_port())
             try:
                 cluster.start()
-                samples = run(cluster.bootstrap, args.events, args.hosts, folder)
+                samples = run(cluster.bootstrap, args, folder)
             finally:
                 cluster.stop()
         else:
             port = free_port()
             broker = start_broker(port, folder / "broker")
             try:
-                samples = run(f"127.0.0.1:{port}", args.events, args.hosts, folder)
+                samples = run(f"127.0.0.1:{port}", args, folder)
             finally:
                 stop_broker(broker)
     low, high, deviation = spread(samples, args.events)

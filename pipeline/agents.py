@@ -124,7 +124,12 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         lambda partition: aggregation.forget_index(),  # its open groups join the index
     )
     scoring_stage = Stage(
-        settings, "scoring", topics.risk, topics.name("wmiwatch.risk-state"), objects
+        settings,
+        "scoring",
+        topics.risk,
+        topics.name("wmiwatch.risk-state"),
+        objects,
+        lambda partition: scoring.forget_index(),  # its objects join the expiry schedule
     )
     decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
 
@@ -162,8 +167,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
     async def commit(stage: Stage) -> None:
         """Commit a stage; a partition whose state was dropped is re-indexed when read back."""
-        if await stage.commit() and stage is aggregating:
-            aggregation.forget_index()
+        if await stage.commit():
+            decisions[stage.name].forget_index()
 
     @app.agent(app.topic(topics.matches, value_serializer="raw", internal=False))
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
@@ -198,6 +203,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         for stage in (aggregating, scoring_stage):
             stage.assigned = {tp.partition for tp in assigned if tp.topic == stage.source.topic}
         aggregation.forget_index()
+        scoring.forget_index()
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's stub
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]

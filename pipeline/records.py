@@ -170,6 +170,7 @@ class ObjectState(Record, frozen=True):
     above: bool
     tactics: bool
     risk_object_type: str
+    partition: int = 0  # the risk partition it is kept in (its expiry is that partition's)
 
 
 class Contributor(Record, frozen=True):

@@ -3,10 +3,15 @@
 Each (rule, risk object, threat object) counts once per window however often it fires. An
 incident goes out when an object's score crosses the threshold (again only after it fell
 below), and when its findings span enough distinct MITRE tactics.
+
+An object none of whose contributions is within the longer window is forgotten (its key
+deleted) once a risk event of its partition passes that time: the table holds only the objects
+that can still count, however many distinct objects the fleet has produced.
 """
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections.abc import MutableMapping
 
@@ -27,9 +32,13 @@ class RiskScorer:
 
     def __init__(self, state: MutableMapping[str, ObjectState], policy: RiskPolicy) -> None:
         self.state, self.policy = state, policy
+        self.horizon = max(policy.score_window_seconds, policy.tactics_window_seconds)
+        self.expiries: dict[int, list[tuple[float, str]]] | None = None  # None: from the table
+        self.clocks: dict[int, float] = {}  # the newest risk event time per partition
 
-    def add(self, risk: RiskEvent) -> list[Incident]:
-        """Count one risk event; return the incidents it raises."""
+    def add(self, risk: RiskEvent, partition: int = 0) -> list[Incident]:
+        """Count one risk event of ``partition``; forget the objects of that partition that
+        can no longer count; return the incidents it raises."""
         time = risk.time
         current = self.state.get(risk.risk_object) or ObjectState({}, False, False, "")
         contributions = dict(current.contributions)
@@ -41,8 +50,7 @@ class RiskScorer:
             risk.search_name,
             risk.annotations.mitre_attack.mitre_tactic,
         )
-        horizon = time - max(self.policy.score_window_seconds, self.policy.tactics_window_seconds)
-        contributions = {k: c for k, c in contributions.items() if c.time > horizon}
+        contributions = {k: c for k, c in contributions.items() if c.time > time - self.horizon}
         by_score = self._within(contributions, time, self.policy.score_window_seconds)
         by_tactic = self._within(contributions, time, self.policy.tactics_window_seconds)
         score = sum(c.score for c in by_score)
@@ -55,9 +63,41 @@ class RiskScorer:
         if many and not current.tactics:
             incidents.append(self._incident("mitre_tactics", risk, time, score, tactics, by_tactic))
         self.state[risk.risk_object] = ObjectState(
-            contributions, above, many, risk.risk_object_type
+            contributions, above, many, risk.risk_object_type, partition
         )
+        self._expire(partition, time, risk.risk_object, contributions)
         return incidents
+
+    def forget_index(self) -> None:
+        """Rebuild the expiry schedule from the table at the next event (a rebalance)."""
+        self.expiries = None
+
+    def _expire(
+        self, partition: int, time: float, touched: str, contributions: dict[str, Contribution]
+    ) -> None:
+        """Schedule ``touched``; delete the objects of ``partition`` whose time has passed."""
+        heap = self._expiries().setdefault(partition, [])
+        heapq.heappush(heap, (_newest(contributions) + self.horizon, touched))
+        clock = self.clocks[partition] = max(self.clocks.get(partition, time), time)
+        while heap and heap[0][0] <= clock:
+            _, name = heapq.heappop(heap)
+            current = self.state.get(name)
+            if current is None or current.partition != partition:
+                continue
+            if _newest(current.contributions) + self.horizon <= clock:  # else rescheduled
+                del self.state[name]
+
+    def _expiries(self) -> dict[int, list[tuple[float, str]]]:
+        if self.expiries is None:
+            self.expiries = {}
+            for name in list(self.state):
+                current = self.state.get(name)
+                if current is not None:
+                    expires = _newest(current.contributions) + self.horizon
+                    self.expiries.setdefault(current.partition, []).append((expires, name))
+            for heap in self.expiries.values():
+                heapq.heapify(heap)
+        return self.expiries
 
     @staticmethod
     def _within(
@@ -92,3 +132,8 @@ class RiskScorer:
                 for c in contributing
             ),
         )
+
+
+def _newest(contributions: dict[str, Contribution]) -> float:
+    """Return the time of the newest contribution (-inf for none)."""
+    return max((c.time for c in contributions.values()), default=float("-inf"))

@@ -107,6 +107,9 @@ class Decisions(Protocol):
     def discard(self) -> None:
         """Drop the table changes of a record that could not be handled."""
 
+    def forget_index(self) -> None:
+        """Rebuild what is kept beside the table (a schedule) from it, at the next record."""
+
 
 class Aggregation:
     """Matches and ticks in, findings and risk events out, for the matches partitions owned.
@@ -228,12 +231,12 @@ class Scoring:
         self.scorer = RiskScorer(self.staged, policy)
 
     def handle(self, payload: bytes, partition: int = 0, now: float = 0.0) -> Step:
-        """Decode one risk event, score it, and return the incidents it raises.
+        """Decode one risk event of ``partition``, score it, and return the incidents it raises.
 
-        ``partition`` and ``now`` do not matter: a risk event carries its own time.
+        ``now`` does not matter: a risk event carries its own time.
         """
         risk = RISK_EVENT.decode(payload)
-        incidents = self.scorer.add(risk)
+        incidents = self.scorer.add(risk, partition)
         return Step(
             [
                 Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
@@ -249,6 +252,10 @@ class Scoring:
     def discard(self) -> None:
         """Drop what the risk event being handled staged (it could not be handled)."""
         self.staged.discard()
+
+    def forget_index(self) -> None:
+        """Rebuild the objects' expiry schedule from the table at the next event."""
+        self.scorer.forget_index()
 
 
 def count_published(step: Step, now: float) -> None:

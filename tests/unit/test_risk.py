@@ -147,3 +147,36 @@ def test_an_object_s_first_risk_event_can_raise_both_incidents() -> None:
     incidents = scorer.add(risk("a", 100, ["Execution", "Persistence"], time=10.0))
     assert sorted(i.kind for i in incidents) == ["mitre_tactics", "risk_threshold"]
     assert scorer.state["h1"].risk_object_type == "system"
+
+
+WEEK = 7 * DAY  # the longer of the two default windows
+
+
+def test_objects_that_can_no_longer_count_are_forgotten() -> None:
+    """The table holds only objects with a contribution within the longer window."""
+    state: dict[str, Any] = {}
+    scorer = RiskScorer(state, RiskPolicy())
+    scorer.add(risk("a", 10, [], obj="h1", time=0.0), partition=1)
+    scorer.add(risk("a", 10, [], obj="h2", time=100.0), partition=1)
+    scorer.add(risk("a", 10, [], obj="h1", time=200.0), partition=1)  # h1 again: kept longer
+    scorer.add(risk("a", 10, [], obj="far", time=0.0), partition=2)
+    scorer.add(risk("b", 10, [], obj="h3", time=WEEK + 150.0), partition=1)
+    assert set(state) == {"h1", "h3", "far"}  # h2's week is over; h1's is not; far: partition 2
+    scorer.add(risk("b", 10, [], obj="h3", time=WEEK + 200.0), partition=1)
+    assert set(state) == {"h3", "far"}  # h1's week ended at 200 s past it
+
+
+def test_the_expiry_schedule_is_rebuilt_from_the_table() -> None:
+    state: dict[str, Any] = {}
+    RiskScorer(state, RiskPolicy()).add(risk("a", 10, [], obj="h1", time=0.0), partition=3)
+    successor = RiskScorer(state, RiskPolicy())  # took the partition over: table read back
+    successor.add(risk("a", 10, [], obj="h2", time=WEEK + 1.0), partition=3)
+    assert set(state) == {"h2"}
+    assert state["h2"].partition == 3
+
+
+def test_a_forgotten_object_scores_from_nothing_again() -> None:
+    scorer = RiskScorer({}, RiskPolicy(score_threshold=100))
+    assert len(scorer.add(risk("a", 100, [], time=0.0))) == 1
+    scorer.add(risk("x", 1, [], obj="other", time=WEEK + 10.0))  # the object is forgotten
+    assert len(scorer.add(risk("a", 100, [], time=WEEK + 20.0))) == 1  # crosses again
