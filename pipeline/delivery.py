@@ -62,7 +62,12 @@ class Delivery(Protocol):
 class AtLeastOnce:
     """Flush the batch's records, then commit the consumer's offsets."""
 
-    def __init__(self, new_producer: Callable[[], Producer], consumer: Consumer) -> None:
+    def __init__(
+        self,
+        new_producer: Callable[[], Producer],
+        consumer: Consumer,
+        waiting: Callable[[], None] = lambda: None,
+    ) -> None:
         self.producer, self.consumer = new_producer(), consumer
 
     def begin(self) -> None:
@@ -89,15 +94,22 @@ class AtLeastOnce:
 class ExactlyOnce:
     """One transaction per batch: its records and its input offsets commit together."""
 
-    def __init__(self, new_producer: Callable[[], Producer], consumer: Consumer) -> None:
-        self.new_producer, self.consumer = new_producer, consumer
+    def __init__(
+        self,
+        new_producer: Callable[[], Producer],
+        consumer: Consumer,
+        waiting: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``waiting`` is called between the attempts of a call a broker failing over delays:
+        the intake reports it is waiting, not stuck."""
+        self.new_producer, self.consumer, self.waiting = new_producer, consumer, waiting
         self.producer = self._initialised()
 
     def _initialised(self) -> Producer:
         """Return a new transactional producer, its predecessors fenced and their leftovers
         aborted."""
         created = self.new_producer()
-        retrying(created.init_transactions, CALL_TIMEOUT)
+        retrying(created.init_transactions, CALL_TIMEOUT, between=self.waiting)
         return created
 
     def begin(self) -> None:
@@ -119,13 +131,14 @@ class ExactlyOnce:
                 ]
                 metadata = self.consumer.consumer_group_metadata()
                 self.producer.send_offsets_to_transaction(positions, metadata, OFFSETS_TIMEOUT)
-            retrying(self.producer.commit_transaction, CALL_TIMEOUT)
+            retrying(self.producer.commit_transaction, CALL_TIMEOUT, between=self.waiting)
         except KafkaException as exception:
             error = exception.args[0]
             if error.fatal():
                 raise
             log.warning("intake transaction aborted, the batch is read again: %s", error.str())
-            retrying(self.producer.abort_transaction, CALL_TIMEOUT)
+            self.waiting()
+            retrying(self.producer.abort_transaction, CALL_TIMEOUT, between=self.waiting)
             self._rewind()
             metrics.transactions_aborted_total.labels("intake").inc()
             return False
@@ -149,6 +162,7 @@ class ExactlyOnce:
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
+        self.waiting()
         for committed in self.consumer.committed(self.consumer.assignment(), timeout=CALL_TIMEOUT):
             if committed.offset < 0:
                 committed.offset = OFFSET_BEGINNING
@@ -160,7 +174,9 @@ def producer_config(settings: Settings) -> dict[str, str | int]:
     return transactional(settings, f"intake-{settings.instance_id or uuid.uuid4().hex}")
 
 
-DELIVERIES: dict[str, Callable[[Callable[[], Producer], Consumer], Delivery]] = {
+DELIVERIES: dict[
+    str, Callable[[Callable[[], Producer], Consumer, Callable[[], None]], Delivery]
+] = {
     "at_least_once": AtLeastOnce,
     "exactly_once": ExactlyOnce,
 }

@@ -85,7 +85,7 @@ class Intake:
         )
         config = producer_config(settings)
         self.delivery = DELIVERIES[settings.processing_guarantee](
-            lambda: producer(settings, **config), self.consumer
+            lambda: producer(settings, **config), self.consumer, status.beat
         )
         suppressions = Suppressions(known_fields(detector.rules.values(), detector.normalizer))
         self.follower = SuppressionFollower(

@@ -32,8 +32,14 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def retrying(call: Callable[..., T], *args: Any, attempts: int = 3) -> T:
-    """Return ``call(*args)``, calling again while it fails with a retriable Kafka error."""
+def retrying(
+    call: Callable[..., T],
+    *args: Any,
+    attempts: int = 3,
+    between: Callable[[], object] = lambda: None,
+) -> T:
+    """Return ``call(*args)``, calling again while it fails with a retriable Kafka error
+    (``between`` is called before each new attempt: the caller is waiting, not stuck)."""
     for _ in range(attempts - 1):
         try:
             return call(*args)
@@ -41,6 +47,7 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 3) -> T:
             if not exception.args[0].retriable():
                 raise
             log.info("retrying %s: %s", getattr(call, "__name__", call), exception.args[0].str())
+            between()
     return call(*args)
 
 

@@ -62,7 +62,9 @@ def test_a_batch_commits_its_records_and_offsets_together(
     out = new_topic(settings)
     config = {"transactional.id": f"test-{uuid.uuid4().hex[:6]}"}
     delivery = DELIVERIES[guarantee](
-        lambda: producer(settings, **(config if guarantee == "exactly_once" else {})), reader
+        lambda: producer(settings, **(config if guarantee == "exactly_once" else {})),
+        reader,
+        lambda: None,
     )
     writer = delivery.producer
     delivery.begin()

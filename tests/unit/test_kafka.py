@@ -43,3 +43,10 @@ def test_an_error_that_is_not_retriable_is_raised_at_once() -> None:
     with pytest.raises(KafkaException):
         retrying(flaky, 30.0)
     assert flaky.calls == 1
+
+
+def test_the_caller_hears_before_each_new_attempt() -> None:
+    """The intake beats its heartbeat there: waiting on a broker failing over is not a stall."""
+    flaky, heard = Flaky(2, TIMED_OUT), []
+    assert retrying(flaky, 30.0, attempts=5, between=lambda: heard.append(flaky.calls)) == 3
+    assert heard == [1, 2]
