@@ -96,12 +96,6 @@ def duplicates(settings: Settings, topic: str) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.xfail(
-    reason="kept while the fix of the defect it found is confirmed over more runs"
-    " (docs/testing.md): an intake exited on a fatal INVALID_TXN_STATE after the broker kill,"
-    " which crashed its worker; a new producer now takes over instead (1 passing run so far)",
-    strict=False,
-)
 def test_worker_kills_a_leader_broker_kill_and_scaling_lose_and_double_nothing(
     kafka_cluster: KafkaCluster, tmp_path: Path
 ) -> None:
