@@ -20,19 +20,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.fleet import events
-from bench.run import TOPICS, produce, rss_mib, scrape, start_workers
-from pipeline.apache_kafka import KafkaCluster
-from pipeline.broker import free_port, start_broker, stop_broker
-from pipeline.kafka import create_topics
-from pipeline.settings import Settings
-from pipeline.topics import load_topics
+from bench.run import fresh_settings, local_broker, produce, rss_mib, scrape, start_workers
 
 SAMPLE_EVERY = 5.0
 WARM_UP = 0.1  # the share of the events before the spread is measured
@@ -51,17 +45,8 @@ class Sample:
 def run(bootstrap: str, args: argparse.Namespace, folder: Path) -> list[Sample]:
     """Produce the events while one worker consumes them; return the samples."""
     count = args.events
-    tag = uuid.uuid4().hex[:6]
-    raw = {s.source: f"mem{tag}.{s.name}" for s in load_topics(TOPICS).specs if s.source}
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=f"mem{tag}.",
-        raw_topics=raw,
-        group_id=f"mem-{tag}",
-        processing_guarantee="exactly_once",
-    )
+    settings = fresh_settings(bootstrap, "memory", processing_guarantee="exactly_once")
     topics = settings.topics()
-    create_topics(settings, topics, raw=True)
     ((worker, port),) = start_workers(settings, 1, folder)
     feed = threading.Thread(
         target=produce,
@@ -109,24 +94,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="an existing broker instead of one started here")
     parser.add_argument("--json", type=Path, help="also write the samples here as JSON")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        if args.bootstrap:
-            samples = run(args.bootstrap, args, folder)
-        elif args.broker == "apache-kafka":
-            cluster = KafkaCluster(folder / "kafka", 1, free_port())
-            try:
-                cluster.start()
-                samples = run(cluster.bootstrap, args, folder)
-            finally:
-                cluster.stop()
-        else:
-            port = free_port()
-            broker = start_broker(port, folder / "broker")
-            try:
-                samples = run(f"127.0.0.1:{port}", args, folder)
-            finally:
-                stop_broker(broker)
+    with tempfile.TemporaryDirectory() as scratch, local_broker(args, Path(scratch)) as broker:
+        samples = run(broker[0], args, Path(scratch))
     low, high, deviation = spread(samples, args.events)
     last = samples[-1]
     print(

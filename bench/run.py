@@ -50,7 +50,8 @@ import time
 import tracemalloc
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,28 +312,48 @@ def main() -> None:
         "--escu", type=Path, default=ESCU_ENDPOINT, help="security_content detections for g)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        if args.bootstrap:
-            figures = measure(args, args.bootstrap, folder, broker_pid=None)
-        elif args.broker == "apache-kafka":
-            cluster = KafkaCluster(folder / "kafka", 1, free_port())
-            try:
-                cluster.start()
-                node = cluster.nodes[0].process
-                pid = node.pid if node else None
-                figures = measure(args, cluster.bootstrap, folder, pid)
-            finally:
-                cluster.stop()
-        else:
-            port = free_port()
-            broker = start_broker(port, folder / "broker")
-            try:
-                figures = measure(args, f"127.0.0.1:{port}", folder, broker.pid)
-            finally:
-                stop_broker(broker)
+    with tempfile.TemporaryDirectory() as scratch, local_broker(args, Path(scratch)) as broker:
+        figures = measure(args, broker[0], Path(scratch), broker[1])
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+@contextmanager
+def local_broker(args: argparse.Namespace, folder: Path) -> Iterator[tuple[str, int | None]]:
+    """Yield the bootstrap address and process id of ``--bootstrap`` (no pid) or of a broker
+    started here in ``folder`` (``--broker``), stopped afterwards."""
+    if args.bootstrap:
+        yield args.bootstrap, None
+    elif args.broker == "apache-kafka":
+        cluster = KafkaCluster(folder / "kafka", 1, free_port())
+        try:
+            cluster.start()
+            node = cluster.nodes[0].process
+            yield cluster.bootstrap, node.pid if node else None
+        finally:
+            cluster.stop()
+    else:
+        port = free_port()
+        broker = start_broker(port, folder / "broker")
+        try:
+            yield f"127.0.0.1:{port}", broker.pid
+        finally:
+            stop_broker(broker)
+
+
+def fresh_settings(bootstrap: str, name: str, **overrides: object) -> Settings:
+    """Return settings naming topics and a group of their own (created here) on ``bootstrap``."""
+    tag = f"{name}{uuid.uuid4().hex[:6]}"
+    raw = {s.source: f"{tag}.{s.name}" for s in load_topics(TOPICS).specs if s.source}
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"{tag}.",
+        raw_topics=raw,
+        group_id=f"{name}-{tag}",
+        **overrides,  # type: ignore[arg-type]
+    )
+    create_topics(settings, settings.topics(), raw=True)
+    return settings
 
 
 def imported_rules_rates(
@@ -541,16 +562,8 @@ def measure(
     args: argparse.Namespace, bootstrap: str, folder: Path, broker_pid: int | None
 ) -> dict[str, object]:
     """Generate, produce and measure against ``bootstrap``; print the table, return figures."""
-    tag = uuid.uuid4().hex[:6]
-    raw = {s.source: f"bench{tag}.{s.name}" for s in load_topics(TOPICS).specs if s.source}
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=f"bench{tag}.",
-        raw_topics=raw,
-        group_id=f"bench-{tag}",
-    )
+    settings = fresh_settings(bootstrap, "bench")
     topics = settings.topics()
-    create_topics(settings, topics, raw=True)
     batch = list(events(args.events))
     log_file = folder / "events.xml"
     log_file.write_bytes(b"\n".join(payload for _, _, payload in batch) + b"\n")
@@ -563,16 +576,7 @@ def measure(
     matches = sum(f.count for f in report.findings)
     runs = {}
     for guarantee in GUARANTEES:  # each with topics of its own, raw ones holding the same events
-        prefix = f"bench{tag}{guarantee[0]}."
-        own = settings.model_copy(
-            update={
-                "processing_guarantee": guarantee,
-                "topic_prefix": prefix,
-                "raw_topics": {s.source: f"{prefix}{s.name}" for s in topics.specs if s.source},
-                "group_id": f"bench-{tag}-{guarantee}",
-            }
-        )
-        create_topics(own, own.topics(), raw=True)
+        own = fresh_settings(bootstrap, f"bench{guarantee[0]}", processing_guarantee=guarantee)
         produce(own, own.topics(), batch)
         logs = folder / guarantee
         logs.mkdir()

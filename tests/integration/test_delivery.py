@@ -37,6 +37,22 @@ def read(settings: Settings, topic: str, count: int) -> list[Message]:
     return found
 
 
+def exactly_once(settings: Settings, reader: Consumer) -> ExactlyOnce:
+    """Return an exactly-once delivery whose producers share one new transactional id."""
+    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
+    return ExactlyOnce(lambda: producer(settings, **{"transactional.id": transactional_id}), reader)
+
+
+def read_again(reader: Consumer) -> list[Message]:
+    """Return the records ``reader`` reads next, up to as many as were produced."""
+    again: list[Message] = []
+    for _ in range(40):
+        again += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if len(again) == len(RECORDS):
+            break
+    return again
+
+
 def source_with_records(settings: Settings) -> tuple[str, Consumer, list[Message]]:
     """Return a filled source topic, a group consumer on it and the batch it read."""
     source = new_topic(settings)
@@ -81,10 +97,7 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     source, reader, batch = source_with_records(settings)
     out = new_topic(settings)
     small = new_topic(settings, {"max.message.bytes": "1024"})
-    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
-    delivery = ExactlyOnce(
-        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
-    )
+    delivery = exactly_once(settings, reader)
     writer = delivery.producer
     delivery.begin()
     for message in batch:
@@ -94,11 +107,7 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     assert read(settings, out, 1) == []  # nothing of the batch is visible read_committed
     (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
     assert committed.offset < 0  # no offset was committed
-    again: list[Message] = []
-    for _ in range(40):
-        again += [m for m in reader.consume(10, 0.5) if m.error() is None]
-        if len(again) == len(RECORDS):
-            break
+    again = read_again(reader)
     assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
     delivery.begin()
     for message in again:
@@ -113,10 +122,7 @@ def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is
 ) -> None:
     _, reader, batch = source_with_records(settings)
     out = new_topic(settings)
-    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
-    delivery = ExactlyOnce(
-        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
-    )
+    delivery = exactly_once(settings, reader)
     failed = delivery.producer
     delivery.begin()
     for message in batch:
@@ -126,11 +132,7 @@ def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is
     error = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
     delivery.recover(KafkaException(error))
     assert delivery.producer is not failed
-    again: list[Message] = []
-    for _ in range(40):
-        again += [m for m in reader.consume(10, 0.5) if m.error() is None]
-        if len(again) == len(RECORDS):
-            break
+    again = read_again(reader)
     assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
     delivery.begin()
     for message in again:
@@ -142,11 +144,8 @@ def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is
 
 def test_a_fenced_producer_stops_the_intake(settings: Settings) -> None:
     _, reader, _ = source_with_records(settings)
-    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
-    delivery = ExactlyOnce(
-        lambda: producer(settings, **{"transactional.id": transactional_id}), reader
-    )
-    ExactlyOnce(lambda: producer(settings, **{"transactional.id": transactional_id}), reader)
+    delivery = exactly_once(settings, reader)
+    ExactlyOnce(delivery.new_producer, reader)  # a newer instance with the same id
     delivery.begin()
     with pytest.raises(KafkaException) as fenced:
         delivery.producer.produce(new_topic(settings), b"x")

@@ -268,24 +268,6 @@ def test_where_functions() -> None:
     assert not where('in(name, "a.exe", "wmic.exe")', name="WMIC.exe")
 
 
-@pytest.mark.parametrize(
-    ("condition", "problem"),
-    [
-        ('cidrmatch("10.0.0.0/8", ip)', "unsupported function cidrmatch()"),
-        ('like(a, "x", "y")', "like() takes 2 argument(s), got 3"),
-        ("match(a, b)", "match() needs a quoted string as that argument"),
-        ('match(a, "(")', "match(): bad regular expression"),
-        ("a", "a is a value, not a condition"),
-        ("lower(a)", "lower() gives a value, not a condition"),
-        ("a = ", "cannot parse"),
-    ],
-)
-def test_where_refuses_what_it_cannot_evaluate(condition: str, problem: str) -> None:
-    with pytest.raises(RuleError) as refused:
-        compile_search(f"x=1 | where {condition} | stats count", MACROS)
-    assert problem in str(refused.value) and "search stage 2 (where)" in str(refused.value)
-
-
 def evaluated(assignments: str, **fields: str) -> dict[str, str]:
     """Return a row of ``fields`` after ``| eval assignments``."""
     plan = compile_search(f"x=1 | eval {assignments} | stats count", MACROS)
@@ -327,19 +309,27 @@ def test_eval_conditions_choose_values() -> None:
 
 
 @pytest.mark.parametrize(
-    ("assignment", "problem"),
+    ("stage", "problem"),
     [
-        ("x=a=b", "fields cannot be assigned a boolean result"),
-        ("x=isnull(a)", "isnull() gives a condition: fields cannot be assigned"),
-        ("x=frobnicate(a)", "unsupported function frobnicate()"),
-        ('x=if(a, "y", "n")', "a is a value, not a condition"),
-        ("x=", "cannot parse"),
+        ('where cidrmatch("10.0.0.0/8", ip)', "unsupported function cidrmatch()"),
+        ('where like(a, "x", "y")', "like() takes 2 argument(s), got 3"),
+        ("where match(a, b)", "match() needs a quoted string as that argument"),
+        ('where match(a, "(")', "match(): bad regular expression"),
+        ("where a", "a is a value, not a condition"),
+        ("where lower(a)", "lower() gives a value, not a condition"),
+        ("where a = ", "cannot parse"),
+        ("eval x=a=b", "fields cannot be assigned a boolean result"),
+        ("eval x=isnull(a)", "isnull() gives a condition: fields cannot be assigned"),
+        ("eval x=frobnicate(a)", "unsupported function frobnicate()"),
+        ('eval x=if(a, "y", "n")', "a is a value, not a condition"),
+        ("eval x=", "cannot parse"),
     ],
 )
-def test_eval_refuses_what_it_cannot_evaluate(assignment: str, problem: str) -> None:
+def test_where_and_eval_refuse_what_they_cannot_evaluate(stage: str, problem: str) -> None:
     with pytest.raises(RuleError) as refused:
-        compile_search(f"x=1 | eval {assignment} | stats count", MACROS)
-    assert problem in str(refused.value) and "search stage 2 (eval)" in str(refused.value)
+        compile_search(f"x=1 | {stage} | stats count", MACROS)
+    command = stage.split()[0]
+    assert problem in str(refused.value) and f"search stage 2 ({command})" in str(refused.value)
 
 
 def test_eval_after_stats_computes_on_the_result_row() -> None:
