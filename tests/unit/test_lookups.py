@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.rules import lookups as lookups_module
 from pipeline.rules.compiler import compile_search
 from pipeline.rules.errors import RuleError
-from pipeline.rules.lookups import Lookups, LookupSpec
+from pipeline.rules.lookups import Lookups, LookupSpec, read_table
 from pipeline.rules.steps import run_steps
 
 TOOLS = (
@@ -112,3 +113,47 @@ def test_a_rules_folder_reads_its_definitions(tmp_path: Path) -> None:
     (tmp_path / "lookups.yml").write_text("lookups:\n  tools:\n    filename: ../etc/passwd\n")
     with pytest.raises(RuleError, match="cannot read the lookups"):
         Lookups.of(tmp_path)
+
+
+def test_a_table_file_is_read_within_its_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tools.csv"
+    path.write_bytes("\ufeffname,description\nnc.exe,netcat\n".encode())  # Excel's BOM
+    table = read_table(LookupSpec(filename="tools.csv"), path)
+    assert table.columns == ("name", "description") and table.rows[0]["name"] == "nc.exe"
+    monkeypatch.setattr(lookups_module, "MAX_TABLE_BYTES", 10)
+    with pytest.raises(RuleError) as refused:
+        read_table(LookupSpec(filename="tools.csv"), path)
+    assert str(refused.value) == f"lookup file {path} is larger than 10 bytes"
+    monkeypatch.undo()
+    path.write_bytes(b"name\n\xff\xfe\n")
+    with pytest.raises(RuleError) as unreadable:
+        read_table(LookupSpec(filename="tools.csv"), path)
+    assert str(unreadable.value).startswith(f"cannot read lookup file {path}: ")
+
+
+def test_matches_stop_at_max_matches_and_empty_values_add_nothing(tmp_path: Path) -> None:
+    found = lookups(
+        tmp_path,
+        "name,description\nx,first\nx,\nx,third\n",
+        max_matches=2,
+    )
+    assert looked_up(found, "lookup tools name OUTPUT description", name="x") == {
+        "name": "x",
+        "description": "first",  # the second row's value is empty; the third is past the limit
+    }
+
+
+def test_a_default_needs_min_matches(tmp_path: Path) -> None:
+    found = lookups(tmp_path, min_matches=0, default_match="none")
+    assert looked_up(found, "lookup tools name OUTPUT description", name="x") == {"name": "x"}
+
+
+def test_an_unreadable_definitions_file_is_named_with_its_first_problem(tmp_path: Path) -> None:
+    (tmp_path / "lookups.yml").write_text("lookups: [unclosed\n")
+    with pytest.raises(RuleError) as refused:
+        Lookups.of(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'lookups.yml'}: cannot read the lookups: ")
+    assert "\n" not in message
