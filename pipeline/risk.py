@@ -40,7 +40,8 @@ class RiskScorer:
         """Count one risk event of ``partition``; forget the objects of that partition that
         can no longer count; return the incidents it raises."""
         time = risk.time
-        current = self.state.get(risk.risk_object) or ObjectState({}, False, False, "")
+        known = self.state.get(risk.risk_object)
+        current = known or ObjectState({}, False, False, "")
         contributions = dict(current.contributions)
         key = "|".join((risk.rule_id, *risk.threat_object))
         contributions[key] = Contribution(
@@ -65,27 +66,37 @@ class RiskScorer:
         self.state[risk.risk_object] = ObjectState(
             contributions, above, many, risk.risk_object_type, partition
         )
-        self._expire(partition, time, risk.risk_object, contributions)
+        scheduled = known is not None and known.partition == partition
+        self._expire(partition, time, None if scheduled else risk.risk_object)
         return incidents
 
     def forget_index(self) -> None:
         """Rebuild the expiry schedule from the table at the next event (a rebalance)."""
         self.expiries = None
 
-    def _expire(
-        self, partition: int, time: float, touched: str, contributions: dict[str, Contribution]
-    ) -> None:
-        """Schedule ``touched``; delete the objects of ``partition`` whose time has passed."""
+    def _expire(self, partition: int, time: float, new: str | None) -> None:
+        """Schedule ``new`` (an object not yet in ``partition``'s schedule); delete the objects
+        of ``partition`` whose time has passed. The schedule holds one entry per object: an
+        entry that comes due for an object scored since is put back at its new time."""
+        built = self.expiries is not None  # else built now from the table, ``new`` included
         heap = self._expiries().setdefault(partition, [])
-        heapq.heappush(heap, (_newest(contributions) + self.horizon, touched))
+        if new is not None and built:
+            heapq.heappush(heap, (self._expiry(new), new))
         clock = self.clocks[partition] = max(self.clocks.get(partition, time), time)
         while heap and heap[0][0] <= clock:
             _, name = heapq.heappop(heap)
             current = self.state.get(name)
             if current is None or current.partition != partition:
                 continue
-            if _newest(current.contributions) + self.horizon <= clock:  # else rescheduled
+            expires = self._expiry(name)
+            if expires <= clock:
                 del self.state[name]
+            else:
+                heapq.heappush(heap, (expires, name))
+
+    def _expiry(self, name: str) -> float:
+        """Return when object ``name`` (in the table) can no longer count."""
+        return _newest(self.state[name].contributions) + self.horizon
 
     def _expiries(self) -> dict[int, list[tuple[float, str]]]:
         if self.expiries is None:
@@ -93,8 +104,8 @@ class RiskScorer:
             for name in list(self.state):
                 current = self.state.get(name)
                 if current is not None:
-                    expires = _newest(current.contributions) + self.horizon
-                    self.expiries.setdefault(current.partition, []).append((expires, name))
+                    entry = (self._expiry(name), name)
+                    self.expiries.setdefault(current.partition, []).append(entry)
             for heap in self.expiries.values():
                 heapq.heapify(heap)
         return self.expiries

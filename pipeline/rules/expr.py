@@ -46,7 +46,8 @@ def pcre(source: str, command: str) -> re.Pattern[str]:
 
 
 def longest_word(pattern: Wildcard) -> Literals:
-    """Return the longest ASCII word (letters, digits, ``_.-``) of the pattern's pieces."""
+    """Return the longest word (``WORD``: ASCII written as it is in XML and JSON) of the
+    pattern's pieces."""
     words = [word for piece in pattern.pieces for word in WORD.findall(piece)]
     return frozenset({max(words, key=len)}) if words else None
 

@@ -180,3 +180,11 @@ def test_a_forgotten_object_scores_from_nothing_again() -> None:
     assert len(scorer.add(risk("a", 100, [], time=0.0))) == 1
     scorer.add(risk("x", 1, [], obj="other", time=WEEK + 10.0))  # the object is forgotten
     assert len(scorer.add(risk("a", 100, [], time=WEEK + 20.0))) == 1  # crosses again
+
+
+def test_the_expiry_schedule_holds_one_entry_per_object() -> None:
+    scorer = RiskScorer({}, RiskPolicy())
+    for hour in range(50):  # one object scored again and again, one scored once
+        scorer.add(risk("a", 1, [], obj="busy", time=3600.0 * hour), partition=0)
+    scorer.add(risk("a", 1, [], obj="quiet", time=0.0), partition=0)
+    assert scorer.expiries is not None and len(scorer.expiries[0]) == 2
