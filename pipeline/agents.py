@@ -202,8 +202,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Note the partitions each stage now owns; each is taken over at its first record."""
         for stage in (aggregating, scoring_stage):
             stage.assigned = {tp.partition for tp in assigned if tp.topic == stage.source.topic}
-        aggregation.forget_index()
-        scoring.forget_index()
+            decisions[stage.name].forget_index()
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's stub
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]

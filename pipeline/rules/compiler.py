@@ -12,7 +12,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
 from pipeline.rules import evaluation, functions
-from pipeline.rules.errors import RuleError
+from pipeline.rules.errors import RuleError, describe
 from pipeline.rules.evaluation import Where
 from pipeline.rules.expr import (
     ALWAYS,
@@ -547,7 +547,7 @@ def compile_search(
             tree = _parser().parse(arguments, start=f"{command}_args")
             COMMANDS[command](tree, builder, number == 1)
         except LarkError as error:
-            raise RuleError(f"cannot parse: {_first_line(error)}", stage=label) from None
+            raise RuleError(f"cannot parse: {describe(error)}", stage=label) from None
         except RuleError as error:
             raise error.at(stage=label) from None
     return _finish(builder)
@@ -574,7 +574,3 @@ def _finish(builder: _Builder) -> Plan:
         row_steps=tuple(builder.row_steps),
         window_seconds=builder.window_seconds,
     )
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class RuleError(Exception):
     """A problem in one rule file, with its location (file, and stage when known)."""
@@ -26,3 +28,12 @@ class RuleErrors(Exception):
         self.errors = errors
         lines = "\n".join(f"  - {error}" for error in errors)
         super().__init__(f"{len(errors)} problem(s) in the rules:\n{lines}")
+
+
+def describe(error: Exception) -> str:
+    """Return a one-line account of why a rules file or search could not be read."""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in error.errors()
+        )
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -48,10 +48,10 @@ def _quoted(function: str, argument: Argument) -> str:
     return text
 
 
-def _map(operand: Operand, function: Callable[[str], str | None]) -> Operand:
-    """Return ``function`` of the operand's value (null stays null)."""
+def _map(operand: Operand, function: Callable[[str], T]) -> Callable[[Fields], T | None]:
+    """Return ``function`` of the operand's value (null stays null): a value or a test."""
 
-    def mapped(fields: Fields) -> str | None:
+    def mapped(fields: Fields) -> T | None:
         value = operand(fields)
         return None if value is None else function(value)
 
@@ -60,14 +60,6 @@ def _map(operand: Operand, function: Callable[[str], str | None]) -> Operand:
 
 def _text(function: Callable[[str], str | None]) -> Build[Operand]:
     return lambda args: _map(args[0].value(), function)
-
-
-def _test(operand: Operand, test: Callable[[str], bool]) -> Condition:
-    def tested(fields: Fields) -> bool | None:
-        value = operand(fields)
-        return None if value is None else test(value)
-
-    return tested
 
 
 def _if(args: Sequence[Argument]) -> Operand:
@@ -233,7 +225,7 @@ def like_test(pattern: str) -> Callable[[str], bool]:
 def _like(args: Sequence[Argument]) -> Condition:
     constant = args[1].constant()
     if constant is not None:
-        return _test(args[0].value(), like_test(constant))
+        return _map(args[0].value(), like_test(constant))
     value, pattern = args[0].value(), args[1].value()
 
     def like(fields: Fields) -> bool | None:
@@ -245,7 +237,7 @@ def _like(args: Sequence[Argument]) -> Condition:
 
 def _match(args: Sequence[Argument]) -> Condition:
     pattern = pcre(_quoted("match", args[1]), "match()")
-    return _test(args[0].value(), lambda value: pattern.search(value) is not None)
+    return _map(args[0].value(), lambda value: pattern.search(value) is not None)
 
 
 def _in(args: Sequence[Argument]) -> Condition:

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.rules.compiler import Macro, compile_search
-from pipeline.rules.errors import RuleError
-from pipeline.rules.loader import MACROS_FILE, describe, load_macros, routes_of
+from pipeline.rules.errors import RuleError, describe
+from pipeline.rules.loader import MACROS_FILE, load_macros, routes_of
 from pipeline.rules.lookups import LOOKUPS_FILE, LOOKUPS_FOLDER, Lookups, LookupSpec
 from pipeline.rules.model import RuleSpec, filter_macro_name
 
@@ -64,10 +64,11 @@ def upstream_macros(sources: Iterable[Path]) -> dict[str, Macro]:
     return {name: m for folder in beside(sources, "macros") for name, m in _macro_files(folder)}
 
 
-def upstream_lookups(sources: Iterable[Path], out: Path) -> dict[str, LookupSpec]:
-    """Return the CSV lookup definitions of the ``lookups/`` folder beside the detections,
-    copying each one's CSV file, when the folder has it, into ``out/lookups/``."""
+def upstream_lookups(sources: Iterable[Path], out: Path) -> Lookups:
+    """Return the CSV lookup definitions of the ``lookups/`` folder beside the detections, each
+    table read from that folder when it has the file, else from ``out/lookups/``."""
     specs: dict[str, LookupSpec] = {}
+    files: dict[str, Path] = {}
     for folder in beside(sources, LOOKUPS_FOLDER):
         for path in sorted(folder.glob("*.yml")):
             upstream = yaml.safe_load(path.read_text()) or {}
@@ -76,11 +77,24 @@ def upstream_lookups(sources: Iterable[Path], out: Path) -> dict[str, LookupSpec
                 spec = LookupSpec.model_validate(known)
             except ValidationError:
                 continue  # a KV store collection or a model: not a CSV lookup
-            specs[str(upstream.get("name", path.stem))] = spec
+            name = str(upstream.get("name", path.stem))
+            specs[name] = spec
             if (folder / spec.filename).is_file():
-                (out / LOOKUPS_FOLDER).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(folder / spec.filename, out / LOOKUPS_FOLDER / spec.filename)
-    return specs
+                files[name] = folder / spec.filename
+    return Lookups(out, specs, files=files)
+
+
+def write_lookups(lookups: Lookups, out: Path) -> None:
+    """Write the definitions of the lookups the rules use, and copy their CSV files, to ``out``."""
+    if not lookups.tables:
+        return
+    (out / LOOKUPS_FOLDER).mkdir(exist_ok=True)
+    for name, table in lookups.tables.items():
+        target = out / LOOKUPS_FOLDER / table.spec.filename
+        if lookups.file(name) != target:
+            shutil.copyfile(lookups.file(name), target)
+    used = {name: t.spec.model_dump(exclude_defaults=True) for name, t in lookups.tables.items()}
+    (out / LOOKUPS_FILE).write_text(yaml.safe_dump({"lookups": used}, sort_keys=False))
 
 
 def _macro_files(folder: Path) -> Iterator[tuple[str, Macro]]:
@@ -145,7 +159,7 @@ def import_detections(
     ours = load_macros(project_macros)
     upstream = upstream_macros(sources)
     out.mkdir(parents=True, exist_ok=True)
-    lookups = Lookups(out, upstream_lookups(sources, out))
+    lookups = upstream_lookups(sources, out)
     report, specs = ImportReport(), {}
     for path in detection_files(sources):
         try:
@@ -160,12 +174,7 @@ def import_detections(
     filters = {filter_macro_name(s["name"]): {"definition": "search *"} for s in specs.values()}
     macros = {**_as_yaml(upstream), **_as_yaml(ours), **filters}
     (out / MACROS_FILE).write_text(yaml.safe_dump({"macros": macros}, sort_keys=False))
-    if lookups.tables:
-        used = {
-            name: table.spec.model_dump(exclude_defaults=True)
-            for name, table in lookups.tables.items()
-        }
-        (out / LOOKUPS_FILE).write_text(yaml.safe_dump({"lookups": used}, sort_keys=False))
+    write_lookups(lookups, out)
     return report
 
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from pipeline.normalize import Normalizer, default_normalizer
 from pipeline.rules.compiler import Macro, compile_search
-from pipeline.rules.errors import RuleError, RuleErrors
+from pipeline.rules.errors import RuleError, RuleErrors, describe
 from pipeline.rules.lookups import LOOKUPS_FILE, Lookups
 from pipeline.rules.model import MacrosFile, Rule, RuleSpec
 from pipeline.rules.plan import Plan
@@ -87,12 +87,3 @@ def _duplicate_ids(rules: list[Rule]) -> list[RuleError]:
             )
         seen.setdefault(rule.id, rule.path)
     return errors
-
-
-def describe(error: Exception) -> str:
-    """Return a one-line account of why a rule or macros file could not be read."""
-    if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in error.errors()
-        )
-    return (str(error).splitlines() or [type(error).__name__])[0]

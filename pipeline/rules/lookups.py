@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.rules.errors import RuleError
+from pipeline.rules.errors import RuleError, describe
 from pipeline.rules.evaluation import MULTIVALUE_SEPARATOR
 from pipeline.wildcard import Wildcard
 
@@ -103,6 +103,7 @@ class Lookups:
     folder: Path
     specs: Mapping[str, LookupSpec] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)  # CSVs kept elsewhere, by lookup
 
     @classmethod
     def of(cls, folder: Path) -> Lookups:
@@ -113,7 +114,7 @@ class Lookups:
         try:
             specs = LookupsFile.model_validate(yaml.safe_load(path.read_text())).lookups
         except (OSError, yaml.YAMLError, ValidationError) as error:
-            message = f"cannot read the lookups: {_first_line(error)}"
+            message = f"cannot read the lookups: {describe(error)}"
             raise RuleError(message, path=str(path)) from None
         return cls(folder, specs)
 
@@ -123,8 +124,12 @@ class Lookups:
             spec = self.specs.get(name)
             if spec is None:
                 raise RuleError(f"unknown lookup {name} (define it in {LOOKUPS_FILE})")
-            self.tables[name] = read_table(spec, self.folder / LOOKUPS_FOLDER / spec.filename)
+            self.tables[name] = read_table(spec, self.file(name))
         return self.tables[name]
+
+    def file(self, name: str) -> Path:
+        """Return where the CSV file of lookup ``name`` is read from."""
+        return self.files.get(name) or self.folder / LOOKUPS_FOLDER / self.specs[name].filename
 
 
 def read_table(spec: LookupSpec, path: Path) -> Table:
@@ -181,7 +186,3 @@ class Lookup:
 def _joined(values: Iterable[str]) -> str | None:
     distinct = list(dict.fromkeys(v for v in values if v))
     return MULTIVALUE_SEPARATOR.join(distinct) if distinct else None
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.rules.errors import RuleError, RuleErrors
-from pipeline.rules.loader import describe
+from pipeline.rules.errors import RuleError, RuleErrors, describe
 
 
 def test_rule_errors_name_their_file_and_stage() -> None:
@@ -26,3 +25,4 @@ def test_locating_an_unlocated_error_adds_only_what_is_given() -> None:
 def test_an_error_without_a_message_is_described_by_its_type() -> None:
     assert describe(ValueError()) == "ValueError"
     assert describe(ValueError("first line\nsecond")) == "first line"
+    assert describe(ValueError("\n  Unexpected token\nat line 2")) == "Unexpected token"

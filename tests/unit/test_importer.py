@@ -76,6 +76,18 @@ def test_lookups_are_defined_copied_and_read_and_a_missing_file_is_named(
     ) in report.refused
 
 
+def test_only_the_lookups_the_rules_use_are_copied(tmp_path: Path) -> None:
+    copy = tmp_path / "escu"
+    shutil.copytree(ESCU.parent.parent, copy)
+    (copy / "lookups" / "unused.yml").write_text("name: unused\nfilename: unused.csv\n")
+    (copy / "lookups" / "unused.csv").write_text("a,b\n1,2\n")
+    import_detections([copy / "detections"], tmp_path / "out", PROJECT_MACROS)
+    assert sorted(p.name for p in (tmp_path / "out" / "lookups").iterdir()) == [
+        "attacker_tools.csv"
+    ]
+    assert "unused" not in (tmp_path / "out" / "lookups.yml").read_text()
+
+
 def test_the_finding_comes_from_the_observables() -> None:
     tags = {
         "message": "Suspicious $process_name$ on $dest$ by $user$",
