@@ -39,6 +39,7 @@ class Sample:
     seconds: float
     consumed: float
     rss_mib: float
+    faust_mib: float  # the Faust process alone; the rest is its intake
     open_keys: float
 
 
@@ -66,6 +67,7 @@ def run(bootstrap: str, args: argparse.Namespace, folder: Path) -> list[Sample]:
                     time.monotonic() - started,
                     metrics.get("wmiwatch_events_consumed_total", 0.0),
                     rss_mib(worker.pid),
+                    rss_mib(worker.pid, tree=False),
                     metrics.get("wmiwatch_table_keys", 0.0),
                 )
             )
@@ -98,10 +100,14 @@ def main() -> None:
         samples = run(broker[0], args, Path(scratch))
     low, high, deviation = spread(samples, args.events)
     last = samples[-1]
+    settled = next(s for s in samples if s.consumed >= WARM_UP * args.events)
     print(
         f"{args.events:,} events from {args.hosts:,} hosts in {last.seconds:.0f} s "
         f"({args.events / last.seconds:,.0f} events/s); worker RSS after the first "
-        f"{WARM_UP:.0%}: {low:.0f}-{high:.0f} MiB, within ±{deviation:.1%} of its mean"
+        f"{WARM_UP:.0%}: {low:.0f}-{high:.0f} MiB, within ±{deviation:.1%} of its mean; "
+        f"from then to the end, Faust process {settled.faust_mib:.0f} -> {last.faust_mib:.0f} "
+        f"MiB, intake {settled.rss_mib - settled.faust_mib:.0f} -> "
+        f"{last.rss_mib - last.faust_mib:.0f} MiB"
     )
     if args.json:
         args.json.write_text(json.dumps([s.__dict__ for s in samples], indent=1) + "\n")

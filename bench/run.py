@@ -56,7 +56,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -97,6 +104,27 @@ def produce(
 ) -> None:
     """Produce ``batch`` to the raw topics (at ``rate`` events/s when given)."""
     client = producer(settings, **{"linger.ms": 20, **config})
+    send(client, topics, batch, rate)
+    client.flush(120)
+
+
+def produce_hidden(
+    settings: Settings, topics: Topics, batch: Iterable[tuple[str, str, bytes]]
+) -> Producer:
+    """Produce ``batch`` to the raw topics in one open transaction and return its producer:
+    consumers (read_committed) see none of it until ``commit_transaction`` shows it all."""
+    client = producer(settings, **{"linger.ms": 20, "transactional.id": uuid.uuid4().hex})
+    client.init_transactions(30)
+    client.begin_transaction()
+    send(client, topics, batch)
+    client.flush(120)
+    return client
+
+
+def send(
+    client: Producer, topics: Topics, batch: Iterable[tuple[str, str, bytes]], rate: float = 0.0
+) -> None:
+    """Hand ``batch`` to ``client`` for the raw topics, at ``rate`` events/s when given."""
     raw, started = topics.raw(), time.monotonic()
     for number, (source, host, payload) in enumerate(batch):
         while True:
@@ -110,7 +138,6 @@ def produce(
             if ahead > 0:
                 time.sleep(ahead)
         client.poll(0)
-    client.flush(120)
 
 
 async def bare_consume(settings: Settings, topics: Topics, count: int) -> float:
@@ -150,6 +177,18 @@ def scrape(port: int) -> dict[str, float]:
     return sums
 
 
+def wait_ready(port: int, timeout: float = 300) -> None:
+    """Wait until a worker's /readyz answers 200: intakes joined, Faust assigned and recovered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).close()
+            return
+        except OSError:  # HTTPError (503: not ready yet) is an OSError
+            assert time.monotonic() < deadline, f"worker on port {port} not ready"
+            time.sleep(SCRAPE_EVERY)
+
+
 def latency_buckets(port: int) -> list[tuple[float, float]]:
     """Return the cumulative (upper bound, count) buckets of the finding latency histogram."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -178,11 +217,11 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(p for child in children for p in process_tree(int(child)))]
 
 
-def rss_mib(pid: int) -> float:
-    """Return the resident set size of ``pid`` and the processes it started, in MiB."""
+def rss_mib(pid: int, tree: bool = True) -> float:
+    """Return the resident set size of ``pid`` and (``tree``) the processes it started, MiB."""
     return sum(
         int(line.split()[1]) / 1024
-        for process in process_tree(pid)
+        for process in (process_tree(pid) if tree else [pid])
         for line in Path(f"/proc/{process}/status").read_text().splitlines()
         if line.startswith("VmRSS:")
     )
@@ -244,15 +283,19 @@ class WorkerRun:
 def run_worker(
     settings: Settings,
     topics: Topics,
-    count: int,
+    batch: list[tuple[str, str, bytes]],
     workers: int,
     logs: Path,
     matches_expected: float,
     broker_pid: int | None,
 ) -> WorkerRun:
-    """Measure the workers over the backlog, then latency at half rate; return the figures."""
+    """Measure the workers over ``batch``, which appears at once when they are ready (so
+    Faust's start-up is not counted), then latency at half rate; return the figures."""
     running = start_workers(settings, workers, logs)
     ports = [port for _, port in running]
+    for port in ports:
+        wait_ready(port)
+    count, backlog = len(batch), produce_hidden(settings, topics, batch)
 
     def consumed() -> float:
         return sum(scrape(p).get("wmiwatch_events_consumed_total", 0) for p in ports)
@@ -261,16 +304,16 @@ def run_worker(
         return sum(scrape(p).get("wmiwatch_matches_aggregated_total", 0) for p in ports)
 
     deadline = time.monotonic() + 1800
-    while consumed() == 0:
-        time.sleep(SCRAPE_EVERY)
     roles = {process.pid: "faust" for process, _ in running}  # the intakes run by now
     roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
     roles.update({broker_pid: "broker"} if broker_pid else {})
     started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
+    backlog.commit_transaction(120)
     while aggregated() < matches_expected:  # every match of the backlog reached the table
         assert time.monotonic() < deadline, f"aggregated only {aggregated()} matches"
         time.sleep(SCRAPE_EVERY)
     done, last = time.perf_counter(), aggregated()
+    assert consumed() == count, f"the workers consumed {consumed()} of {count} events"
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
     cores: dict[str, float] = {}
     for pid, role in roles.items():
@@ -577,11 +620,10 @@ def measure(
     runs = {}
     for guarantee in GUARANTEES:  # each with topics of its own, raw ones holding the same events
         own = fresh_settings(bootstrap, f"bench{guarantee[0]}", processing_guarantee=guarantee)
-        produce(own, own.topics(), batch)
         logs = folder / guarantee
         logs.mkdir()
         runs[guarantee] = run_worker(
-            own, own.topics(), args.events, args.workers, logs, matches, broker_pid
+            own, own.topics(), batch, args.workers, logs, matches, broker_pid
         )
     alone = {n: intake_alone(settings, args.events, n) for n in (1, 2)}  # after b)
     flooded = run_flood(settings, args.flood, rules, folder / "flood")

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     risk_tactics_threshold: int = Field(default=RISK.tactics_threshold, gt=0)
     risk_tactics_window_seconds: int = Field(default=RISK.tactics_window_seconds, gt=0)
     output_format: Literal["native", "ocsf"] = "native"
-    intake_batch_size: int = Field(default=1000, gt=0)
+    intake_batch_size: int = Field(default=5000, gt=0)
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, gt=0)
     max_event_future_seconds: float = Field(default=TIME.max_future_seconds, ge=0)
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
