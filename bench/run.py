@@ -516,6 +516,7 @@ class FloodRun:
     rate: float  # matches aggregated per second
     canary_seconds: float  # a matching event produced behind the flood -> its finding
     rss_per_group: float  # the worker's RSS growth per open group, bytes
+    faust_per_group: float  # the same, the Faust process alone (where the groups are kept)
     plain_per_group: float  # the same groups in a plain in-memory table, bytes
 
 
@@ -574,7 +575,7 @@ def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Pat
     matches = [m for _, _, payload in batch for m in detector.process(payload).matches]
     logs.mkdir()
     [(process, port)] = start_workers(own, 1, logs)
-    rss_before = rss_mib(process.pid)
+    rss_before, faust_before = rss_mib(process.pid), rss_mib(process.pid, tree=False)
     found = threading.Event()
     reader = findings_of(own, canary[1], found)
     produce(own, own.topics(), batch)
@@ -590,12 +591,14 @@ def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Pat
     assert found.wait(600), "the canary's finding never came"
     canary_seconds = time.perf_counter() - canary_at
     growth = (rss_mib(process.pid) - rss_before) * (1 << 20)
+    faust_growth = (rss_mib(process.pid, tree=False) - faust_before) * (1 << 20)
     found.set()
     reader.close()
     process.terminate()
     process.wait(120)
     plain = plain_table_bytes(matches, rules)
-    return FloodRun(len(matches), rate, canary_seconds, growth / len(matches), plain / len(matches))
+    n = len(matches)
+    return FloodRun(n, rate, canary_seconds, growth / n, faust_growth / n, plain / n)
 
 
 GUARANTEES = ("exactly_once", "at_least_once")
@@ -655,6 +658,7 @@ def measure(
     print(f" {flooded.rate:14,.0f}")
     print(f"{'   canary behind the flood -> finding (s)':44} {flooded.canary_seconds:14.1f}")
     print(f"{'   worker RSS growth per match (B)':44} {flooded.rss_per_group:14,.0f}")
+    print(f"{'   of which the Faust process (B)':44} {flooded.faust_per_group:14,.0f}")
     print(f"{'   plain in-memory table per match (B)':44} {flooded.plain_per_group:14,.0f}")
     for label, value in attack.items():
         print(f"{label:44} {value:14,.0f} {value / attack[LXML_LOOP]:8.2f} (vs lxml)")
@@ -680,6 +684,7 @@ def measure(
             "matches_per_s": round(flooded.rate),
             "canary_s": round(flooded.canary_seconds, 1),
             "rss_per_match_b": round(flooded.rss_per_group),
+            "faust_rss_per_match_b": round(flooded.faust_per_group),
             "plain_per_match_b": round(flooded.plain_per_group),
         },
         "attack_mix": {label: round(value) for label, value in attack.items()},
