@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.process
+import os
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, get_args
 
 import faust
@@ -23,7 +25,7 @@ from mode import Service
 
 from pipeline import __version__, metrics
 from pipeline.health import AgentStatus, Health, IntakeStatus
-from pipeline.intake import run_intake_process
+from pipeline.intake import STACKS_SIGNAL, run_intake_process
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE, IncidentKind, Status
 from pipeline.rejects import RejectReason, dead_letter_record
@@ -36,6 +38,7 @@ from pipeline.transactional import Stage
 from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
+STACKS_SECONDS = 1.0  # given to the intakes to write their stacks before they are killed
 log = logging.getLogger(__name__)
 
 
@@ -256,7 +259,7 @@ def _intake_service(settings: Settings, statuses: tuple[IntakeStatus, ...]) -> t
     class IntakeService(Service):
         """Run the batched intake in child processes (``INTAKE_PROCESSES``); one exiting, or
         its loop stalling for ``INTAKE_STALL_SECONDS``, crashes the worker (which Kubernetes
-        restarts)."""
+        restarts), after the intakes still running have written their stacks to the log."""
 
         halt = spawn.Event()
 
@@ -279,6 +282,10 @@ def _intake_service(settings: Settings, statuses: tuple[IntakeStatus, ...]) -> t
         async def _watch(self) -> None:
             while not self.should_stop:
                 if (problem := self._problem()) is not None and not self.halt.is_set():
+                    log.error("%s: the intakes' stacks follow", problem)
+                    for process in self.processes:
+                        send_signal(process, STACKS_SIGNAL)
+                    await self.sleep(STACKS_SECONDS)
                     for process in self.processes:
                         process.kill()  # one stuck in a Kafka call: its successor fences it
                     await self.crash(RuntimeError(problem))
@@ -301,3 +308,10 @@ def _intake_service(settings: Settings, statuses: tuple[IntakeStatus, ...]) -> t
                 await asyncio.get_running_loop().run_in_executor(None, process.join)
 
     return IntakeService
+
+
+def send_signal(process: multiprocessing.process.BaseProcess, number: int) -> None:
+    """Send ``process`` signal ``number`` if it is still running."""
+    if process.pid is not None and process.is_alive():
+        with suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(process.pid, number)

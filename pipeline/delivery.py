@@ -16,14 +16,25 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from pipeline import metrics
-from pipeline.kafka import CALL_TIMEOUT, flush, retrying, transactional
+from pipeline.kafka import CALL_TIMEOUT, flush, retrying, transactional, within
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 OFFSETS_TIMEOUT = 5.0  # longer only delays a rebalance that waits for this intake to poll
+# librdkafka's send_offsets_to_transaction can block past its timeout for good when the group
+# coordinator's node is gone (librdkafka issues 5456 and 5511, open in 2.16): past this much
+# more, the producer is given up as failed, and a new one takes the transactional id over.
+OFFSETS_GRACE = 10.0
 
 # The partitions moved in a rebalance (or nothing to commit): the new owner reads the batch
 # again, and the aggregation does not count its matches twice.
@@ -130,7 +141,7 @@ class ExactlyOnce:
                     p for p in self.consumer.position(self.consumer.assignment()) if p.offset >= 0
                 ]
                 metadata = self.consumer.consumer_group_metadata()
-                self.producer.send_offsets_to_transaction(positions, metadata, OFFSETS_TIMEOUT)
+                self._send_offsets(positions, metadata)
             retrying(self.producer.commit_transaction, CALL_TIMEOUT, between=self.waiting)
         except KafkaException as exception:
             error = exception.args[0]
@@ -143,6 +154,15 @@ class ExactlyOnce:
             metrics.transactions_aborted_total.labels("intake").inc()
             return False
         return True
+
+    def _send_offsets(self, positions: list[TopicPartition], metadata: object) -> None:
+        """Add the offsets to the transaction; one that hangs fails like a fatal error."""
+        send = self.producer.send_offsets_to_transaction
+        try:
+            within(OFFSETS_TIMEOUT + OFFSETS_GRACE, send, positions, metadata, OFFSETS_TIMEOUT)
+        except TimeoutError:
+            error = KafkaError(KafkaError._TIMED_OUT, "offsets not sent, past timeout", fatal=True)
+            raise KafkaException(error) from None
 
     def recover(self, exception: KafkaException) -> None:
         """After a fatal producer error, let a new producer take the transactional id over

@@ -8,6 +8,7 @@ parsing never waits for the Faust process's interpreter lock.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -42,6 +43,7 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 CLOSE_SECONDS = 10.0
+STACKS_SIGNAL = signal.SIGUSR1  # an intake told this writes every thread's stack to stderr
 
 
 class SuppressionFollower:
@@ -197,6 +199,7 @@ def run_intake_process(
     """Run the intake until ``stop`` is set or the worker process is gone (process target)."""
     for number in (signal.SIGINT, signal.SIGTERM):  # the worker stops the intake via ``stop``
         signal.signal(number, signal.SIG_IGN)
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)  # where a stalled loop is stuck
     configure(loglevel, settings.log_format)
     parent = multiprocessing.parent_process()
     if parent is not None:

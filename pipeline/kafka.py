@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -50,6 +52,21 @@ def retrying(
             log.info("retrying %s: %s", getattr(call, "__name__", call), exception.args[0].str())
             between()
     return call(*args)
+
+
+def within(seconds: float, call: Callable[..., T], *args: Any) -> T:
+    """Return ``call(*args)``, run in a thread of its own; raise ``TimeoutError`` when it has
+    not returned within ``seconds`` (the thread is left to end when the call does)."""
+    result: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(call(*args))
+        except BaseException as error:  # handed to the caller, as the call would raise it
+            result.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return result.result(timeout=seconds)
 
 
 def transactional(settings: Settings, transactional_id: str) -> dict[str, str | int]:

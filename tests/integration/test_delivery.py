@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from pipeline import delivery as delivery_module
 from pipeline.delivery import DELIVERIES, ExactlyOnce
 from pipeline.kafka import consumer, producer
 from pipeline.settings import Settings
@@ -152,4 +154,42 @@ def test_a_fenced_producer_stops_the_intake(settings: Settings) -> None:
         delivery.commit(offsets=False)
     with pytest.raises(KafkaException):
         delivery.recover(fenced.value)  # a newer instance owns the id: no take-over
+    reader.close()
+
+
+class HangingOffsets(Producer):
+    """A real producer whose ``send_offsets_to_transaction`` hangs past its timeout, as
+    librdkafka's does when the group coordinator's node is gone."""
+
+    def send_offsets_to_transaction(self, *args: object) -> None:
+        time.sleep(5)
+
+
+def test_offsets_that_hang_give_the_producer_up_and_the_batch_is_read_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "OFFSETS_TIMEOUT", 0.5)
+    monkeypatch.setattr(delivery_module, "OFFSETS_GRACE", 0.5)
+    _, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    transactional_id = f"test-{uuid.uuid4().hex[:6]}"
+    kinds = iter([HangingOffsets, Producer])
+    config = {**settings.librdkafka_config(), "transactional.id": transactional_id}
+    delivery = ExactlyOnce(lambda: next(kinds)(config), reader)
+    delivery.begin()
+    for message in batch:
+        delivery.producer.produce(out, message.value())
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as hung:
+        delivery.commit(offsets=True)
+    assert hung.value.args[0].fatal() and time.monotonic() - started < 3
+    delivery.recover(hung.value)
+    assert not isinstance(delivery.producer, HangingOffsets)
+    again = read_again(reader)
+    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
+    delivery.begin()
+    for message in again:
+        delivery.producer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
     reader.close()
