@@ -55,6 +55,19 @@ def read_again(reader: Consumer) -> list[Message]:
     return again
 
 
+def assert_taken_over(
+    settings: Settings, delivery: ExactlyOnce, reader: Consumer, out: str
+) -> None:
+    """Assert that after a take-over the batch is read again and, committed, is seen once."""
+    again = read_again(reader)
+    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
+    delivery.begin()
+    for message in again:
+        delivery.producer.produce(out, message.value())
+    assert delivery.commit(offsets=True)
+    assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
+
+
 def source_with_records(settings: Settings) -> tuple[str, Consumer, list[Message]]:
     """Return a filled source topic, a group consumer on it and the batch it read."""
     source = new_topic(settings)
@@ -134,13 +147,7 @@ def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is
     error = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
     delivery.recover(KafkaException(error))
     assert delivery.producer is not failed
-    again = read_again(reader)
-    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
-    delivery.begin()
-    for message in again:
-        delivery.producer.produce(out, message.value())
-    assert delivery.commit(offsets=True)
-    assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
+    assert_taken_over(settings, delivery, reader, out)
     reader.close()
 
 
@@ -185,11 +192,5 @@ def test_offsets_that_hang_give_the_producer_up_and_the_batch_is_read_again(
     assert hung.value.args[0].fatal() and time.monotonic() - started < 3
     delivery.recover(hung.value)
     assert not isinstance(delivery.producer, HangingOffsets)
-    again = read_again(reader)
-    assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
-    delivery.begin()
-    for message in again:
-        delivery.producer.produce(out, message.value())
-    assert delivery.commit(offsets=True)
-    assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
+    assert_taken_over(settings, delivery, reader, out)
     reader.close()
