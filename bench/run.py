@@ -53,6 +53,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -87,6 +88,7 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics, load_topics
 
 TOPICS = Path(__file__).resolve().parents[1] / "topics"
+HYPERSCAN = version("hyperscan")  # its wheels' speed differs 100x between releases
 LXML_LOOP = "f) lxml parse-every-line loop (events/s)"
 COORDINATOR_MOVING = (
     KafkaError.NOT_COORDINATOR,
@@ -635,7 +637,7 @@ def measure(
     with_imported = imported_rules_rates(args, rules, mixes, folder)
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-        f"broker {broker_name(args)}, "
+        f"broker {broker_name(args)}, hyperscan {HYPERSCAN}, "
         f"{args.events} events ({log_file.stat().st_size / args.events:.0f} B avg), "
         f"{len(report.findings)} findings, {args.workers} worker(s)"
     )
@@ -666,6 +668,7 @@ def measure(
         print(f"{label:60} {value:14,.0f}")
     return {
         "broker": broker_name(args),
+        "hyperscan": HYPERSCAN,
         "events": args.events,
         "getmany_eps": round(bare),
         "worker": {
