@@ -32,7 +32,7 @@ from pipeline.batch import BatchProcessor
 from pipeline.delivery import DELIVERIES, producer_config
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
-from pipeline.kafka import consumer, producer
+from pipeline.kafka import consumer, producer, within
 from pipeline.logs import configure
 from pipeline.records import TICK
 from pipeline.rules.loader import load_rules
@@ -228,13 +228,14 @@ def _close_within(seconds: float, *clients: Consumer) -> None:
     Closing waits for a rebalance in progress, which on Kafka can last until a dead member's
     session expires; the process is ending, and the broker drops the member then anyway.
     """
-
-    def close_all() -> None:
-        for client in clients:
-            client.close()
-
-    closing = threading.Thread(target=close_all, daemon=True)
-    closing.start()
-    closing.join(seconds)
-    if closing.is_alive():
+    try:
+        within(seconds, _close_all, clients)
+    except TimeoutError:
         log.warning("consumers did not close within %.0fs; exiting without waiting", seconds)
+    except KafkaException:
+        log.exception("consumers did not close cleanly; exiting")
+
+
+def _close_all(clients: tuple[Consumer, ...]) -> None:
+    for client in clients:
+        client.close()

@@ -31,6 +31,7 @@ CALL_TIMEOUT = 30.0  # how long a blocking client call (flush, commit, init) may
 READ_TIMEOUT = 10.0  # a partition being read again that sends nothing for this long fails
 RECEIVE_MAX_BYTES = 2_147_483_647  # librdkafka's maximum for receive.message.max.bytes
 FETCH_QUEUE_BACKOFF_MS = 10  # librdkafka waits 1 s by default once its prefetch queue is full
+REREAD_WAIT_MS = 10  # how long the broker may hold a re-reading fetch that finds nothing
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,19 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
 
 
 class RangeReader:
-    """Reads a topic's partitions again, committed records only, with one long-lived consumer."""
+    """Reads a topic's partitions again, committed records only, with one long-lived consumer.
+
+    It never commits, and reports a partition's end when it gets there. The broker holds a
+    fetch that finds nothing for ``fetch.wait.max.ms`` (500 ms by default) before the end can
+    be reported, which made reading an empty partition back take a second; here it answers
+    within ``REREAD_WAIT_MS``, and the partition is unassigned once read, so the consumer does
+    not keep fetching while idle.
+    """
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.reader = consumer(  # never commits; reports each partition's end when it gets there
-            settings, f"{settings.group_id}-reread", **{"enable.partition.eof": True}
-        )
+        ends = {"enable.partition.eof": True, "fetch.wait.max.ms": REREAD_WAIT_MS}
+        self.reader = consumer(settings, f"{settings.group_id}-reread", **ends)
 
     def first_offset(self, partition: int) -> int:
         """Return the oldest offset still held in ``partition``."""
@@ -156,6 +163,12 @@ class RangeReader:
     def _follow(self, partition: int, start: int) -> Iterator[Message]:
         """Yield the records of ``partition`` from ``start`` until its end."""
         self.reader.assign([TopicPartition(self.topic, partition, start)])
+        try:
+            yield from self._until_end(partition)
+        finally:
+            self.reader.unassign()
+
+    def _until_end(self, partition: int) -> Iterator[Message]:
         deadline = time.monotonic() + READ_TIMEOUT
         while time.monotonic() < deadline:
             for message in self.reader.consume(10_000, 0.05):  # returns when full or timed out
