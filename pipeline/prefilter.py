@@ -80,28 +80,37 @@ class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes th
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    """The rules of one route, indexed by the words they need (by position in the route)."""
+    """The rules of one route, indexed by the words they need (bit n: the route's n-th rule)."""
 
     rules: tuple[Rule, ...]
-    always: frozenset[int]  # rules that need no word
-    by_word: dict[int, tuple[int, ...]]  # scanner word id -> rules needing it
+    always: int  # the rules that need no word
+    by_word: dict[int, int]  # scanner word id -> the rules needing it
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...], words: dict[str, frozenset[int]]) -> Candidates:
         """Index ``rules`` by their words (``words``: rule id -> scanner word ids)."""
-        by_word: dict[int, list[int]] = {}
+        by_word: dict[int, int] = {}
         for number, rule in enumerate(rules):
             for word in words.get(rule.id, ()):
-                by_word.setdefault(word, []).append(number)
-        always = frozenset(n for n, rule in enumerate(rules) if rule.id not in words)
-        return cls(rules, always, {word: tuple(ns) for word, ns in by_word.items()})
+                by_word[word] = by_word.get(word, 0) | 1 << number
+        always = sum(1 << n for n, rule in enumerate(rules) if rule.id not in words)
+        return cls(rules, always, by_word)
 
-    def picked(self, found: set[int]) -> tuple[Rule, ...]:
-        """Return the rules that need no word or one of the words ``found``, in route order."""
-        chosen = set(self.always)
+    def chosen(self, found: set[int]) -> int:
+        """Return the rules that need no word or one of the words ``found``."""
+        chosen = self.always
         for word in found:
-            chosen.update(self.by_word.get(word, ()))
-        return tuple(self.rules[number] for number in sorted(chosen))
+            chosen |= self.by_word.get(word, 0)
+        return chosen
+
+    def picked(self, chosen: int) -> tuple[Rule, ...]:
+        """Return the rules ``chosen`` holds, in route order."""
+        picked = []
+        while chosen:
+            lowest = chosen & -chosen
+            picked.append(self.rules[lowest.bit_length() - 1])
+            chosen ^= lowest
+        return tuple(picked)
 
 
 # How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict, words),
@@ -163,6 +172,8 @@ class Prefilter:
         # Few (channel, code) pairs occur; each is judged once. Bounded: the bytes are untrusted.
         self._source = functools.lru_cache(maxsize=1024)(self._channel_source)
         self._screen = functools.lru_cache(maxsize=4096)(self._judge)
+        # Events of a route mostly hold the same few words: each choice of rules is built once.
+        self._picked = functools.lru_cache(maxsize=4096)(self._rules_chosen)
 
     def _ids(self, words: Iterable[bytes]) -> frozenset[int]:
         return frozenset(self.scanner.words[word] for word in words)
@@ -179,7 +190,10 @@ class Prefilter:
         found = self.scanner.scan(payload)
         if not _HIDES_WORDS[form].isdisjoint(found):
             return candidates.rules
-        return candidates.picked(found)
+        return self._picked(route, candidates.chosen(found))
+
+    def _rules_chosen(self, route: tuple[str, str], chosen: int) -> tuple[Rule, ...]:
+        return self.candidates[route].picked(chosen)
 
     def skip(self, payload: bytes) -> Verdict | Rejected | None:
         """Return the verdict when ``payload`` certainly matches no rule, else None.

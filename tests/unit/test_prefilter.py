@@ -15,7 +15,7 @@ from pipeline.files import read_records
 from pipeline.match import match_event
 from pipeline.normalize import default_normalizer
 from pipeline.parse import parse_event
-from pipeline.prefilter import CASEFOLDS_TO_ASCII, Verdict
+from pipeline.prefilter import CASEFOLDS_TO_ASCII, Candidates, Verdict
 from pipeline.rejects import Rejected
 from pipeline.rules.expr import WORD, All, Any, Keyword, Match, Not
 from pipeline.rules.loader import load_rules
@@ -317,6 +317,16 @@ def test_only_rules_whose_words_occur_are_evaluated() -> None:
     calc = SYSMON_1.format(image="C:\\x\\calc.exe", command="calc").encode()
     assert len(core.prefilter.plausible(route, calc)) < len(plausible)
     assert core.prefilter.plausible(("sysmon", "999"), wmic) == ()
+
+
+def test_the_candidates_are_the_rules_needing_no_word_or_one_found() -> None:
+    rules = detector().router.rules_at(("sysmon", "1"))[:4]
+    candidates = Candidates.of(
+        rules, {rules[1].id: frozenset({100}), rules[3].id: frozenset({100, 101})}
+    )
+    assert candidates.picked(candidates.chosen(set())) == (rules[0], rules[2])
+    assert candidates.picked(candidates.chosen({7, 101})) == (rules[0], rules[2], rules[3])
+    assert candidates.picked(candidates.chosen({100, 101})) == rules
 
 
 def test_an_event_whose_code_cannot_be_read_from_the_bytes_is_parsed() -> None:
