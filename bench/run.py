@@ -280,6 +280,7 @@ class WorkerRun:
     p99: float
     rss: float
     cores: dict[str, float]  # CPU cores used while consuming the backlog, per process role
+    intake_seconds: float  # until the intakes had consumed the backlog (the rest: aggregation)
 
 
 def run_worker(
@@ -311,10 +312,14 @@ def run_worker(
     roles.update({broker_pid: "broker"} if broker_pid else {})
     started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
     backlog.commit_transaction(120)
+    intake_done = math.inf
     while aggregated() < matches_expected:  # every match of the backlog reached the table
         assert time.monotonic() < deadline, f"aggregated only {aggregated()} matches"
+        if intake_done == math.inf and consumed() == count:
+            intake_done = time.perf_counter()
         time.sleep(SCRAPE_EVERY)
     done, last = time.perf_counter(), aggregated()
+    intake_seconds = min(intake_done, done) - started
     assert consumed() == count, f"the workers consumed {consumed()} of {count} events"
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
     cores: dict[str, float] = {}
@@ -338,7 +343,7 @@ def run_worker(
             print(f"(worker {number} did not stop within 120 s of SIGTERM; killed)")
             process.kill()
             process.wait()
-    return WorkerRun(rate, p50, p99, rss, cores)
+    return WorkerRun(rate, p50, p99, rss, cores, intake_seconds)
 
 
 def main() -> None:
@@ -647,6 +652,9 @@ def measure(
         print(f"{f'b) worker end to end, {guarantee} (events/s)':44} {run.rate:14,.0f}", end="")
         print(f" {run.rate / bare:8.2f}")
         print(f"{'   latency p50 / p99 at half rate (s, <=)':44} {run.p50:>6} / {run.p99:<6}")
+        whole = len(batch) / run.rate
+        label = "   intake done / last match aggregated (s)"
+        print(f"{label:44} {run.intake_seconds:>6.1f} / {whole:<6.1f}")
         print(f"{'   worker RSS (MiB)':44} {run.rss:14,.0f}")
         for role, cores in sorted(run.cores.items()):
             print(f"{f'   CPU cores used by {role}':44} {cores:14.2f}")
@@ -677,6 +685,7 @@ def measure(
                 "p50_latency_s": run.p50,
                 "p99_latency_s": run.p99,
                 "rss_mib": round(run.rss, 1),
+                "intake_s": round(run.intake_seconds, 1),
             }
             for guarantee, run in runs.items()
         },
