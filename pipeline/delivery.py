@@ -12,6 +12,7 @@ left open at once; the consumer group's generation fences a zombie after a rebal
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Protocol
@@ -48,6 +49,16 @@ UNCOMMITTABLE = frozenset(
     }
 )
 
+
+# The group's coordinator is moving to another broker: asking again soon finds the new one.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+REWIND_ATTEMPTS = 30  # a second apart: a failed-over coordinator answers within seconds
 
 # A newer instance holds the transactional id: this one must stop.
 FENCED = frozenset(
@@ -182,11 +193,28 @@ class ExactlyOnce:
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
-        self.waiting()
-        for committed in self.consumer.committed(self.consumer.assignment(), timeout=CALL_TIMEOUT):
+        for committed in self._committed():
             if committed.offset < 0:
                 committed.offset = OFFSET_BEGINNING
             self.consumer.seek(committed)
+
+    def _committed(self) -> list[TopicPartition]:
+        """Return the assigned partitions' committed offsets, asking again while the group's
+        coordinator moves (a broker failing over answers ``NOT_COORDINATOR`` meanwhile)."""
+        for _ in range(REWIND_ATTEMPTS - 1):
+            self.waiting()
+            try:
+                return self._read_committed()
+            except KafkaException as exception:
+                if exception.args[0].code() not in COORDINATOR_MOVING:
+                    raise
+                log.info("committed offsets not read, asking again: %s", exception.args[0].str())
+                time.sleep(1.0)
+        self.waiting()
+        return self._read_committed()
+
+    def _read_committed(self) -> list[TopicPartition]:
+        return list(self.consumer.committed(self.consumer.assignment(), CALL_TIMEOUT))
 
 
 def producer_config(settings: Settings) -> dict[str, str | int]:

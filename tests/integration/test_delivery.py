@@ -194,3 +194,35 @@ def test_offsets_that_hang_give_the_producer_up_and_the_batch_is_read_again(
     assert not isinstance(delivery.producer, HangingOffsets)
     assert_taken_over(settings, delivery, reader, out)
     reader.close()
+
+
+class MovingCoordinator:
+    """A real consumer whose first ``committed`` answers ``NOT_COORDINATOR``, as while the
+    group's coordinator fails over to another broker."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer, self.refused = consumer, 0
+
+    def committed(self, *args: object) -> list[TopicPartition]:
+        if not self.refused:
+            self.refused += 1
+            raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+        return self.consumer.committed(*args)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_a_rewind_while_the_coordinator_moves_asks_again(settings: Settings) -> None:
+    _, reader, batch = source_with_records(settings)
+    out = new_topic(settings)
+    moving = MovingCoordinator(reader)
+    delivery = exactly_once(settings, moving)  # type: ignore[arg-type]
+    delivery.begin()
+    for message in batch:
+        delivery.producer.produce(out, message.value())
+    failed = KafkaError(KafkaError._TIMED_OUT, "producer failed", fatal=True)
+    delivery.recover(KafkaException(failed))
+    assert moving.refused == 1
+    assert_taken_over(settings, delivery, reader, out)
+    reader.close()
