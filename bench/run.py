@@ -60,7 +60,6 @@ from aiokafka import AIOKafkaConsumer
 from confluent_kafka import (
     OFFSET_END,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -77,7 +76,7 @@ from pipeline.broker import free_port, start_broker, stop_broker, wait_for_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.intake import run_intake_process
-from pipeline.kafka import consumer, create_topics, producer
+from pipeline.kafka import COORDINATOR_MOVING, consumer, create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import MATCH, DestState, Match
@@ -90,11 +89,6 @@ from pipeline.topics import Topics, load_topics
 TOPICS = Path(__file__).resolve().parents[1] / "topics"
 HYPERSCAN = version("hyperscan")  # its wheels' speed differs 100x between releases
 LXML_LOOP = "f) lxml parse-every-line loop (events/s)"
-COORDINATOR_MOVING = (
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-)
 
 
 def produce(

@@ -27,7 +27,14 @@ from confluent_kafka import (
 )
 
 from pipeline import metrics
-from pipeline.kafka import CALL_TIMEOUT, flush, retrying, transactional, within
+from pipeline.kafka import (
+    CALL_TIMEOUT,
+    COORDINATOR_MOVING,
+    flush,
+    retrying,
+    transactional,
+    within,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,14 +57,6 @@ UNCOMMITTABLE = frozenset(
 )
 
 
-# The group's coordinator is moving to another broker: asking again soon finds the new one.
-COORDINATOR_MOVING = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-    }
-)
 REWIND_ATTEMPTS = 30  # a second apart: a failed-over coordinator answers within seconds
 
 # A newer instance holds the transactional id: this one must stop.
@@ -192,29 +191,25 @@ class ExactlyOnce:
         metrics.transactions_aborted_total.labels("intake").inc()
 
     def _rewind(self) -> None:
-        """Seek every assigned partition back to its committed offset."""
-        for committed in self._committed():
-            if committed.offset < 0:
-                committed.offset = OFFSET_BEGINNING
-            self.consumer.seek(committed)
-
-    def _committed(self) -> list[TopicPartition]:
-        """Return the assigned partitions' committed offsets, asking again while the group's
-        coordinator moves (a broker failing over answers ``NOT_COORDINATOR`` meanwhile)."""
-        for _ in range(REWIND_ATTEMPTS - 1):
-            self.waiting()
-            try:
-                return self._read_committed()
-            except KafkaException as exception:
-                if exception.args[0].code() not in COORDINATOR_MOVING:
-                    raise
-                log.info("committed offsets not read, asking again: %s", exception.args[0].str())
-                time.sleep(1.0)
+        """Seek every assigned partition back to its committed offset, asking again while the
+        group's coordinator moves (a broker failing over answers ``NOT_COORDINATOR`` meanwhile)."""
         self.waiting()
-        return self._read_committed()
+        committed = retrying(
+            self.consumer.committed,
+            self.consumer.assignment(),
+            CALL_TIMEOUT,
+            attempts=REWIND_ATTEMPTS,
+            between=self._coordinator_moving,
+            also=COORDINATOR_MOVING,
+        )
+        for position in committed:
+            if position.offset < 0:
+                position.offset = OFFSET_BEGINNING
+            self.consumer.seek(position)
 
-    def _read_committed(self) -> list[TopicPartition]:
-        return list(self.consumer.committed(self.consumer.assignment(), CALL_TIMEOUT))
+    def _coordinator_moving(self) -> None:
+        time.sleep(1.0)
+        self.waiting()
 
 
 def producer_config(settings: Settings) -> dict[str, str | int]:

@@ -34,6 +34,14 @@ FETCH_QUEUE_BACKOFF_MS = 10  # librdkafka waits 1 s by default once its prefetch
 REREAD_WAIT_MS = 10  # how long the broker may hold a re-reading fetch that finds nothing
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# The group's coordinator is moving to another broker: asking again soon finds the new one.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
 
 
 def retrying(
@@ -41,14 +49,17 @@ def retrying(
     *args: Any,
     attempts: int = 3,
     between: Callable[[], object] = lambda: None,
+    also: frozenset[int] = frozenset(),
 ) -> T:
-    """Return ``call(*args)``, calling again while it fails with a retriable Kafka error
-    (``between`` is called before each new attempt: the caller is waiting, not stuck)."""
+    """Return ``call(*args)``, calling again while it fails with a retriable Kafka error or one
+    whose code is in ``also`` (``between`` is called before each new attempt: the caller is
+    waiting, not stuck)."""
     for _ in range(attempts - 1):
         try:
             return call(*args)
         except KafkaException as exception:
-            if not exception.args[0].retriable():
+            error = exception.args[0]
+            if not (error.retriable() or error.code() in also):
                 raise
             log.info("retrying %s: %s", getattr(call, "__name__", call), exception.args[0].str())
             between()

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.integration
 RECORDS = [b"one", b"two", b"three"]
 
 
-def new_topic(settings: Settings, config: dict[str, str] | None = None) -> str:
+def new_topic(settings: Settings, config: dict[str, str] | None = None, partitions: int = 1) -> str:
     name = f"{settings.topic_prefix}delivery-{uuid.uuid4().hex[:6]}"
     admin = AdminClient(settings.librdkafka_config())
-    topic = NewTopic(name, num_partitions=1, replication_factor=1, config=config or {})
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
     admin.create_topics([topic])[name].result()
     return name
 

@@ -6,20 +6,12 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.kafka import RangeReader, producer
 from pipeline.settings import Settings
+from tests.integration.test_delivery import new_topic
 
 pytestmark = pytest.mark.integration
-
-
-def new_topic(settings: Settings, partitions: int = 2) -> str:
-    name = f"{settings.topic_prefix}reread-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient(settings.librdkafka_config())
-    topic = NewTopic(name, num_partitions=partitions, replication_factor=1)
-    admin.create_topics([topic])[name].result()
-    return name
 
 
 def write_committed_then_aborted(settings: Settings, topic: str) -> None:
@@ -34,7 +26,7 @@ def write_committed_then_aborted(settings: Settings, topic: str) -> None:
 
 
 def test_a_partition_is_read_to_its_end_committed_records_only(settings: Settings) -> None:
-    topic = new_topic(settings)
+    topic = new_topic(settings, partitions=2)
     write_committed_then_aborted(settings, topic)
     reader = RangeReader(settings, topic)
     assert [m.value() for m in reader.read_all(0)] == [b"a", b"b", b"c"]
@@ -43,7 +35,7 @@ def test_a_partition_is_read_to_its_end_committed_records_only(settings: Setting
 
 
 def test_a_range_passes_over_markers_and_aborted_records(settings: Settings) -> None:
-    topic = new_topic(settings)
+    topic = new_topic(settings, partitions=2)
     write_committed_then_aborted(settings, topic)
     reader = RangeReader(settings, topic)
     offsets = [m.offset() for m in reader.read_all(0)]
@@ -54,7 +46,7 @@ def test_a_range_passes_over_markers_and_aborted_records(settings: Settings) -> 
 
 def test_a_partition_read_is_let_go(settings: Settings) -> None:
     """Nothing stays assigned after a read: an idle reader sends the broker no fetches."""
-    topic = new_topic(settings)
+    topic = new_topic(settings, partitions=2)
     write_committed_then_aborted(settings, topic)
     reader = RangeReader(settings, topic)
     offsets = [m.offset() for m in reader.read_all(0)]
