@@ -124,7 +124,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topics.matches,
         topics.name("wmiwatch.aggregation-state"),
         groups,
-        lambda partition: aggregation.forget_index(),  # its open groups join the index
+        lambda partition: aggregation.forget_index(),  # its open groups join (or leave) the index
     )
     scoring_stage = Stage(
         settings,
@@ -132,7 +132,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topics.risk,
         topics.name("wmiwatch.risk-state"),
         objects,
-        lambda partition: scoring.forget_index(),  # its objects join the expiry schedule
+        lambda partition: scoring.forget_index(),  # its objects join (or leave) the schedule
     )
     decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
 
@@ -165,13 +165,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
                 for at, payload in await stage.due(source.partition, offset, event.value):
                     handle(stage, source, at, payload)
                 if stage.commit_due():
-                    await commit(stage)
+                    stage.start_commit()
             health.agents.handled()
-
-    async def commit(stage: Stage) -> None:
-        """Commit a stage; a partition whose state was dropped is re-indexed when read back."""
-        if await stage.commit():
-            decisions[stage.name].forget_index()
 
     @app.agent(app.topic(topics.matches, value_serializer="raw", internal=False))
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
@@ -189,11 +184,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     async def commit_idle() -> None:
         """Commit what a stage handled when no record came to commit it."""
         for stage in (aggregating, scoring_stage):
-            if stage.lock.locked():  # a record is being handled: its agent commits when due
-                continue
-            async with stage.lock:
-                if stage.commit_due():
-                    await commit(stage)
+            if stage.commit_due():
+                stage.start_commit()
 
     async def on_revoked(_app: Any, revoked: set[TP], **_: Any) -> None:
         """Commit the stages and let go of the partitions revoked."""

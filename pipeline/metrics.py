@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.metrics_core import Metric
@@ -186,6 +187,19 @@ rule_info = Gauge(
     ["rule", "rule_name", "rule_version", "mitre"],
     multiprocess_mode="mostrecent",
 )
+
+
+Labelled = TypeVar("Labelled", Counter, Gauge, Histogram)
+_series: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def series(metric: Labelled, *values: str) -> Labelled:
+    """Return ``metric``'s series for the label ``values``, looked up once (for hot paths)."""
+    key = (id(metric), values)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = metric.labels(*values)
+    return found
 
 
 FORGOTTEN = math.nan  # a gauge set to this is left out of what is served (multiprocess mode)

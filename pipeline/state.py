@@ -10,6 +10,7 @@ partition of the record that wrote it, since records are keyed by what the table
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Protocol
 
 from pipeline.records import INPUT_POSITION, InputPosition
 
@@ -19,10 +20,21 @@ DATA_PREFIX = b"k"  # before every table key in the changelog, so no key can be 
 Changes = dict[str, bytes | None]  # key -> value, None: deleted
 
 
+class Holder(Protocol):
+    """A view of the table that holds writes back (to encode a key once however often written)."""
+
+    def write_held(self) -> None:
+        """Write what is held to the table, each key to the partition it was written in."""
+
+    def forget_held(self, partition: int) -> None:
+        """Drop what is held for ``partition``."""
+
+
 class PartitionedTable(MutableMapping[str, bytes]):
     """The table of the input partitions owned; writes go to ``partition`` and are remembered.
 
-    The wiring sets ``partition`` to the partition of the record being handled.
+    The wiring sets ``partition`` to the partition of the record being handled, and calls
+    ``write_held`` before it takes changes, so that views holding writes back hand them over.
     """
 
     def __init__(self) -> None:
@@ -30,6 +42,7 @@ class PartitionedTable(MutableMapping[str, bytes]):
         self.partition_keys: dict[int, set[str]] = {}
         self.changes: dict[int, Changes] = {}
         self.partition = 0
+        self.holders: list[Holder] = []
 
     def __getitem__(self, key: str) -> bytes:
         return self.data[key]
@@ -61,9 +74,16 @@ class PartitionedTable(MutableMapping[str, bytes]):
 
     def drop(self, partition: int) -> None:
         """Forget ``partition``'s part of the table and its pending changes."""
+        for holder in self.holders:
+            holder.forget_held(partition)
         for key in self.partition_keys.pop(partition, ()):
             self.data.pop(key, None)
         self.changes.pop(partition, None)
+
+    def write_held(self) -> None:
+        """Have the views holding writes back write them (before changes are taken)."""
+        for holder in self.holders:
+            holder.write_held()
 
     def take_changes(self, partition: int) -> Changes:
         """Return and forget the changes made in ``partition`` since the last call."""

@@ -32,6 +32,7 @@ from pipeline.records import (
 )
 from pipeline.risk import RiskScorer
 from pipeline.rules.model import Rule
+from pipeline.state import PartitionedTable
 from pipeline.wakeups import Wakeups
 from pipeline.watermark import MergedWatermark
 
@@ -69,30 +70,54 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
 
     Values are zlib-compressed (level 1): a dest's groups repeat their field names and ids, and
     compressed they take a third of the memory, in the table and in its changelog. A value
-    that is plain JSON (written before compression) is read as it is.
+    that is plain JSON (written before compression) is read as it is. A value written is held
+    as a record until the table asks for it (before its changes are committed), so a key
+    written by many records between two commits is encoded and compressed once.
     """
 
-    def __init__(self, table: MutableMapping[str, bytes], codec: Codec[V]) -> None:
+    def __init__(self, table: PartitionedTable, codec: Codec[V]) -> None:
         self.table, self.codec = table, codec
+        self.held: dict[str, tuple[int, V]] = {}  # key -> (partition written in, value)
+        table.holders.append(self)
 
     def __getitem__(self, key: str) -> V:
+        if key in self.held:
+            return self.held[key][1]
         value = self.table[key]
         return self.codec.decode(value if value[:1] == b"{" else zlib.decompress(value))
 
     def __setitem__(self, key: str, value: V) -> None:
-        self.table[key] = zlib.compress(self.codec.encode(value), 1)
+        self.held[key] = (self.table.partition, value)
 
     def __delitem__(self, key: str) -> None:
-        del self.table[key]
+        held = self.held.pop(key, None)
+        if key in self.table:
+            del self.table[key]
+        elif held is None:
+            raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.table  # without decoding the value
+        return key in self.held or key in self.table  # without decoding the value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.table)
+        yield from self.held
+        yield from (key for key in self.table if key not in self.held)
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.table) + sum(1 for key in self.held if key not in self.table)
+
+    def write_held(self) -> None:
+        """Encode the values held into the table, each in the partition it was written in."""
+        current = self.table.partition
+        for key, (partition, value) in self.held.items():
+            self.table.partition = partition
+            self.table[key] = zlib.compress(self.codec.encode(value), 1)
+        self.table.partition = current
+        self.held.clear()
+
+    def forget_held(self, partition: int) -> None:
+        """Drop the values held that were written in ``partition``."""
+        self.held = {k: held for k, held in self.held.items() if held[0] != partition}
 
 
 class Decisions(Protocol):
@@ -146,12 +171,12 @@ class Aggregation:
         watermark = self._watermark(partition).value
         due = self.windows.add(match, watermark, now, partition)
         if due is None:
-            metrics.matches_redelivered_total.labels(match.rule_id).inc()
+            metrics.series(metrics.matches_redelivered_total, match.rule_id).inc()
             return Step()
         self._schedule(partition, match.dest)
-        metrics.matches_aggregated_total.labels(match.rule_id).inc()
+        metrics.series(metrics.matches_aggregated_total, match.rule_id).inc()
         if self.windows.is_late(match, watermark):
-            metrics.late_matches_total.labels(match.rule_id).inc()
+            metrics.series(metrics.late_matches_total, match.rule_id).inc()
         return Step(self._outgoing(due), match.ingested_at)
 
     def on_tick(self, tick: Tick, partition: int, now: float) -> Step:
@@ -262,10 +287,10 @@ def count_published(step: Step, now: float) -> None:
     """Count the records of ``step`` that were published."""
     for record in step.outgoing:
         if record.output is Output.RISK:
-            metrics.risk_events_emitted_total.labels(record.rule_id).inc()
+            metrics.series(metrics.risk_events_emitted_total, record.rule_id).inc()
         elif record.output is Output.INCIDENTS:
-            metrics.incidents_emitted_total.labels(record.kind).inc()
+            metrics.series(metrics.incidents_emitted_total, record.kind).inc()
         else:
-            metrics.findings_emitted_total.labels(record.rule_id, record.kind).inc()
+            metrics.series(metrics.findings_emitted_total, record.rule_id, record.kind).inc()
             if record.kind == "new" and step.ingested_at is not None:
                 metrics.finding_latency_seconds.observe(now - step.ingested_at)

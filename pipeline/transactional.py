@@ -15,6 +15,10 @@ three at once, at most every ``commit_interval_seconds``:
 * ``at_least_once``: the producers are plain; committing flushes the outputs and then writes
   the changelog and the offset, so a crash between the two sends outputs again.
 
+A commit does not stop the stage: records that arrive while their partition commits are
+handled, their outputs held and sent in the partition's next transaction once the commit
+returns, and their table changes and offset left for the next commit.
+
 Records below the expected offset are passed over (already in the state); if the first record
 after a partition is taken over lies beyond it, the records between are read again from the
 broker (Faust 0.15 can commit past records it never delivered around rebalances: faust-streaming
@@ -30,13 +34,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from confluent_kafka import KafkaException, Producer
 
 from pipeline import metrics
 from pipeline.kafka import CALL_TIMEOUT, RangeReader, flush, producer, retrying, transactional
 from pipeline.settings import Settings
-from pipeline.state import PartitionedTable, changelog_records, replay
+from pipeline.state import Changes, PartitionedTable, changelog_records, replay
 
 log = logging.getLogger(__name__)
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
@@ -52,7 +57,16 @@ class Owned:
     open: bool = False  # a transaction is begun (exactly_once)
     dirty: bool = False  # records handled since the last commit
     sent: bool = False  # outputs sent since the last commit
+    committing: bool = False  # a commit of it is in flight: outputs wait in ``held``
+    held: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value)
     committed_at: float = field(default_factory=time.monotonic)
+
+
+class Commit(NamedTuple):
+    """What one partition's commit makes durable, as it was when the commit began."""
+
+    changes: Changes
+    next_offset: int
 
 
 class Stage:
@@ -65,17 +79,18 @@ class Stage:
         source: str,
         changelog: str,
         table: PartitionedTable,
-        taken_over: Callable[[int], None] = lambda partition: None,
+        reindex: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
-        self.taken_over = taken_over  # told each partition whose table part was read back
+        self.reindex = reindex  # told each partition whose table part was read back or dropped
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.source = RangeReader(settings, source)
         self.state = RangeReader(settings, changelog)
         self.assigned: set[int] = set()
         self.owned: dict[int, Owned] = {}
-        self.lock = asyncio.Lock()  # records, commits and rebalances take turns
+        self.lock = asyncio.Lock()  # records and rebalances take turns
         self.last_commit = time.monotonic()
+        self.committing: asyncio.Task[None] | None = None  # the commit in flight, if any
 
     async def due(self, partition: int, offset: int, value: bytes) -> list[tuple[int, bytes]]:
         """Return the records to handle now, as (offset, value), for a record Faust delivered.
@@ -88,8 +103,7 @@ class Stage:
             return []
         owned = self.owned.get(partition)
         if owned is None:
-            owned = await asyncio.to_thread(self._take_over, partition)
-            self.taken_over(partition)
+            owned = self._own(partition, *await asyncio.to_thread(self._take_over, partition))
         self.table.partition = partition
         expected = owned.next_offset
         if expected is None:
@@ -106,9 +120,13 @@ class Stage:
         return [*skipped, (offset, value)]
 
     def produce(self, partition: int, topic: str, key: bytes, value: bytes) -> None:
-        """Send an output of a record of ``partition`` (in its transaction, if transactional)."""
-        owned = self._begun(partition)
-        owned.producer.produce(topic, value, key=key)
+        """Send an output of a record of ``partition`` (in its transaction, if transactional);
+        hold it while the partition commits."""
+        owned = self.owned[partition]
+        if owned.committing:
+            owned.held.append((topic, key, value))
+        else:
+            self._begun(partition).producer.produce(topic, value, key=key)
         owned.sent = True
 
     def handled(self, partition: int, offset: int) -> None:
@@ -117,18 +135,50 @@ class Stage:
         owned.next_offset, owned.dirty = offset + 1, True
 
     def commit_due(self) -> bool:
-        """Return True once ``commit_interval_seconds`` has passed since the last commit."""
+        """Return True once ``commit_interval_seconds`` has passed since the last commit began
+        and no commit is in flight."""
+        if self.committing is not None and not self.committing.done():
+            return False
         return time.monotonic() - self.last_commit >= self.settings.commit_interval_seconds
 
-    async def commit(self, everything: bool = False) -> list[int]:
-        """Commit the partitions whose records sent outputs or changed the table, and those
-        whose records changed nothing (ticks) once ``IDLE_COMMIT_SECONDS`` old, or with
-        ``everything`` all with records handled; return those whose state was dropped.
+    def start_commit(self) -> None:
+        """Begin a commit (``commit``) unless one is in flight, without waiting for it; raise
+        what the last one raised."""
+        if self.committing is not None:
+            if not self.committing.done():
+                return
+            finished, self.committing = self.committing, None
+            finished.result()
+        self.committing = asyncio.ensure_future(self._commit_due_partitions())
+
+    async def commit(self, everything: bool = False) -> None:
+        """Wait for the commit in flight, then commit the partitions whose records sent
+        outputs or changed the table, and those whose records changed nothing (ticks) once
+        ``IDLE_COMMIT_SECONDS`` old, or with ``everything`` all with records handled.
 
         A record that changed nothing need not be committed soon: handled again after a
         crash, it changes nothing again.
         """
+        await self._settled()
+        self.committing = asyncio.ensure_future(self._commit_due_partitions(everything))
+        await self._settled()
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Commit, then let ``partitions`` go: their next owner takes them over."""
+        await self.commit(everything=True)
+        for partition in partitions:
+            self.assigned.discard(partition)
+            self._drop(partition)
+
+    async def _settled(self) -> None:
+        """Wait for the commit in flight, if any (raising what it raised)."""
+        if self.committing is not None:
+            in_flight, self.committing = self.committing, None
+            await in_flight
+
+    async def _commit_due_partitions(self, everything: bool = False) -> None:
         self.last_commit = now = time.monotonic()
+        self.table.write_held()  # here, not in the threads committing partitions
         dirty = [
             p
             for p, owned in self.owned.items()
@@ -140,17 +190,41 @@ class Stage:
                 or now - owned.committed_at >= IDLE_COMMIT_SECONDS
             )
         ]
-        dropped = await asyncio.gather(*(asyncio.to_thread(self._commit, p) for p in dirty))
-        return [p for p, lost in zip(dirty, dropped, strict=True) if lost]
+        commits = [self._begin_commit(p) for p in dirty]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self._commit, p, c) for p, c in zip(dirty, commits, strict=True)),
+            return_exceptions=True,
+        )
+        for partition, result in zip(dirty, results, strict=True):
+            if isinstance(result, BaseException):  # not Kafka's refusal: still the partition's
+                log.warning("%s partition %d not committed: %r", self.name, partition, result)
+                metrics.transactions_aborted_total.labels(self.name).inc()
+            self._end_commit(partition, result is not False)
 
-    async def revoke(self, partitions: Iterable[int]) -> None:
-        """Commit, then let ``partitions`` go: their next owner takes them over."""
-        await self.commit(everything=True)
-        for partition in partitions:
-            self.assigned.discard(partition)
-            self._drop(partition)
+    def _begin_commit(self, partition: int) -> Commit:
+        """Take what ``partition``'s commit makes durable; hold its outputs until it ends."""
+        owned = self.owned[partition]
+        assert owned.next_offset is not None  # dirty: a record was handled
+        owned.committing, owned.dirty, owned.sent = True, False, False
+        return Commit(self.table.take_changes(partition), owned.next_offset)
 
-    def _take_over(self, partition: int) -> Owned:
+    def _end_commit(self, partition: int, lost: bool) -> None:
+        """Send the outputs held during ``partition``'s commit, or drop its state if it was
+        lost (or the next transaction cannot take them)."""
+        owned = self.owned[partition]
+        owned.committing, owned.committed_at = False, time.monotonic()
+        held, owned.held = owned.held, []
+        try:
+            if not lost:
+                for topic, key, value in held:
+                    self.produce(partition, topic, key, value)
+                return
+        except (KafkaException, BufferError) as error:
+            log.warning("%s partition %d cannot go on: %r", self.name, partition, error)
+        self._drop(partition)
+        self.reindex(partition)
+
+    def _take_over(self, partition: int) -> tuple[Producer, dict[str, bytes], int | None]:
         """Fence the previous owner of ``partition``, then read its table and offset back."""
         started = time.monotonic()
         client = producer(self.settings, **transactional(self.settings, f"{self.name}-{partition}"))
@@ -158,13 +232,20 @@ class Stage:
             retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)
         rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
-        self.table.load(partition, rows)
-        self.owned[partition] = Owned(client, next_offset)
-        metrics.partitions_taken_over_total.labels(self.name).inc()
         log.info(
             "%s took over partition %d: %d keys, next offset %s, in %.2f s",
             self.name, partition, len(rows), next_offset, time.monotonic() - started,
         )  # fmt: skip
+        return client, rows, next_offset
+
+    def _own(
+        self, partition: int, client: Producer, rows: dict[str, bytes], next_offset: int | None
+    ) -> Owned:
+        """Hold ``partition`` as taken over (here, not in the thread that read it back)."""
+        self.table.load(partition, rows)
+        self.owned[partition] = Owned(client, next_offset)
+        metrics.partitions_taken_over_total.labels(self.name).inc()
+        self.reindex(partition)
         return self.owned[partition]
 
     def _begun(self, partition: int) -> Owned:
@@ -174,21 +255,19 @@ class Stage:
             owned.open = True
         return owned
 
-    def _commit(self, partition: int) -> bool:
-        """Commit ``partition``'s outputs, changes and offset; return True if its state dropped.
+    def _commit(self, partition: int, commit: Commit) -> bool:
+        """Commit ``partition``'s outputs, changes and offset; return True if it must be
+        dropped.
 
         A commit that fails is the partition's to redo, not the worker's: the transaction is
         aborted (a fenced or failed producer is let go) and the partition taken over again
         from what was committed at its next record.
         """
         owned = self._begun(partition)
-        assert owned.next_offset is not None  # dirty: a record was handled
         try:
             if not self.transactional:
                 flush(owned.producer)  # the outputs are durable before the state says so
-            for key, value in changelog_records(
-                self.table.take_changes(partition), owned.next_offset
-            ):
+            for key, value in changelog_records(commit.changes, commit.next_offset):
                 owned.producer.produce(self.changelog, value, key=key, partition=partition)
             self._complete(owned.producer)
         except KafkaException as exception:
@@ -198,10 +277,8 @@ class Stage:
             if self.transactional and not error.fatal():
                 with contextlib.suppress(KafkaException):  # its successor's take-over aborts it
                     retrying(owned.producer.abort_transaction, CALL_TIMEOUT)
-            self._drop(partition)
             return True
-        owned.open = owned.dirty = owned.sent = False
-        owned.committed_at = time.monotonic()
+        owned.open = False
         return False
 
     def _complete(self, client: Producer) -> None:

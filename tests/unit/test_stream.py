@@ -17,15 +17,18 @@ from pipeline.records import (
     DEST_STATE,
     FINDING,
     INCIDENT,
+    INPUT_POSITION,
     MATCH,
     RISK_EVENT,
     TICK,
     DestState,
+    InputPosition,
     Match,
     Origin,
     SourceReport,
     Tick,
 )
+from pipeline.state import PartitionedTable
 from pipeline.stream import Aggregation, EncodedTable, Output, Scoring
 from pipeline.watermark import MergedWatermark
 
@@ -169,10 +172,11 @@ def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None
 def test_the_encoded_table_stores_compressed_bytes_and_gives_records(
     aggregation: Aggregation,
 ) -> None:
-    raw: dict[str, bytes] = {}
+    raw = PartitionedTable()
     encoded = EncodedTable(raw, DEST_STATE)
     aggregation.staged.table = encoded
     aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
+    raw.write_held()
     assert len(raw["h1"]) < len(DEST_STATE.encode(encoded["h1"])) * 0.8  # compressed
     raw["plain"] = DEST_STATE.encode(encoded["h1"])  # as written before compression
     assert encoded["plain"] == encoded["h1"]
@@ -180,7 +184,33 @@ def test_the_encoded_table_stores_compressed_bytes_and_gives_records(
     (group,) = encoded["h1"].values()
     assert (group.rule_id, group.count, group.partition) == (WMIC_NODE, 1, 0)
     del encoded["h1"]
-    assert raw == {} and len(encoded) == 0
+    assert dict(raw) == {} and len(encoded) == 0
+
+
+def test_the_encoded_table_encodes_a_key_once_per_commit_in_its_partition() -> None:
+    raw = PartitionedTable()
+    encoded = EncodedTable(raw, INPUT_POSITION)
+    raw.partition = 4
+    encoded["a"] = InputPosition(1)
+    encoded["a"] = InputPosition(2)  # held: read back as written, not yet in the table
+    raw.partition = 5
+    encoded["b"] = InputPosition(3)
+    assert encoded["a"] == InputPosition(2) and dict(raw) == {} and sorted(encoded) == ["a", "b"]
+    raw.write_held()
+    assert raw.partition == 5 and not encoded.held
+    assert list(raw.take_changes(4)) == ["a"] and list(raw.take_changes(5)) == ["b"]
+    assert encoded["a"] == InputPosition(2) and len(encoded) == 2
+
+
+def test_dropping_a_partition_drops_what_its_records_wrote_and_is_held() -> None:
+    raw = PartitionedTable()
+    encoded = EncodedTable(raw, INPUT_POSITION)
+    for partition in (1, 2):
+        raw.partition = partition
+        encoded[f"k{partition}"] = InputPosition(partition)
+    raw.drop(1)
+    raw.write_held()
+    assert dict(encoded) == {"k2": InputPosition(2)} and raw.take_changes(1) == {}
 
 
 def risk_event(rule: str, score: int, at: str) -> bytes:
