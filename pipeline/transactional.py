@@ -195,11 +195,11 @@ class Stage:
             *(asyncio.to_thread(self._commit, p, c) for p, c in zip(dirty, commits, strict=True)),
             return_exceptions=True,
         )
-        for partition, result in zip(dirty, results, strict=True):
-            if isinstance(result, BaseException):  # not Kafka's refusal: still the partition's
-                log.warning("%s partition %d not committed: %r", self.name, partition, result)
+        for partition, failure in zip(dirty, results, strict=True):
+            if failure is not None:
+                log.warning("%s partition %d not committed: %s", self.name, partition, failure)
                 metrics.transactions_aborted_total.labels(self.name).inc()
-            self._end_commit(partition, result is not False)
+            self._end_commit(partition, lost=failure is not None)
 
     def _begin_commit(self, partition: int) -> Commit:
         """Take what ``partition``'s commit makes durable; hold its outputs until it ends."""
@@ -214,13 +214,13 @@ class Stage:
         owned = self.owned[partition]
         owned.committing, owned.committed_at = False, time.monotonic()
         held, owned.held = owned.held, []
-        try:
-            if not lost:
+        if not lost:
+            try:
                 for topic, key, value in held:
                     self.produce(partition, topic, key, value)
                 return
-        except (KafkaException, BufferError) as error:
-            log.warning("%s partition %d cannot go on: %r", self.name, partition, error)
+            except (KafkaException, BufferError) as error:
+                log.warning("%s partition %d cannot go on: %r", self.name, partition, error)
         self._drop(partition)
         self.reindex(partition)
 
@@ -255,9 +255,8 @@ class Stage:
             owned.open = True
         return owned
 
-    def _commit(self, partition: int, commit: Commit) -> bool:
-        """Commit ``partition``'s outputs, changes and offset; return True if it must be
-        dropped.
+    def _commit(self, partition: int, commit: Commit) -> None:
+        """Commit ``partition``'s outputs, changes and offset; raise if they were not.
 
         A commit that fails is the partition's to redo, not the worker's: the transaction is
         aborted (a fenced or failed producer is let go) and the partition taken over again
@@ -271,15 +270,11 @@ class Stage:
                 owned.producer.produce(self.changelog, value, key=key, partition=partition)
             self._complete(owned.producer)
         except KafkaException as exception:
-            error = exception.args[0]
-            log.warning("%s partition %d not committed: %s", self.name, partition, error.str())
-            metrics.transactions_aborted_total.labels(self.name).inc()
-            if self.transactional and not error.fatal():
+            if self.transactional and not exception.args[0].fatal():
                 with contextlib.suppress(KafkaException):  # its successor's take-over aborts it
                     retrying(owned.producer.abort_transaction, CALL_TIMEOUT)
-            return True
+            raise
         owned.open = False
-        return False
 
     def _complete(self, client: Producer) -> None:
         if self.transactional:
