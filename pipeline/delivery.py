@@ -7,6 +7,12 @@ crash or an aborted transaction leaves no second copy. The transactional id is t
 instance id when it has one, so a restarted worker fences its predecessor and aborts what it
 left open at once; the consumer group's generation fences a zombie after a rebalance (KIP-447).
 ``at_least_once`` flushes the batch's records and then commits the offsets.
+
+A batch's offsets are read (``offsets``) before the next batch is, and ``end`` may then run in
+another thread while the consumer reads on: librdkafka's clients are thread-safe, and a
+consumer committing from one thread while another consumes is a supported use
+(confluent-kafka-python issue 460). A batch that ``end`` aborts, and a producer that
+``recover`` replaced, leave the consumer past records not committed: ``rewind`` it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -65,19 +71,29 @@ FENCED = frozenset(
 )
 
 
+class Offsets(NamedTuple):
+    """Where reading stood when a batch was read: the input offsets it commits."""
+
+    positions: list[TopicPartition]
+    group: object | None  # the consumer group's metadata (exactly_once)
+
+
 class Delivery(Protocol):
-    """Begin a batch, then make its records and (when ``offsets``) its input offsets durable."""
+    """Begin a batch, then make its records and (with ``offsets``) its input offsets durable."""
 
     producer: Producer
 
     def begin(self) -> None:
         """Start a batch."""
 
-    def commit(self, offsets: bool) -> bool:
-        """Make the batch durable; return False when it was dropped and will be read again."""
+    def offsets(self) -> Offsets:
+        """Return the consumer's offsets now, those of the batch just read."""
+
+    def end(self, offsets: Offsets | None) -> bool:
+        """Make the batch durable; return False when it was aborted (rewind, read it again)."""
 
     def recover(self, exception: KafkaException) -> None:
-        """Get ready to read the batch again after ``exception``, or re-raise it."""
+        """Get a usable producer after ``exception`` (then rewind), or re-raise it."""
 
 
 class AtLeastOnce:
@@ -98,13 +114,17 @@ class AtLeastOnce:
         """Re-raise: a plain producer's failure is not the batch's."""
         raise exception
 
-    def commit(self, offsets: bool) -> bool:
-        """Wait for every record's acknowledgement, then commit the offsets read."""
+    def offsets(self) -> Offsets:
+        """Return the consumer's positions now."""
+        return Offsets(_positions(self.consumer), None)
+
+    def end(self, offsets: Offsets | None) -> bool:
+        """Wait for every record's acknowledgement, then commit ``offsets``."""
         flush(self.producer)
-        if not offsets:
+        if offsets is None or not offsets.positions:
             return True
         try:
-            self.consumer.commit(asynchronous=False)
+            self.consumer.commit(offsets=offsets.positions, asynchronous=False)
         except KafkaException as error:
             if error.args[0].code() not in UNCOMMITTABLE:
                 raise
@@ -137,8 +157,12 @@ class ExactlyOnce:
         """Open the batch's transaction."""
         self.producer.begin_transaction()
 
-    def commit(self, offsets: bool) -> bool:
-        """Commit the transaction with the offsets read; abort and rewind if it cannot commit.
+    def offsets(self) -> Offsets:
+        """Return the consumer's positions and its group's metadata now."""
+        return Offsets(_positions(self.consumer), self.consumer.consumer_group_metadata())
+
+    def end(self, offsets: Offsets | None) -> bool:
+        """Commit the transaction with ``offsets``; abort it if it cannot commit.
 
         Offsets that cannot be sent at once abort the batch: the group is rebalancing, and the
         rebalance waits for this intake to poll again. A commit that times out (a broker failing
@@ -146,12 +170,8 @@ class ExactlyOnce:
         is read again; a fatal one is for ``recover``.
         """
         try:
-            if offsets:
-                positions = [
-                    p for p in self.consumer.position(self.consumer.assignment()) if p.offset >= 0
-                ]
-                metadata = self.consumer.consumer_group_metadata()
-                self._send_offsets(positions, metadata)
+            if offsets is not None:
+                self._send_offsets(offsets.positions, offsets.group)
             retrying(self.producer.commit_transaction, CALL_TIMEOUT, between=self.waiting)
         except KafkaException as exception:
             error = exception.args[0]
@@ -160,7 +180,6 @@ class ExactlyOnce:
             log.warning("intake transaction aborted, the batch is read again: %s", error.str())
             self.waiting()
             retrying(self.producer.abort_transaction, CALL_TIMEOUT, between=self.waiting)
-            self._rewind()
             metrics.transactions_aborted_total.labels("intake").inc()
             return False
         return True
@@ -176,7 +195,7 @@ class ExactlyOnce:
 
     def recover(self, exception: KafkaException) -> None:
         """After a fatal producer error, let a new producer take the transactional id over
-        (which aborts the open transaction) and read the batch again; re-raise when fenced.
+        (which aborts the open transaction); re-raise when fenced.
 
         A broker failing over can leave the transaction in a state its coordinator refuses
         (``INVALID_TXN_STATE``, fatal in librdkafka): the producer is unusable, the intake is not.
@@ -187,29 +206,34 @@ class ExactlyOnce:
         log.warning("intake producer failed, a new one takes over: %s", error.str())
         self.producer.purge()
         self.producer = self._initialised()
-        self._rewind()
         metrics.transactions_aborted_total.labels("intake").inc()
 
-    def _rewind(self) -> None:
-        """Seek every assigned partition back to its committed offset, asking again while the
-        group's coordinator moves (a broker failing over answers ``NOT_COORDINATOR`` meanwhile)."""
-        self.waiting()
-        committed = retrying(
-            self.consumer.committed,
-            self.consumer.assignment(),
-            CALL_TIMEOUT,
-            attempts=REWIND_ATTEMPTS,
-            between=self._coordinator_moving,
-            also=COORDINATOR_MOVING,
-        )
-        for position in committed:
-            if position.offset < 0:
-                position.offset = OFFSET_BEGINNING
-            self.consumer.seek(position)
 
-    def _coordinator_moving(self) -> None:
+def _positions(consumer: Consumer) -> list[TopicPartition]:
+    return [p for p in consumer.position(consumer.assignment()) if p.offset >= 0]
+
+
+def rewind(consumer: Consumer, waiting: Callable[[], None] = lambda: None) -> None:
+    """Seek every assigned partition back to its committed offset, asking again while the
+    group's coordinator moves (a broker failing over answers ``NOT_COORDINATOR`` meanwhile)."""
+
+    def coordinator_moving() -> None:
         time.sleep(1.0)
-        self.waiting()
+        waiting()
+
+    waiting()
+    committed = retrying(
+        consumer.committed,
+        consumer.assignment(),
+        CALL_TIMEOUT,
+        attempts=REWIND_ATTEMPTS,
+        between=coordinator_moving,
+        also=COORDINATOR_MOVING,
+    )
+    for position in committed:
+        if position.offset < 0:
+            position.offset = OFFSET_BEGINNING
+        consumer.seek(position)
 
 
 def producer_config(settings: Settings) -> dict[str, str | int]:

@@ -1,9 +1,11 @@
 """Batched intake: raw topics -> detection core -> matches and dead letters (confluent-kafka).
 
 The bulk of raw events never reach Faust: this loop reads them in batches, runs the pure
-core, produces the few matches keyed by dest, and commits its offsets only after every
-produced record is acknowledged (at-least-once). The worker runs it in a process of its own, so
-parsing never waits for the Faust process's interpreter lock.
+core, produces the few matches keyed by dest, and commits its offsets only with (exactly-once)
+or after (at-least-once) the records it produced. A batch commits in a thread of its own while
+the next one is read and processed; that one's records are sent once the commit has returned,
+and when it was aborted, both batches are read again. The worker runs the intake in a process
+of its own, so parsing never waits for the Faust process's interpreter lock.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import multiprocessing.connection
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 
 from confluent_kafka import (
@@ -28,8 +32,8 @@ from confluent_kafka import (
 )
 
 from pipeline import metrics
-from pipeline.batch import BatchProcessor
-from pipeline.delivery import DELIVERIES, producer_config
+from pipeline.batch import BatchProcessor, BatchResult
+from pipeline.delivery import DELIVERIES, producer_config, rewind
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer, within
@@ -74,8 +78,18 @@ class SuppressionFollower:
         return messages
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A batch whose records are sent and whose commit runs in the committing thread."""
+
+    commit: Future[bool]
+    result: BatchResult
+    started: float  # when its processing began (perf_counter)
+    read: bool  # it held records (not only ticks)
+
+
 class Intake:
-    """Consume raw topics in batches, produce what each batch yields, then commit."""
+    """Consume raw topics in batches; process each while the one before commits."""
 
     def __init__(
         self, settings: Settings, topics: Topics, detector: Detector, status: IntakeStatus
@@ -100,6 +114,9 @@ class Intake:
         self.tick_partitions: list[int] = []
         self.source_count = 0  # partitions of the raw topics, all intakes together
         self.committed_at_assign: dict[tuple[str, int], int] = {}
+        self.committing = ThreadPoolExecutor(1, thread_name_prefix="intake-commit")
+        self.in_flight: InFlight | None = None
+        self.read_again = False  # a batch was aborted: what was read since it is read again
 
     def run(self, stop: ProcessEvent) -> None:
         """Process batches until ``stop`` is set, then close the consumers."""
@@ -117,9 +134,13 @@ class Intake:
                 tick = time.monotonic() >= next_tick
                 if batch or tick:
                     self.deliver(batch, tick)
+                elif self.in_flight is not None and self.in_flight.commit.done():
+                    self.settle()  # counted now, not at the next batch
                 if tick:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
         finally:
+            self.settle()
+            self.committing.shutdown()
             self.producer.flush(30)
             _close_within(CLOSE_SECONDS, self.consumer, self.follower.reader)
 
@@ -138,7 +159,9 @@ class Intake:
             self.committed_at_assign[(position.topic, position.partition)] = position.offset
 
     def _on_revoke(self, _consumer: object, partitions: list[TopicPartition]) -> None:
-        """Forget revoked partitions; deliver their ticks before the new owner sends its own."""
+        """Forget revoked partitions; commit the batch in flight and deliver their ticks before
+        the new owner sends its own."""
+        self.settle()
         self.producer.flush(30)
         revoked = [(p.topic, p.partition) for p in partitions]
         self.reporter.forget(revoked)
@@ -173,24 +196,50 @@ class Intake:
             self.producer.produce(self.topics.matches, value, partition=partition)
 
     def deliver(self, batch: list[Message], tick: bool) -> None:
-        """Produce what ``batch`` yields (and the ticks when due), then make it all durable."""
+        """Process ``batch`` while the batch before commits; then send what it yields (and the
+        ticks when due) and start its commit, or read it again if the one before was aborted."""
         started = time.perf_counter()
         self.status.broker_error = None
         result = self.batches.process(batch)
+        self.settle()
+        if self.read_again:  # the consumer is past records not committed
+            self._rewind()
+            return
         try:
             self.delivery.begin()
             for topic, key, value in result.produce:
                 self.producer.produce(topic, value, key=key)
             if tick:
                 self._produce_ticks()
-            committed = self.delivery.commit(offsets=bool(batch))
+            offsets = self.delivery.offsets() if batch else None
+        except KafkaException as exception:
+            self.delivery.recover(exception)
+            self._rewind()
+            return
+        commit = self.committing.submit(self.delivery.end, offsets)
+        self.in_flight = InFlight(commit, result, started, bool(batch))
+
+    def settle(self) -> None:
+        """Wait for the batch in flight to commit and count it; if it could not, have what was
+        read since it began read again."""
+        flight, self.in_flight = self.in_flight, None
+        if flight is None:
+            return
+        try:
+            committed = flight.commit.result()
         except KafkaException as exception:
             self.delivery.recover(exception)
             committed = False
-        if committed:
-            result.count()  # an aborted batch is counted when it is processed again
-        if batch:
-            metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        if not committed:  # counted when it is processed again
+            self.read_again = True
+            return
+        flight.result.count()
+        if flight.read:
+            metrics.intake_batch_seconds.observe(time.perf_counter() - flight.started)
+
+    def _rewind(self) -> None:
+        rewind(self.consumer, self.status.beat)
+        self.read_again = False
 
 
 def run_intake_process(

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline import delivery as delivery_module
-from pipeline.delivery import DELIVERIES, ExactlyOnce
+from pipeline.delivery import DELIVERIES, ExactlyOnce, rewind
 from pipeline.kafka import consumer, producer
 from pipeline.settings import Settings
 
@@ -58,13 +58,15 @@ def read_again(reader: Consumer) -> list[Message]:
 def assert_taken_over(
     settings: Settings, delivery: ExactlyOnce, reader: Consumer, out: str
 ) -> None:
-    """Assert that after a take-over the batch is read again and, committed, is seen once."""
+    """Assert that after a take-over and a rewind the batch is read again and, committed, is
+    seen once."""
+    rewind(reader)
     again = read_again(reader)
     assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
     delivery.begin()
     for message in again:
         delivery.producer.produce(out, message.value())
-    assert delivery.commit(offsets=True)
+    assert delivery.end(delivery.offsets())
     assert [m.value() for m in read(settings, out, 2 * len(RECORDS))] == RECORDS  # once
 
 
@@ -101,7 +103,7 @@ def test_a_batch_commits_its_records_and_offsets_together(
     delivery.begin()
     for message in batch:
         writer.produce(out, message.value())
-    assert delivery.commit(offsets=True)
+    assert delivery.end(delivery.offsets())
     assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS
     (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
     assert committed.offset == len(RECORDS)
@@ -118,16 +120,17 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     for message in batch:
         writer.produce(out, message.value())
     writer.produce(small, b"x" * 4096)  # the broker refuses it: the transaction must abort
-    assert not delivery.commit(offsets=True)
+    assert not delivery.end(delivery.offsets())
     assert read(settings, out, 1) == []  # nothing of the batch is visible read_committed
     (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
     assert committed.offset < 0  # no offset was committed
+    rewind(reader)
     again = read_again(reader)
     assert [m.value() for m in again] == RECORDS  # rewound: the same batch is read again
     delivery.begin()
     for message in again:
         writer.produce(out, message.value())
-    assert delivery.commit(offsets=True)
+    assert delivery.end(delivery.offsets())
     assert [m.value() for m in read(settings, out, len(RECORDS))] == RECORDS  # once, not twice
     reader.close()
 
@@ -158,7 +161,7 @@ def test_a_fenced_producer_stops_the_intake(settings: Settings) -> None:
     delivery.begin()
     with pytest.raises(KafkaException) as fenced:
         delivery.producer.produce(new_topic(settings), b"x")
-        delivery.commit(offsets=False)
+        delivery.end(None)
     with pytest.raises(KafkaException):
         delivery.recover(fenced.value)  # a newer instance owns the id: no take-over
     reader.close()
@@ -188,7 +191,7 @@ def test_offsets_that_hang_give_the_producer_up_and_the_batch_is_read_again(
         delivery.producer.produce(out, message.value())
     started = time.monotonic()
     with pytest.raises(KafkaException) as hung:
-        delivery.commit(offsets=True)
+        delivery.end(delivery.offsets())
     assert hung.value.args[0].fatal() and time.monotonic() - started < 3
     delivery.recover(hung.value)
     assert not isinstance(delivery.producer, HangingOffsets)
@@ -223,6 +226,7 @@ def test_a_rewind_while_the_coordinator_moves_asks_again(settings: Settings) -> 
         delivery.producer.produce(out, message.value())
     failed = KafkaError(KafkaError._TIMED_OUT, "producer failed", fatal=True)
     delivery.recover(KafkaException(failed))
+    rewind(moving)  # type: ignore[arg-type]
     assert moving.refused == 1
     assert_taken_over(settings, delivery, reader, out)
     reader.close()

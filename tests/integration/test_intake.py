@@ -1,20 +1,36 @@
 """The intake process: stuck in a Kafka call, it writes where when told (the worker tells it
-before killing a stalled intake)."""
+before killing a stalled intake); a batch read while the one before commits is read again
+with it when that one aborts."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+from prometheus_client import REGISTRY
 
 from pipeline.agents import send_signal
 from pipeline.broker import free_port
+from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
-from pipeline.intake import STACKS_SIGNAL, run_intake_process
+from pipeline.intake import STACKS_SIGNAL, Intake, run_intake_process
+from pipeline.kafka import producer
+from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
+from pipeline.topics import Topics
+from tests.conftest import read_topic
+from tests.synthetic import WMIEXEC, script_block
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +61,52 @@ def test_an_intake_stuck_in_a_kafka_call_writes_its_stack_when_told(
     assert "most recent call first" in written
     assert "in _initialised" in written  # init_transactions: no broker answers
     assert "in run_intake_process" in written
+
+
+WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"
+
+
+def refuse_larger_than(settings: Settings, topic: str, size: int) -> None:
+    """Have the broker refuse records of ``topic`` larger than ``size`` bytes."""
+    entry = ConfigEntry("max.message.bytes", str(size), incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin = AdminClient(settings.librdkafka_config())
+    for done in admin.incremental_alter_configs([resource]).values():
+        done.result()
+
+
+def aborted() -> float:
+    return (
+        REGISTRY.get_sample_value("wmiwatch_transactions_aborted_total", {"stage": "intake"}) or 0
+    )
+
+
+def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_aborts(
+    settings: Settings, topics: Topics
+) -> None:
+    refuse_larger_than(settings, topics.dead_letter, 2048)  # a 4 KiB record's dead letter
+    raw, before = topics.name("windows.powershell"), aborted()
+    client = producer(settings)
+    client.produce(raw, b"x" * 4096)  # not an event: dead-lettered, refused, its batch aborted
+    client.flush(10)
+    detector = Detector(load_rules(settings.rules_dir))
+    intake, stop = Intake(settings, topics, detector, IntakeStatus()), threading.Event()
+    running = threading.Thread(target=intake.run, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while aborted() < before + 2:  # read again and aborted again: it is in a loop
+            assert time.monotonic() < deadline and running.is_alive()
+            time.sleep(0.05)
+        client.produce(raw, script_block("ws1", time.time(), WMIEXEC, 1))  # read meanwhile
+        client.flush(10)
+        time.sleep(2)
+        refuse_larger_than(settings, topics.dead_letter, 1_048_588)
+        letters = read_topic(settings, topics.dead_letter, expected=1)
+        matches = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "match")
+    finally:
+        stop.set()
+        running.join(60)
+    assert [letter["reason"] for letter in letters] == ["not_xml"]
+    assert [m["rule_id"] for m in matches if m["type"] == "match"] == [WMIEXEC_RULE]
+    assert aborted() >= before + 2
