@@ -171,10 +171,16 @@ class Stage:
             self._drop(partition)
 
     async def _settled(self) -> None:
-        """Wait for the commit in flight, if any (raising what it raised)."""
-        if self.committing is not None:
-            in_flight, self.committing = self.committing, None
+        """Wait for the commit in flight, if any (raising what it raised). It stays in flight
+        meanwhile: no other commit may begin (``commit_due``, ``start_commit``) until it ends."""
+        in_flight = self.committing
+        if in_flight is None:
+            return
+        try:
             await in_flight
+        finally:
+            if self.committing is in_flight:
+                self.committing = None
 
     async def _commit_due_partitions(self, everything: bool = False) -> None:
         self.last_commit = now = time.monotonic()

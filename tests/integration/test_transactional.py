@@ -87,3 +87,26 @@ def test_a_revoke_during_a_commit_commits_what_was_held_then_lets_go(settings: S
     assert stage.owned == {} and stage.assigned == set() and dict(stage.table) == {}
     assert [m.value() for m in read(settings, output, 2)] == [b"first", b"second"]
     assert committed_state(stage) == ({"k0": b"first", "k1": b"second"}, 2)
+
+
+def test_no_commit_begins_while_a_revoke_waits_for_the_one_in_flight(settings: Settings) -> None:
+    stage, output = new_stage(settings)
+
+    async def run() -> None:
+        await handle(stage, 0, output, b"first")
+        stage.start_commit()
+        await asyncio.sleep(0)
+        await handle(stage, 1, output, b"second")  # held: its commit is in flight
+        revoking = asyncio.ensure_future(stage.revoke([0]))
+        await asyncio.sleep(0)  # the revoke now waits for the commit in flight
+        stage.last_commit = 0.0  # a commit is long due, as for the idle timer
+        assert not stage.commit_due()
+        in_flight = stage.committing
+        stage.start_commit()  # what the idle timer does: nothing while one is in flight
+        assert stage.committing is in_flight
+        await revoking
+
+    asyncio.run(run())
+    assert stage.owned == {} and dict(stage.table) == {}
+    assert [m.value() for m in read(settings, output, 2)] == [b"first", b"second"]
+    assert committed_state(stage) == ({"k0": b"first", "k1": b"second"}, 2)
