@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 
 from confluent_kafka import (
@@ -33,7 +32,7 @@ from confluent_kafka import (
 
 from pipeline import metrics
 from pipeline.batch import BatchProcessor, BatchResult
-from pipeline.delivery import DELIVERIES, producer_config, rewind
+from pipeline.delivery import DELIVERIES, Offsets, producer_config, rewind
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.kafka import consumer, producer, within
@@ -78,16 +77,6 @@ class SuppressionFollower:
         return messages
 
 
-@dataclass(frozen=True)
-class InFlight:
-    """A batch whose records are sent and whose commit runs in the committing thread."""
-
-    commit: Future[bool]
-    result: BatchResult
-    started: float  # when its processing began (perf_counter)
-    read: bool  # it held records (not only ticks)
-
-
 class Intake:
     """Consume raw topics in batches; process each while the one before commits."""
 
@@ -115,7 +104,7 @@ class Intake:
         self.source_count = 0  # partitions of the raw topics, all intakes together
         self.committed_at_assign: dict[tuple[str, int], int] = {}
         self.committing = ThreadPoolExecutor(1, thread_name_prefix="intake-commit")
-        self.in_flight: InFlight | None = None
+        self.in_flight: Future[bool] | None = None  # the commit of the batch before
         self.read_again = False  # a batch was aborted: what was read since it is read again
 
     def run(self, stop: ProcessEvent) -> None:
@@ -134,8 +123,6 @@ class Intake:
                 tick = time.monotonic() >= next_tick
                 if batch or tick:
                     self.deliver(batch, tick)
-                elif self.in_flight is not None and self.in_flight.commit.done():
-                    self.settle()  # counted now, not at the next batch
                 if tick:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
         finally:
@@ -216,26 +203,31 @@ class Intake:
             self.delivery.recover(exception)
             self._rewind()
             return
-        commit = self.committing.submit(self.delivery.end, offsets)
-        self.in_flight = InFlight(commit, result, started, bool(batch))
+        self.in_flight = self.committing.submit(self._end, offsets, result, started, bool(batch))
+
+    def _end(
+        self, offsets: Offsets | None, result: BatchResult, started: float, read: bool
+    ) -> bool:
+        """Commit a batch and count it once committed (in the committing thread)."""
+        committed = self.delivery.end(offsets)
+        if committed:  # an aborted batch is counted when it is processed again
+            result.count()
+            if read:
+                metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        return committed
 
     def settle(self) -> None:
-        """Wait for the batch in flight to commit and count it; if it could not, have what was
-        read since it began read again."""
-        flight, self.in_flight = self.in_flight, None
-        if flight is None:
+        """Wait for the batch in flight to commit; if it could not, have what was read since
+        it began read again."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is None:
             return
         try:
-            committed = flight.commit.result()
+            committed = in_flight.result()
         except KafkaException as exception:
             self.delivery.recover(exception)
             committed = False
-        if not committed:  # counted when it is processed again
-            self.read_again = True
-            return
-        flight.result.count()
-        if flight.read:
-            metrics.intake_batch_seconds.observe(time.perf_counter() - flight.started)
+        self.read_again = self.read_again or not committed
 
     def _rewind(self) -> None:
         rewind(self.consumer, self.status.beat)
