@@ -26,13 +26,12 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import WorkerProcess, read_topic, schema_validator, the_intake
 from tests.integration.test_stream import scrape
-from tests.synthetic import WMIEXEC, script_block
+from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 from tests.synthetic_hostile import TEST_MAX_EVENT_BYTES, suite
 
 pytestmark = pytest.mark.integration
 
 CANARY_SECONDS = 30.0  # each canary's finding arrives within this (seconds on a loaded machine)
-WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"
 
 
 class Findings:

@@ -30,7 +30,7 @@ from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import read_topic
-from tests.synthetic import WMIEXEC, script_block
+from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_an_intake_stuck_in_a_kafka_call_writes_its_stack_when_told(
     assert "in run_intake_process" in written
 
 
-WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"
+KAFKA_MAX_MESSAGE_BYTES = 1_048_588  # the broker's default ``max.message.bytes``
 
 
 def refuse_larger_than(settings: Settings, topic: str, size: int) -> None:
@@ -101,7 +101,7 @@ def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_a
         client.produce(raw, script_block("ws1", time.time(), WMIEXEC, 1))  # read meanwhile
         client.flush(10)
         time.sleep(2)
-        refuse_larger_than(settings, topics.dead_letter, 1_048_588)
+        refuse_larger_than(settings, topics.dead_letter, KAFKA_MAX_MESSAGE_BYTES)
         letters = read_topic(settings, topics.dead_letter, expected=1)
         matches = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "match")
     finally:

@@ -37,11 +37,10 @@ from tests.conftest import (
     the_intake,
     wait_until_gone,
 )
-from tests.synthetic import WMIEXEC, script_block
+from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 
 pytestmark = pytest.mark.integration
 
-WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage
 
 SEED_SAMPLES = sorted((FIXTURES / "demo").glob("*.xml")) + sorted((FIXTURES / "demo").glob("*.log"))
 ALL_SAMPLES = SEED_SAMPLES + sorted(p for p in (FIXTURES / "rules").iterdir() if p.suffix != ".md")

@@ -18,11 +18,10 @@ from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import WorkerProcess, read_topic, schema_validator, start_worker
 from tests.integration.test_stream import scrape, total
-from tests.synthetic import BENIGN, WMIEXEC, WMIMETHOD, script_block
+from tests.synthetic import BENIGN, WMIEXEC, WMIEXEC_RULE, WMIMETHOD, script_block
 
 pytestmark = pytest.mark.integration
 T0 = 1_709_640_000.0  # 2024-03-05T12:00:00Z, on an hour boundary
-WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"
 
 
 def produce(settings: Settings, topic: str, payloads: list[bytes], key: str) -> None:

@@ -17,11 +17,10 @@ from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
 from pipeline.topics import Topics, load_topics
 from tests import PROJECT_ROOT
-from tests.synthetic import BENIGN, WMIEXEC, script_block
+from tests.synthetic import BENIGN, WMIEXEC, WMIEXEC_RULE, script_block
 from tests.unit.conftest import shared
 
 POWERSHELL = "windows.powershell"
-WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage
 EVENT_TIME = 1_790_000_000.0
 CLOCK = EVENT_TIME + 60
 
