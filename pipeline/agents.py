@@ -33,7 +33,7 @@ from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
 from pipeline.state import PartitionedTable
-from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Scoring
+from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Rejected, Scoring
 from pipeline.transactional import Stage
 from pipeline.watermark import MergedWatermark
 
@@ -138,24 +138,32 @@ def create_app(settings: Settings, health: Health) -> faust.App:
 
     def handle(stage: Stage, source: TP, offset: int, payload: bytes) -> None:
         """Hand one record to its stage's decisions and send what they return; one that
-        cannot be handled is dead-lettered (in the same transaction)."""
+        cannot be handled, or a part of it, is dead-lettered (in the same transaction)."""
         decide = decisions[stage.name]
         try:
             step = decide.handle(payload, source.partition, time.time())
         except Exception as error:  # the record's fault: nothing of it is published or kept
             decide.discard()
             log.warning("dead-lettering %s[%d]@%d: %r", *source, offset, error, exc_info=error)
-            record = dead_letter_record(
-                RejectReason.UNPROCESSABLE, repr(error), *source, offset, payload
-            )
-            letter = DEAD_LETTER.encode(record)
-            stage.produce(source.partition, topics.dead_letter, source.topic.encode(), letter)
-            metrics.aggregation_rejected_total.labels(source.topic).inc()
+            reject(stage, source, offset, Rejected(payload, repr(error)))
         else:
             for out in step.outgoing:
                 stage.produce(source.partition, outputs[out.output], out.key.encode(), out.value)
+            for rejected in step.rejected:
+                log.warning("dead-lettering part of %s[%d]@%d: %s", *source, offset, rejected.error)
+                reject(stage, source, offset, rejected)
             decide.commit(step, time.time())
         stage.handled(source.partition, offset)
+
+    def reject(stage: Stage, source: TP, offset: int, rejected: Rejected) -> None:
+        """Send ``rejected`` (a record read at ``offset`` of ``source``, or part of it) to the
+        dead-letter topic."""
+        record = dead_letter_record(
+            RejectReason.UNPROCESSABLE, rejected.error, *source, offset, rejected.payload
+        )
+        letter = DEAD_LETTER.encode(record)
+        stage.produce(source.partition, topics.dead_letter, source.topic.encode(), letter)
+        metrics.aggregation_rejected_total.labels(source.topic).inc()
 
     async def run(stage: Stage, stream: faust.StreamT[bytes]) -> None:
         """Handle each record Faust delivers (and any it skipped), committing as due."""

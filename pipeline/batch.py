@@ -8,16 +8,18 @@ metric counts are tallied per (topic, verdict) and added once per batch.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import msgspec
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
-from pipeline.records import DEAD_LETTER, MATCH, Match, Origin
+from pipeline.records import DEAD_LETTER, MATCH, MATCH_BATCH, Match, MatchBatch, Origin
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
@@ -25,13 +27,16 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
+MATCH_BATCH_BYTES = 256 * 1024  # a matches record's size, well under Kafka's 1 MB default
 Tally = Counter[tuple[CounterMetric, tuple[str, ...]]]
 
 
 @dataclass
 class BatchResult:
-    """The records one batch produces, as (topic, key, value), and its metric tallies."""
+    """The records one batch produces: its matches as (dest, encoded match), its dead letters
+    as (topic, key, value), and its metric tallies."""
 
+    matches: list[tuple[str, bytes]] = field(default_factory=list)
     produce: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     tally: Tally = field(default_factory=Counter)
     screened: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # topic, source, code
@@ -72,7 +77,7 @@ class BatchProcessor:
             metrics.matches_suppressed_total.labels(rule_id)
 
     def process(self, messages: Iterable[Message]) -> BatchResult:
-        """Return what ``messages`` produce: matches keyed by dest, and dead letters."""
+        """Return what ``messages`` produce: matches with their dests, and dead letters."""
         result = BatchResult()
         for message in messages:
             error = message.error()
@@ -118,7 +123,7 @@ class BatchProcessor:
                 metrics.matches_suppressed_total.labels(match.rule_id).inc()
                 continue
             self._observe_rule_time(match)
-            result.produce.append((self.topics.matches, match.dest.encode(), MATCH.encode(match)))
+            result.matches.append((match.dest, MATCH.encode(match)))
 
     def _observe_rule_time(self, match: Match) -> None:
         newest = max(self.rule_times.get(match.rule_id, match.time), match.time)
@@ -138,6 +143,39 @@ class BatchProcessor:
             tally[(metrics.event_times_clamped_total, (outcome.source, outcome.event.clamped))] += 1
         for match in outcome.matches:
             tally[(metrics.rule_matches_total, (match.rule_id,))] += 1
+
+
+def matches_partition(dest: str, partitions: int) -> int:
+    """Return the matches partition of ``dest``: where librdkafka's default partitioner puts
+    a record keyed by it (CRC-32 of the key), so a dest's groups stay where they were kept."""
+    return zlib.crc32(dest.encode()) % partitions
+
+
+def match_batches(
+    matches: Iterable[tuple[str, bytes]], partitions: int, limit: int = MATCH_BATCH_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (partition, record) for ``matches``: each partition's in order, in records of at
+    most ``limit`` bytes of matches (a larger match goes alone)."""
+    by_partition: defaultdict[int, list[bytes]] = defaultdict(list)
+    for dest, match in matches:
+        by_partition[matches_partition(dest, partitions)].append(match)
+    for partition, encoded in by_partition.items():
+        for chunk in _chunks(encoded, limit):
+            batch = MatchBatch(tuple(msgspec.Raw(match) for match in chunk))
+            yield partition, MATCH_BATCH.encode(batch)
+
+
+def _chunks(encoded: list[bytes], limit: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    size = 0
+    for match in encoded:
+        if chunk and size + len(match) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(match)
+        size += len(match)
+    if chunk:
+        yield chunk
 
 
 def received_at(message: Message) -> float | None:

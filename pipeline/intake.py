@@ -1,11 +1,12 @@
 """Batched intake: raw topics -> detection core -> matches and dead letters (confluent-kafka).
 
 The bulk of raw events never reach Faust: this loop reads them in batches, runs the pure
-core, produces the few matches keyed by dest, and commits its offsets only with (exactly-once)
-or after (at-least-once) the records it produced. A batch commits in a thread of its own while
-the next one is read and processed; that one's records are sent once the commit has returned,
-and when it was aborted, both batches are read again. The worker runs the intake in a process
-of its own, so parsing never waits for the Faust process's interpreter lock.
+core, produces the few matches in one record per matches partition (that of their dest), and
+commits its offsets only with (exactly-once) or after (at-least-once) the records it produced.
+A batch commits in a thread of its own while the next one is read and processed; that one's
+records are sent once the commit has returned, and when it was aborted, both batches are read
+again. The worker runs the intake in a process of its own, so parsing never waits for the
+Faust process's interpreter lock.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from confluent_kafka import (
 )
 
 from pipeline import metrics
-from pipeline.batch import BatchProcessor, BatchResult
+from pipeline.batch import BatchProcessor, BatchResult, match_batches
 from pipeline.delivery import DELIVERIES, Offsets, producer_config, rewind
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
@@ -196,6 +197,9 @@ class Intake:
             self.delivery.begin()
             for topic, key, value in result.produce:
                 self.producer.produce(topic, value, key=key)
+            partitions = len(self.tick_partitions)
+            for partition, value in match_batches(result.matches, partitions):
+                self.producer.produce(self.topics.matches, value, partition=partition)
             if tick:
                 self._produce_ticks()
             offsets = self.delivery.offsets() if batch else None

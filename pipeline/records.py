@@ -43,6 +43,16 @@ class Match(Record, frozen=True, tag_field="type", tag="match"):
     ingested_at: float  # arrival: the raw record's Kafka timestamp, epoch seconds
 
 
+class MatchBatch(Record, frozen=True, tag_field="type", tag="matches"):
+    """The matches of one intake batch bound for one matches partition, in order.
+
+    Each match stays its own JSON value, decoded by ``MATCH`` when it is counted: one that is
+    not a match is dead-lettered alone, and the others are counted.
+    """
+
+    matches: tuple[msgspec.Raw, ...]
+
+
 class SourceReport(Record, frozen=True, array_like=True):
     """How far one raw partition has been read: part of a tick."""
 
@@ -236,7 +246,8 @@ class Codec(Generic[T]):
 
 MATCH: Codec[Match] = Codec(Match)
 TICK: Codec[Tick] = Codec(Tick)
-AGGREGATION_INPUT: Codec[Match | Tick] = Codec(Match | Tick)  # told apart by "type"
+MATCH_BATCH: Codec[MatchBatch] = Codec(MatchBatch)
+AGGREGATION_INPUT: Codec[Match | MatchBatch | Tick] = Codec(Match | MatchBatch | Tick)  # by "type"
 DEST_STATE: Codec[DestState] = Codec(DestState)
 FINDING: Codec[Finding] = Codec(Finding)
 RISK_EVENT: Codec[RiskEvent] = Codec(RiskEvent)

@@ -1,10 +1,11 @@
 """The worker's decisions, without Faust: what each matches or risk record leads to.
 
 ``agents`` only wires: it hands each record's bytes to ``Aggregation.handle`` or
-``Scoring.handle``, sends the returned outputs and then calls ``commit``, which applies the
-record's table changes; ``pipeline.transactional`` makes outputs, changes and the input offset
-durable together. A record that raises is the record's fault: ``discard`` drops what it staged
-and the caller dead-letters it.
+``Scoring.handle``, sends the returned outputs and dead-letters the returned rejects, and then
+calls ``commit``, which applies the record's table changes; ``pipeline.transactional`` makes
+outputs, changes and the input offset durable together. A record that raises is the record's
+fault: ``discard`` drops what it staged and the caller dead-letters it. A match of a batch that
+is not a match of a loaded rule is rejected alone; the batch's other matches are counted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+import msgspec
+
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
 from pipeline.emit import build_risk_events
@@ -22,11 +25,13 @@ from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
     AGGREGATION_INPUT,
     INCIDENT,
+    MATCH,
     RISK_EVENT,
     Codec,
     DestState,
     Finding,
     Match,
+    MatchBatch,
     ObjectState,
     Tick,
 )
@@ -48,21 +53,30 @@ class Output(StrEnum):
 
 
 class Outgoing(NamedTuple):
-    """One record to publish, with what its metric counts (a finding's status, a kind)."""
+    """One record to publish, with what its metric counts (a finding's status, a kind) and
+    when the event that made it arrived (a new finding's)."""
 
     output: Output
     key: str
     value: bytes
     rule_id: str
     kind: str
+    ingested_at: float | None = None
+
+
+class Rejected(NamedTuple):
+    """A part of an input record that could not be handled, and why (to dead-letter)."""
+
+    payload: bytes
+    error: str
 
 
 @dataclass
 class Step:
-    """What one input record leads to: the records to publish, and when its event arrived."""
+    """What one input record leads to: the records to publish and the parts rejected."""
 
     outgoing: list[Outgoing] = field(default_factory=list)
-    ingested_at: float | None = None
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 class EncodedTable(MutableMapping[str, V], Generic[V]):
@@ -162,14 +176,27 @@ class Aggregation:
         record = AGGREGATION_INPUT.decode(payload)
         if isinstance(record, Tick):
             return self.on_tick(record, partition, now)
+        if isinstance(record, MatchBatch):
+            return self.on_batch(record, partition, now)
         return self.on_match(record, partition, now)
+
+    def on_batch(self, batch: MatchBatch, partition: int, now: float) -> Step:
+        """Count each match of ``batch``; reject alone one that is not a loaded rule's match."""
+        step = Step()
+        for raw in batch.matches:
+            payload = bytes(raw)
+            try:
+                match = self._known(MATCH.decode(payload))
+            except (msgspec.ValidationError, KeyError) as error:
+                step.rejected.append(Rejected(payload, repr(error)))
+            else:
+                step.outgoing += self.on_match(match, partition, now).outgoing
+        return step
 
     def on_match(self, match: Match, partition: int, now: float) -> Step:
         """Count a match unless it is a redelivery; return the findings it makes due."""
-        if match.rule_id not in self.rules:
-            raise KeyError(f"match of unknown rule {match.rule_id!r}")
         watermark = self._watermark(partition).value
-        due = self.windows.add(match, watermark, now, partition)
+        due = self.windows.add(self._known(match), watermark, now, partition)
         if due is None:
             metrics.series(metrics.matches_redelivered_total, match.rule_id).inc()
             return Step()
@@ -177,7 +204,7 @@ class Aggregation:
         metrics.series(metrics.matches_aggregated_total, match.rule_id).inc()
         if self.windows.is_late(match, watermark):
             metrics.series(metrics.late_matches_total, match.rule_id).inc()
-        return Step(self._outgoing(due), match.ingested_at)
+        return Step(self._outgoing(due, match.ingested_at))
 
     def on_tick(self, tick: Tick, partition: int, now: float) -> Step:
         """Advance the partition's watermark; return the updates and finals it makes due."""
@@ -203,6 +230,12 @@ class Aggregation:
         """Rebuild the schedule of dests from the table at the next record (a rebalance)."""
         self.wakeups = None
 
+    def _known(self, match: Match) -> Match:
+        """Return ``match``; raise KeyError if its rule is not loaded."""
+        if match.rule_id not in self.rules:
+            raise KeyError(f"match of unknown rule {match.rule_id!r}")
+        return match
+
     def _watermark(self, partition: int) -> MergedWatermark:
         if partition not in self.watermarks:
             self.watermarks[partition] = self.new_watermark()
@@ -225,8 +258,9 @@ class Aggregation:
         if state:
             self._wakeups(partition).schedule(dest, self.windows.wake(state))
 
-    def _outgoing(self, due: list[Finding]) -> list[Outgoing]:
-        """Return the findings due, each followed by the risk events of a new one."""
+    def _outgoing(self, due: list[Finding], ingested_at: float | None = None) -> list[Outgoing]:
+        """Return the findings due, each followed by the risk events of a new one; a new one
+        made by a match carries when that match's event arrived."""
         records = []
         for finding in due:
             records.append(
@@ -236,6 +270,7 @@ class Aggregation:
                     self.render(finding),
                     finding.rule_id,
                     finding.status,
+                    ingested_at if finding.status == "new" else None,
                 )
             )
             if finding.status != "new":
@@ -292,5 +327,5 @@ def count_published(step: Step, now: float) -> None:
             metrics.series(metrics.incidents_emitted_total, record.kind).inc()
         else:
             metrics.series(metrics.findings_emitted_total, record.rule_id, record.kind).inc()
-            if record.kind == "new" and step.ingested_at is not None:
-                metrics.finding_latency_seconds.observe(now - step.ingested_at)
+            if record.ingested_at is not None:
+                metrics.finding_latency_seconds.observe(now - record.ingested_at)

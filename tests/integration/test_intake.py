@@ -21,6 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY
 
 from pipeline.agents import send_signal
+from pipeline.batch import matches_partition
 from pipeline.broker import free_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
@@ -103,10 +104,34 @@ def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_a
         time.sleep(2)
         refuse_larger_than(settings, topics.dead_letter, KAFKA_MAX_MESSAGE_BYTES)
         letters = read_topic(settings, topics.dead_letter, expected=1)
-        matches = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "match")
+        matches = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "matches")
     finally:
         stop.set()
         running.join(60)
     assert [letter["reason"] for letter in letters] == ["not_xml"]
-    assert [m["rule_id"] for m in matches if m["type"] == "match"] == [WMIEXEC_RULE]
+    rules = [m["rule_id"] for r in matches if r["type"] == "matches" for m in r["matches"]]
+    assert rules == [WMIEXEC_RULE]
     assert aborted() >= before + 2
+
+
+def test_a_dest_s_matches_go_to_the_partition_a_record_keyed_by_it_goes_to(
+    settings: Settings, topics: Topics
+) -> None:
+    """Batches go where librdkafka's default partitioner sent a match keyed by its dest, so an
+    upgrade from intakes that sent them one by one keeps each dest's groups where they are."""
+    client, went = producer(settings), {}
+    dests = [f"host{n:03d}.corp.example" for n in range(60)]
+    for dest in dests:
+        client.produce(
+            topics.matches,
+            b"{}",
+            key=dest.encode(),
+            on_delivery=lambda error, message: went.update({message.key(): message.partition()}),
+        )
+    assert client.flush(30) == 0
+    partitions = len(
+        client.list_topics(topics.matches, timeout=30).topics[topics.matches].partitions
+    )
+    assert partitions == 6
+    assert went == {dest.encode(): matches_partition(dest, partitions) for dest in dests}
+    assert len(set(went.values())) == partitions

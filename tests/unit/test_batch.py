@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
 from pipeline import metrics
-from pipeline.batch import BatchProcessor
+from pipeline.batch import BatchProcessor, match_batches, matches_partition
 from pipeline.engine import Detector
-from pipeline.records import DEAD_LETTER, MATCH
+from pipeline.records import AGGREGATION_INPUT, DEAD_LETTER, MATCH, MatchBatch
 from pipeline.rules.loader import load_rules
 from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
@@ -61,13 +61,11 @@ def message(payload: bytes, offset: int, kafka_time: float | None = CLOCK) -> Me
     return Message(topic=POWERSHELL, partition=2, offset=offset, value=payload, timestamp=timestamp)
 
 
-def test_a_match_is_produced_keyed_by_dest_with_its_origin_and_arrival(
-    batches: BatchProcessor, topics: Topics
-) -> None:
+def test_a_match_is_kept_with_its_dest_origin_and_arrival(batches: BatchProcessor) -> None:
     result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 41)])
-    ((topic, key, value),) = result.produce
+    ((dest, value),) = result.matches
     found = MATCH.decode(value)
-    assert (topic, key) == (topics.matches, b"ws01")
+    assert dest == "ws01"
     assert (found.rule_id, found.dest, found.time, found.ingested_at) == (
         WMIEXEC_RULE,
         "ws01",
@@ -82,7 +80,7 @@ def test_a_match_is_produced_keyed_by_dest_with_its_origin_and_arrival(
 def test_without_a_kafka_timestamp_the_arrival_is_the_clock(batches: BatchProcessor) -> None:
     payload = script_block("ws01", EVENT_TIME, WMIEXEC, 7)
     result = batches.process([message(payload, 1, kafka_time=None)])
-    assert MATCH.decode(result.produce[0][2]).ingested_at == CLOCK
+    assert MATCH.decode(result.matches[0][1]).ingested_at == CLOCK
 
 
 def test_a_record_that_cannot_be_parsed_is_dead_lettered_with_its_reason(
@@ -106,7 +104,7 @@ def test_screened_events_are_tallied_together_and_produce_nothing(
 ) -> None:
     benign = [message(script_block("ws01", EVENT_TIME + i, BENIGN, i), i) for i in range(5)]
     result = batches.process(benign)
-    assert result.produce == []
+    assert result.produce == result.matches == []
     assert result.tally[(metrics.events_consumed_total, (POWERSHELL, "4104"))] == 5
     assert result.tally[(metrics.events_dropped_total, ("powershell",))] == 5
 
@@ -131,7 +129,7 @@ def test_a_suppressed_match_is_not_produced(
     )
     suppressions.apply("lab", entry)
     result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 1)])
-    assert result.produce == []
+    assert result.matches == []
     assert result.tally[(metrics.rule_matches_total, (WMIEXEC_RULE,))] == 1  # matched, then dropped
 
 
@@ -153,7 +151,7 @@ def test_suppressions_expire_by_the_clock_not_the_event_time(
     )
     suppressions.apply("window", entry)
     result = batches.process([message(script_block("ws01", EVENT_TIME, WMIEXEC, 7), 1)])
-    assert len(result.produce) == (0 if suppressed else 1)
+    assert len(result.matches) == (0 if suppressed else 1)
 
 
 def test_the_tally_reaches_the_metrics_once_counted(batches: BatchProcessor) -> None:
@@ -161,3 +159,43 @@ def test_the_tally_reaches_the_metrics_once_counted(batches: BatchProcessor) -> 
     before = sample._value.get()
     batches.process([message(script_block("ws01", EVENT_TIME, BENIGN, 1), 1)]).count()
     assert sample._value.get() == before + 1
+
+
+def matches_of(batches: BatchProcessor, hosts: int) -> list[tuple[str, bytes]]:
+    events = [script_block(f"ws{n % hosts:02d}", EVENT_TIME + n, WMIEXEC, n) for n in range(40)]
+    return batches.process([message(event, n) for n, event in enumerate(events)]).matches
+
+
+def unbatched(records: list[tuple[int, bytes]]) -> dict[int, list[bytes]]:
+    """Return each partition's matches, in the order its records hold them."""
+    found: dict[int, list[bytes]] = {}
+    for partition, value in records:
+        batch = AGGREGATION_INPUT.decode(value)
+        assert isinstance(batch, MatchBatch)
+        found.setdefault(partition, []).extend(bytes(match) for match in batch.matches)
+    return found
+
+
+def test_matches_go_in_one_record_per_partition_of_their_dest_in_their_order(
+    batches: BatchProcessor,
+) -> None:
+    matches = matches_of(batches, hosts=7)
+    records = list(match_batches(matches, 6))
+    assert sorted(partition for partition, _ in records) == sorted(set(dict(records)))
+    expected: dict[int, list[bytes]] = {}
+    for dest, match in matches:
+        expected.setdefault(matches_partition(dest, 6), []).append(match)
+    assert unbatched(records) == expected
+    assert len(expected) > 1
+
+
+def test_a_partition_s_matches_are_split_into_records_of_at_most_the_limit(
+    batches: BatchProcessor,
+) -> None:
+    matches = matches_of(batches, hosts=1)
+    size = len(matches[0][1])
+    records = list(match_batches(matches, 6, limit=3 * size + 10))
+    assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in records] == [3] * 13 + [1]
+    assert unbatched(records) == {matches_partition("ws00", 6): [m for _, m in matches]}
+    alone = list(match_batches(matches[:2], 6, limit=size // 2))  # larger than the limit
+    assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in alone] == [1, 1]

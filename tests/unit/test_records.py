@@ -18,6 +18,7 @@ import pytest
 from jsonschema import ValidationError
 
 from pipeline.aggregate import Aggregator
+from pipeline.batch import match_batches
 from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.files import read_records
@@ -30,12 +31,14 @@ from pipeline.records import (
     INCIDENT,
     INPUT_POSITION,
     MATCH,
+    MATCH_BATCH,
     OBJECT_STATE,
     RISK_EVENT,
     TICK,
     Codec,
     DestState,
     InputPosition,
+    MatchBatch,
     Origin,
     Record,
     SourceReport,
@@ -114,6 +117,14 @@ def all_samples() -> Iterator[tuple[str, Codec[Any], Record]]:
             yield topic, codec, record
     for record in ticks():
         yield "wmiwatch.matches", TICK, record
+    for record in match_batches_of(list(matches())):
+        yield "wmiwatch.matches", MATCH_BATCH, record
+
+
+def match_batches_of(found: list[Any]) -> list[MatchBatch]:
+    """Return ``found`` as the intake sends them: in batches per matches partition."""
+    encoded = [(match.dest, MATCH.encode(match)) for match in found]
+    return [MATCH_BATCH.decode(value) for _, value in match_batches(encoded, 6, limit=4096)]
 
 
 @pytest.mark.parametrize("topic", [*SAMPLES, "ticks"])
@@ -138,11 +149,17 @@ def test_the_golden_files_are_byte_for_byte_what_the_codec_writes() -> None:
             assert FINDING.encode(FINDING.decode(line)) == line
 
 
-def test_the_matches_topic_tells_matches_from_ticks_by_type() -> None:
-    match = next(matches())
-    assert AGGREGATION_INPUT.decode(MATCH.encode(match)) == match
+def test_the_matches_topic_tells_batches_matches_and_ticks_by_type() -> None:
+    found = list(matches())
+    assert AGGREGATION_INPUT.decode(MATCH.encode(found[0])) == found[0]
     tick = ticks()[0]
     assert AGGREGATION_INPUT.decode(TICK.encode(tick)) == tick
+    batches = match_batches_of(found)
+    assert len(batches) > 1
+    for batch in batches:
+        assert AGGREGATION_INPUT.decode(MATCH_BATCH.encode(batch)) == batch
+    carried = [MATCH.decode(m) for batch in batches for m in batch.matches]
+    assert sorted(carried, key=repr) == sorted(found, key=repr)
 
 
 def mutations(value: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -19,11 +19,13 @@ from pipeline.records import (
     INCIDENT,
     INPUT_POSITION,
     MATCH,
+    MATCH_BATCH,
     RISK_EVENT,
     TICK,
     DestState,
     InputPosition,
     Match,
+    MatchBatch,
     Origin,
     SourceReport,
     Tick,
@@ -74,7 +76,7 @@ def test_a_first_match_publishes_a_new_finding_and_its_risk_events(
     assert FINDING.decode(finding.value).count == 1
     assert [(r.output, r.key) for r in risk] == [(Output.RISK, "h1"), (Output.RISK, "CORP\\bob")]
     assert RISK_EVENT.decode(risk[0].value).finding_id == FINDING.decode(finding.value).finding_id
-    assert step.ingested_at == 5.0
+    assert [r.ingested_at for r in step.outgoing] == [5.0, None, None]
     assert table == {}  # nothing is kept until the records are acknowledged
     aggregation.commit(step, now=11.0)
     assert list(table) == ["h1"]
@@ -146,6 +148,7 @@ def test_after_a_rebalance_the_index_is_rebuilt_from_the_table(
         b'{"type": "verdict"}',
         b'{"type": "match", "rule_id": "r"}',
         b'{"type": "tick", "sent_at": 1, "source_count": -1, "sources": []}',
+        b'{"type": "matches", "matches": {}}',
     ],
 )
 def test_a_malformed_record_raises_and_stages_nothing(
@@ -161,6 +164,43 @@ def test_a_match_of_an_unknown_rule_raises(aggregation: Aggregation) -> None:
     payload = MATCH.encode(Match("no-such-rule", "h1", 1.0, {}, {}, None, False, 1.0))
     with pytest.raises(KeyError, match="no-such-rule"):
         aggregation.handle(payload, 0, now=NOW)
+
+
+def batch(*matches: bytes) -> bytes:
+    return MATCH_BATCH.encode(MatchBatch(tuple(msgspec.Raw(m) for m in matches)))
+
+
+def test_a_batch_of_matches_publishes_what_its_matches_would_one_by_one(
+    rules: dict[str, Any],
+) -> None:
+    matches = [match(7300.0, "h1", 5.0), match(7301.0, "h1", 6.0), match(7302.0, "h2", 7.0)]
+    batched, single = (
+        Aggregation(rules, {}, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300))
+        for _ in range(2)
+    )
+    step = batched.handle(batch(*matches), 0, now=NOW)
+    one_by_one = [o for m in matches for o in single.handle(m, 0, now=NOW).outgoing]
+    assert step.outgoing == one_by_one
+    assert [(o.key, o.ingested_at) for o in step.outgoing if o.output is Output.FINDINGS] == [
+        ("h1", 5.0),
+        ("h2", 7.0),
+    ]
+    assert step.rejected == []
+
+
+def test_a_batch_s_match_that_cannot_be_counted_is_rejected_alone(
+    aggregation: Aggregation, table: dict[str, DestState]
+) -> None:
+    unknown = MATCH.encode(Match("no-such-rule", "h9", 1.0, {}, {}, None, False, 1.0))
+    mistyped = b'{"type": "match", "rule_id": 7}'
+    step = aggregation.handle(
+        batch(match(7300.0, "h1"), unknown, mistyped, match(7300.0, "h2")), 0, NOW
+    )
+    assert [o.key for o in step.outgoing if o.output is Output.FINDINGS] == ["h1", "h2"]
+    assert [r.payload for r in step.rejected] == [unknown, mistyped]
+    assert "no-such-rule" in step.rejected[0].error
+    aggregation.commit(step, NOW)
+    assert sorted(table) == ["h1", "h2"]
 
 
 def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None:
