@@ -32,9 +32,9 @@ from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
-from pipeline.state import PartitionedTable
+from pipeline.state import MATCHES_POSITION, RISK_BATCHES_POSITION, PartitionedTable
 from pipeline.stream import Aggregation, Decisions, EncodedTable, Output, Rejected, Scoring
-from pipeline.transactional import Stage
+from pipeline.transactional import Outbound, Stage
 from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
@@ -106,6 +106,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     outputs = {
         Output.FINDINGS: topics.findings,
         Output.RISK: topics.risk,
+        Output.RISK_BATCHES: topics.risk_batches,
         Output.INCIDENTS: topics.incidents,
     }
     groups, objects = PartitionedTable(), PartitionedTable()
@@ -116,6 +117,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         settings.window_policy(),
         RENDERERS[settings.output_format],
         lambda: MergedWatermark(stale_after, settings.max_event_future_seconds),
+        topics.spec("wmiwatch.risk-batches").partitions,
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
     aggregating = Stage(
@@ -123,14 +125,16 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         "aggregation",
         topics.matches,
         topics.name("wmiwatch.aggregation-state"),
+        MATCHES_POSITION,
         groups,
         lambda partition: aggregation.forget_index(),  # its open groups join (or leave) the index
     )
     scoring_stage = Stage(
         settings,
         "scoring",
-        topics.risk,
+        topics.risk_batches,
         topics.name("wmiwatch.risk-state"),
+        RISK_BATCHES_POSITION,
         objects,
         lambda partition: scoring.forget_index(),  # its objects join (or leave) the schedule
     )
@@ -148,7 +152,8 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             reject(stage, source, offset, Rejected(payload, repr(error)))
         else:
             for out in step.outgoing:
-                stage.produce(source.partition, outputs[out.output], out.key.encode(), out.value)
+                topic, key = outputs[out.output], out.key.encode()
+                stage.produce(source.partition, Outbound(topic, key, out.value, out.partition))
             for rejected in step.rejected:
                 log.warning("dead-lettering part of %s[%d]@%d: %s", *source, offset, rejected.error)
                 reject(stage, source, offset, rejected)
@@ -162,7 +167,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
             RejectReason.UNPROCESSABLE, rejected.error, *source, offset, rejected.payload
         )
         letter = DEAD_LETTER.encode(record)
-        stage.produce(source.partition, topics.dead_letter, source.topic.encode(), letter)
+        stage.produce(source.partition, Outbound(topics.dead_letter, source.topic.encode(), letter))
         metrics.aggregation_rejected_total.labels(source.topic).inc()
 
     async def run(stage: Stage, stream: faust.StreamT[bytes]) -> None:
@@ -182,9 +187,9 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         with _counting_crashes("aggregate", health.agents):
             await run(aggregating, stream)
 
-    @app.agent(app.topic(topics.risk, value_serializer="raw", internal=False))
+    @app.agent(app.topic(topics.risk_batches, value_serializer="raw", internal=False))
     async def score(stream: faust.StreamT[bytes]) -> None:
-        """Hand each risk event to the scoring."""
+        """Hand each batch of risk events to the scoring."""
         with _counting_crashes("score", health.agents):
             await run(scoring_stage, stream)
 

@@ -27,7 +27,7 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
-MATCH_BATCH_BYTES = 256 * 1024  # a matches record's size, well under Kafka's 1 MB default
+BATCH_BYTES = 256 * 1024  # the values of one batch record, well under Kafka's 1 MB default
 Tally = Counter[tuple[CounterMetric, tuple[str, ...]]]
 
 
@@ -145,37 +145,44 @@ class BatchProcessor:
             tally[(metrics.rule_matches_total, (match.rule_id,))] += 1
 
 
-def matches_partition(dest: str, partitions: int) -> int:
-    """Return the matches partition of ``dest``: where librdkafka's default partitioner puts
-    a record keyed by it (CRC-32 of the key), so a dest's groups stay where they were kept."""
-    return zlib.crc32(dest.encode()) % partitions
+def key_partition(key: str, partitions: int) -> int:
+    """Return the partition librdkafka's default partitioner gives a record keyed by ``key``
+    (CRC-32 of the key): matches go to their dest's, risk batches to their risk object's."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def partitioned(
+    keyed: Iterable[tuple[str, bytes]], partitions: int, limit: int = BATCH_BYTES
+) -> Iterator[tuple[int, tuple[msgspec.Raw, ...]]]:
+    """Yield (partition, values) for the (key, JSON value) pairs ``keyed``: each partition's
+    values in order, in runs of at most ``limit`` bytes (a larger value alone)."""
+    by_partition: defaultdict[int, list[bytes]] = defaultdict(list)
+    for key, value in keyed:
+        by_partition[key_partition(key, partitions)].append(value)
+    for partition, values in by_partition.items():
+        for run in _runs(values, limit):
+            yield partition, tuple(msgspec.Raw(value) for value in run)
 
 
 def match_batches(
-    matches: Iterable[tuple[str, bytes]], partitions: int, limit: int = MATCH_BATCH_BYTES
+    matches: Iterable[tuple[str, bytes]], partitions: int, limit: int = BATCH_BYTES
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield (partition, record) for ``matches``: each partition's in order, in records of at
-    most ``limit`` bytes of matches (a larger match goes alone)."""
-    by_partition: defaultdict[int, list[bytes]] = defaultdict(list)
-    for dest, match in matches:
-        by_partition[matches_partition(dest, partitions)].append(match)
-    for partition, encoded in by_partition.items():
-        for chunk in _chunks(encoded, limit):
-            batch = MatchBatch(tuple(msgspec.Raw(match) for match in chunk))
-            yield partition, MATCH_BATCH.encode(batch)
+    """Yield (partition, record) for the (dest, encoded match) pairs ``matches``."""
+    for partition, run in partitioned(matches, partitions, limit):
+        yield partition, MATCH_BATCH.encode(MatchBatch(run))
 
 
-def _chunks(encoded: list[bytes], limit: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
+def _runs(values: list[bytes], limit: int) -> Iterator[list[bytes]]:
+    run: list[bytes] = []
     size = 0
-    for match in encoded:
-        if chunk and size + len(match) > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(match)
-        size += len(match)
-    if chunk:
-        yield chunk
+    for value in values:
+        if run and size + len(value) > limit:
+            yield run
+            run, size = [], 0
+        run.append(value)
+        size += len(value)
+    if run:
+        yield run
 
 
 def received_at(message: Message) -> float | None:

@@ -163,6 +163,16 @@ class RiskEvent(Record, frozen=True):
     rule_id: str
 
 
+class RiskBatch(Record, frozen=True):
+    """The risk events of one matches record bound for one risk partition, in order.
+
+    Each risk event stays its own JSON value (as published on the risk topic), decoded by
+    ``RISK_EVENT`` when it is scored: one that is not a risk event is dead-lettered alone.
+    """
+
+    risk_events: tuple[msgspec.Raw, ...]
+
+
 class Contribution(Record, frozen=True):
     """One (rule, threat object)'s risk to an object, as counted by the scorer."""
 
@@ -251,6 +261,7 @@ AGGREGATION_INPUT: Codec[Match | MatchBatch | Tick] = Codec(Match | MatchBatch |
 DEST_STATE: Codec[DestState] = Codec(DestState)
 FINDING: Codec[Finding] = Codec(Finding)
 RISK_EVENT: Codec[RiskEvent] = Codec(RiskEvent)
+RISK_BATCH: Codec[RiskBatch] = Codec(RiskBatch)
 OBJECT_STATE: Codec[ObjectState] = Codec(ObjectState)
 INCIDENT: Codec[Incident] = Codec(Incident)
 DEAD_LETTER: Codec[DeadLetter] = Codec(DeadLetter)

@@ -14,7 +14,11 @@ from typing import Protocol
 
 from pipeline.records import INPUT_POSITION, InputPosition
 
-POSITION_KEY = b"o"  # the changelog record holding the next input offset
+# The changelog record holding a stage's next input offset, one key per input topic: a stage
+# passes over another's (the scoring read wmiwatch.risk, under "o", before it read the batches).
+MATCHES_POSITION = b"o"
+RISK_BATCHES_POSITION = b"b"
+POSITION_KEYS = frozenset({MATCHES_POSITION, RISK_BATCHES_POSITION})
 DATA_PREFIX = b"k"  # before every table key in the changelog, so no key can be the position's
 
 Changes = dict[str, bytes | None]  # key -> value, None: deleted
@@ -90,23 +94,30 @@ class PartitionedTable(MutableMapping[str, bytes]):
         return self.changes.pop(partition, {})
 
 
-def changelog_records(changes: Changes, next_offset: int) -> Iterator[tuple[bytes, bytes | None]]:
-    """Yield the changelog records of ``changes``, then the one holding ``next_offset``."""
+def changelog_records(
+    changes: Changes, next_offset: int, position: bytes
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """Yield the changelog records of ``changes``, then the one holding ``next_offset`` (under
+    the key ``position``)."""
     for key, value in changes.items():
         yield DATA_PREFIX + key.encode(), value
-    yield POSITION_KEY, INPUT_POSITION.encode(InputPosition(next_offset))
+    yield position, INPUT_POSITION.encode(InputPosition(next_offset))
 
 
-def replay(records: Iterable[tuple[bytes, bytes | None]]) -> tuple[dict[str, bytes], int | None]:
-    """Return the table and the next input offset that a partition's changelog records leave.
+def replay(
+    records: Iterable[tuple[bytes, bytes | None]], position: bytes
+) -> tuple[dict[str, bytes], int | None]:
+    """Return the table and the next input offset (kept under the key ``position``) that a
+    partition's changelog records leave.
 
     Raise ``ValueError`` on a record this module did not write.
     """
     rows: dict[str, bytes] = {}
     next_offset: int | None = None
     for key, value in records:
-        if key == POSITION_KEY and value is not None:
-            next_offset = INPUT_POSITION.decode(value).next_offset
+        if key in POSITION_KEYS:
+            if key == position and value is not None:
+                next_offset = INPUT_POSITION.decode(value).next_offset
         elif key.startswith(DATA_PREFIX):
             name = key[len(DATA_PREFIX) :].decode()
             if value is None:

@@ -20,12 +20,14 @@ import msgspec
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
+from pipeline.batch import partitioned
 from pipeline.emit import build_risk_events
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
     AGGREGATION_INPUT,
     INCIDENT,
     MATCH,
+    RISK_BATCH,
     RISK_EVENT,
     Codec,
     DestState,
@@ -33,6 +35,7 @@ from pipeline.records import (
     Match,
     MatchBatch,
     ObjectState,
+    RiskBatch,
     Tick,
 )
 from pipeline.risk import RiskScorer
@@ -49,12 +52,13 @@ class Output(StrEnum):
 
     FINDINGS = "findings"
     RISK = "risk"
+    RISK_BATCHES = "risk-batches"  # the risk events again, batched for the scoring
     INCIDENTS = "incidents"
 
 
 class Outgoing(NamedTuple):
-    """One record to publish, with what its metric counts (a finding's status, a kind) and
-    when the event that made it arrived (a new finding's)."""
+    """One record to publish, with what its metric counts (a finding's status, a kind), when
+    the event that made it arrived (a new finding's), and its partition (-1: by its key)."""
 
     output: Output
     key: str
@@ -62,6 +66,7 @@ class Outgoing(NamedTuple):
     rule_id: str
     kind: str
     ingested_at: float | None = None
+    partition: int = -1
 
 
 class Rejected(NamedTuple):
@@ -164,8 +169,10 @@ class Aggregation:
         policy: WindowPolicy,
         render: Callable[[Finding], bytes],
         watermark: Callable[[], MergedWatermark],
+        risk_partitions: int,
     ) -> None:
         self.rules, self.render, self.new_watermark = rules, render, watermark
+        self.risk_partitions = risk_partitions
         self.staged: StagedWrites[DestState] = StagedWrites(table)
         self.windows = Aggregator(rules, self.staged, policy)
         self.watermarks: dict[int, MergedWatermark] = {}
@@ -175,10 +182,13 @@ class Aggregation:
         """Decode one record of the matches topic and decide what it leads to."""
         record = AGGREGATION_INPUT.decode(payload)
         if isinstance(record, Tick):
-            return self.on_tick(record, partition, now)
-        if isinstance(record, MatchBatch):
-            return self.on_batch(record, partition, now)
-        return self.on_match(record, partition, now)
+            step = self.on_tick(record, partition, now)
+        elif isinstance(record, MatchBatch):
+            step = self.on_batch(record, partition, now)
+        else:
+            step = self.on_match(record, partition, now)
+        step.outgoing += self._risk_batches(step.outgoing)
+        return step
 
     def on_batch(self, batch: MatchBatch, partition: int, now: float) -> Step:
         """Count each match of ``batch``; reject alone one that is not a loaded rule's match."""
@@ -258,6 +268,16 @@ class Aggregation:
         if state:
             self._wakeups(partition).schedule(dest, self.windows.wake(state))
 
+    def _risk_batches(self, outgoing: list[Outgoing]) -> list[Outgoing]:
+        """Return the risk events among ``outgoing`` again, batched per risk partition."""
+        risks = [(o.key, o.value) for o in outgoing if o.output is Output.RISK]
+        return [
+            Outgoing(
+                Output.RISK_BATCHES, "", RISK_BATCH.encode(RiskBatch(run)), "", "", partition=p
+            )
+            for p, run in partitioned(risks, self.risk_partitions)
+        ]
+
     def _outgoing(self, due: list[Finding], ingested_at: float | None = None) -> list[Outgoing]:
         """Return the findings due, each followed by the risk events of a new one; a new one
         made by a match carries when that match's event arrived."""
@@ -284,25 +304,31 @@ class Aggregation:
 
 
 class Scoring:
-    """Risk events in, risk incidents out."""
+    """Batches of risk events in, risk incidents out."""
 
     def __init__(self, table: MutableMapping[str, ObjectState], policy: RiskPolicy) -> None:
         self.staged: StagedWrites[ObjectState] = StagedWrites(table)
         self.scorer = RiskScorer(self.staged, policy)
 
     def handle(self, payload: bytes, partition: int = 0, now: float = 0.0) -> Step:
-        """Decode one risk event of ``partition``, score it, and return the incidents it raises.
+        """Decode a batch of risk events of ``partition``, score them in order, and return the
+        incidents they raise; reject alone one that is not a risk event.
 
         ``now`` does not matter: a risk event carries its own time.
         """
-        risk = RISK_EVENT.decode(payload)
-        incidents = self.scorer.add(risk, partition)
-        return Step(
-            [
+        step = Step()
+        for raw in RISK_BATCH.decode(payload).risk_events:
+            risk_event = bytes(raw)
+            try:
+                risk = RISK_EVENT.decode(risk_event)
+            except msgspec.ValidationError as error:
+                step.rejected.append(Rejected(risk_event, repr(error)))
+                continue
+            step.outgoing += [
                 Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
-                for i in incidents
+                for i in self.scorer.add(risk, partition)
             ]
-        )
+        return step
 
     def commit(self, step: Step, now: float) -> None:
         """Record in the table what ``step`` changed, once its incidents are sent."""
@@ -321,6 +347,8 @@ class Scoring:
 def count_published(step: Step, now: float) -> None:
     """Count the records of ``step`` that were published."""
     for record in step.outgoing:
+        if record.output is Output.RISK_BATCHES:
+            continue  # counted as risk events (RISK)
         if record.output is Output.RISK:
             metrics.series(metrics.risk_events_emitted_total, record.rule_id).inc()
         elif record.output is Output.INCIDENTS:

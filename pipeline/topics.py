@@ -85,6 +85,11 @@ class Topics:
         return self.name("wmiwatch.risk")
 
     @property
+    def risk_batches(self) -> str:
+        """Return the internal topic of risk events batched for the scoring."""
+        return self.name("wmiwatch.risk-batches")
+
+    @property
     def matches(self) -> str:
         """Return the internal matches topic name."""
         return self.name("wmiwatch.matches")

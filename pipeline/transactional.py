@@ -1,7 +1,7 @@
 """A stage's outputs, table changes and input position, made durable together.
 
-A stage is the aggregation (matches in; findings, risk events out) or the risk scoring (risk
-events in; incidents out). For each input partition it owns, it has a producer, an in-memory
+A stage is the aggregation (matches in; findings, risk events out) or the risk scoring (batches
+of risk events in; incidents out). For each input partition it owns, it has a producer, an in-memory
 part of its table (``pipeline.state``) and the next input offset it expects, and it commits all
 three at once, at most every ``commit_interval_seconds``:
 
@@ -47,6 +47,15 @@ log = logging.getLogger(__name__)
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
 
 
+class Outbound(NamedTuple):
+    """A record to send: to ``partition`` of ``topic``, or where its key puts it (-1)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int = -1
+
+
 @dataclass
 class Owned:
     """One input partition as the stage holds it."""
@@ -58,7 +67,7 @@ class Owned:
     dirty: bool = False  # records handled since the last commit
     sent: bool = False  # outputs sent since the last commit
     committing: bool = False  # a commit of it is in flight: outputs wait in ``held``
-    held: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value)
+    held: list[Outbound] = field(default_factory=list)
     committed_at: float = field(default_factory=time.monotonic)
 
 
@@ -78,10 +87,12 @@ class Stage:
         name: str,
         source: str,
         changelog: str,
+        position: bytes,
         table: PartitionedTable,
         reindex: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.settings, self.name, self.changelog, self.table = settings, name, changelog, table
+        self.position = position  # the changelog key of its next input offset
         self.reindex = reindex  # told each partition whose table part was read back or dropped
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.source = RangeReader(settings, source)
@@ -119,14 +130,16 @@ class Stage:
         owned.checked = True
         return [*skipped, (offset, value)]
 
-    def produce(self, partition: int, topic: str, key: bytes, value: bytes) -> None:
+    def produce(self, partition: int, output: Outbound) -> None:
         """Send an output of a record of ``partition`` (in its transaction, if transactional);
         hold it while the partition commits."""
         owned = self.owned[partition]
         if owned.committing:
-            owned.held.append((topic, key, value))
+            owned.held.append(output)
         else:
-            self._begun(partition).producer.produce(topic, value, key=key)
+            self._begun(partition).producer.produce(
+                output.topic, output.value, key=output.key, partition=output.partition
+            )
         owned.sent = True
 
     def handled(self, partition: int, offset: int) -> None:
@@ -222,8 +235,8 @@ class Stage:
         held, owned.held = owned.held, []
         if not lost:
             try:
-                for topic, key, value in held:
-                    self.produce(partition, topic, key, value)
+                for output in held:
+                    self.produce(partition, output)
                 return
             except (KafkaException, BufferError) as error:
                 log.warning("%s partition %d cannot go on: %r", self.name, partition, error)
@@ -237,7 +250,7 @@ class Stage:
         if self.transactional:
             retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)
-        rows, next_offset = replay((m.key() or b"", m.value()) for m in records)
+        rows, next_offset = replay(((m.key() or b"", m.value()) for m in records), self.position)
         log.info(
             "%s took over partition %d: %d keys, next offset %s, in %.2f s",
             self.name, partition, len(rows), next_offset, time.monotonic() - started,
@@ -272,7 +285,8 @@ class Stage:
         try:
             if not self.transactional:
                 flush(owned.producer)  # the outputs are durable before the state says so
-            for key, value in changelog_records(commit.changes, commit.next_offset):
+            changelog = changelog_records(commit.changes, commit.next_offset, self.position)
+            for key, value in changelog:
                 owned.producer.produce(self.changelog, value, key=key, partition=partition)
             self._complete(owned.producer)
         except KafkaException as exception:

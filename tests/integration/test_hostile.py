@@ -98,12 +98,15 @@ def internal_hostiles(now: float) -> list[tuple[str, str, bytes]]:
         "time_clamped": False,
     }
     tick = {"type": "tick", "sent_at": now, "source_count": 30, "sources": [["x", "y", 1, 0]]}
+    unknown_rule = {**match, "rule_id": "no-such-rule"}
     return [
         ("wmiwatch.matches", "forged", b"\x00not json"),
-        ("wmiwatch.matches", "forged", orjson.dumps({**match, "rule_id": "no-such-rule"})),
+        ("wmiwatch.matches", "forged", orjson.dumps(unknown_rule)),
         ("wmiwatch.matches", "forged", orjson.dumps(match)),
         ("wmiwatch.matches", "forged", orjson.dumps(tick)),
-        ("wmiwatch.risk", "forged", b"{}"),
+        ("wmiwatch.matches", "", orjson.dumps({"type": "matches", "matches": [unknown_rule]})),
+        ("wmiwatch.risk-batches", "", b"{}"),
+        ("wmiwatch.risk-batches", "", orjson.dumps({"risk_events": [{"risk_object": "forged"}]})),
     ]
 
 
@@ -177,8 +180,8 @@ def test_no_hostile_record_blinds_the_worker(
     suppressions = family(metrics, "wmiwatch_suppressions_total")
     assert suppressions == {(("action", "refused"), ("scope", "")): 1.0}
     assert family(metrics, "wmiwatch_aggregation_rejected_total") == {
-        (("topic", topics.matches),): 4.0,
-        (("topic", topics.risk),): 1.0,
+        (("topic", topics.matches),): 5.0,
+        (("topic", topics.risk_batches),): 2.0,
     }
     assert sum(family(metrics, "wmiwatch_events_dropped_total").values()) >= 1  # Sysmon 3
     rejected = family(metrics, "wmiwatch_events_rejected_total")

@@ -21,7 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY
 
 from pipeline.agents import send_signal
-from pipeline.batch import matches_partition
+from pipeline.batch import key_partition
 from pipeline.broker import free_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
@@ -133,5 +133,5 @@ def test_a_dest_s_matches_go_to_the_partition_a_record_keyed_by_it_goes_to(
         client.list_topics(topics.matches, timeout=30).topics[topics.matches].partitions
     )
     assert partitions == 6
-    assert went == {dest.encode(): matches_partition(dest, partitions) for dest in dests}
+    assert went == {dest.encode(): key_partition(dest, partitions) for dest in dests}
     assert len(set(went.values())) == partitions

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.kafka import RangeReader, producer, transactional
 from pipeline.settings import Settings
-from pipeline.state import PartitionedTable, replay
-from pipeline.transactional import Stage
+from pipeline.state import MATCHES_POSITION, PartitionedTable, replay
+from pipeline.transactional import Outbound, Stage
 from tests.integration.test_delivery import new_topic, read
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 def new_stage(settings: Settings) -> tuple[Stage, str]:
     """Return a stage owning partition 0 of a new input topic, and its new output topic."""
     source, changelog = new_topic(settings), new_topic(settings)
-    stage = Stage(settings, f"test-{uuid.uuid4().hex[:6]}", source, changelog, PartitionedTable())
+    name = f"test-{uuid.uuid4().hex[:6]}"
+    stage = Stage(settings, name, source, changelog, MATCHES_POSITION, PartitionedTable())
     stage.assigned = {0}
     return stage, new_topic(settings)
 
@@ -27,14 +28,14 @@ def new_stage(settings: Settings) -> tuple[Stage, str]:
 async def handle(stage: Stage, offset: int, output: str, value: bytes) -> None:
     """Handle the record at ``offset`` of partition 0: one output and one table change."""
     assert await stage.due(0, offset, value) == [(offset, value)]
-    stage.produce(0, output, b"key", value)
+    stage.produce(0, Outbound(output, b"key", value))
     stage.table[f"k{offset}"] = value
     stage.handled(0, offset)
 
 
 def committed_state(stage: Stage) -> tuple[dict[str, bytes], int | None]:
     records = RangeReader(stage.settings, stage.changelog).read_all(0)
-    return replay((m.key() or b"", m.value()) for m in records)
+    return replay(((m.key() or b"", m.value()) for m in records), stage.position)
 
 
 def test_a_record_handled_during_a_commit_goes_out_in_the_next_one(settings: Settings) -> None:
@@ -46,7 +47,7 @@ def test_a_record_handled_during_a_commit_goes_out_in_the_next_one(settings: Set
         await asyncio.sleep(0)  # the commit has begun: partition 0's outputs are held
         assert not stage.commit_due()
         await handle(stage, 1, output, b"second")
-        assert stage.owned[0].held == [(output, b"key", b"second")]
+        assert stage.owned[0].held == [Outbound(output, b"key", b"second")]
         await stage.commit()  # waits for the first, then commits the second
 
     asyncio.run(run())

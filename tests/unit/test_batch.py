@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
 from pipeline import metrics
-from pipeline.batch import BatchProcessor, match_batches, matches_partition
+from pipeline.batch import BatchProcessor, key_partition, match_batches
 from pipeline.engine import Detector
 from pipeline.records import AGGREGATION_INPUT, DEAD_LETTER, MATCH, MatchBatch
 from pipeline.rules.loader import load_rules
@@ -184,7 +184,7 @@ def test_matches_go_in_one_record_per_partition_of_their_dest_in_their_order(
     assert sorted(partition for partition, _ in records) == sorted(set(dict(records)))
     expected: dict[int, list[bytes]] = {}
     for dest, match in matches:
-        expected.setdefault(matches_partition(dest, 6), []).append(match)
+        expected.setdefault(key_partition(dest, 6), []).append(match)
     assert unbatched(records) == expected
     assert len(expected) > 1
 
@@ -196,6 +196,6 @@ def test_a_partition_s_matches_are_split_into_records_of_at_most_the_limit(
     size = len(matches[0][1])
     records = list(match_batches(matches, 6, limit=3 * size + 10))
     assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in records] == [3] * 13 + [1]
-    assert unbatched(records) == {matches_partition("ws00", 6): [m for _, m in matches]}
+    assert unbatched(records) == {key_partition("ws00", 6): [m for _, m in matches]}
     alone = list(match_batches(matches[:2], 6, limit=size // 2))  # larger than the limit
     assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in alone] == [1, 1]

@@ -18,7 +18,7 @@ import pytest
 from jsonschema import ValidationError
 
 from pipeline.aggregate import Aggregator
-from pipeline.batch import match_batches
+from pipeline.batch import match_batches, partitioned
 from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.files import read_records
@@ -33,6 +33,7 @@ from pipeline.records import (
     MATCH,
     MATCH_BATCH,
     OBJECT_STATE,
+    RISK_BATCH,
     RISK_EVENT,
     TICK,
     Codec,
@@ -41,6 +42,7 @@ from pipeline.records import (
     MatchBatch,
     Origin,
     Record,
+    RiskBatch,
     SourceReport,
     Tick,
 )
@@ -69,6 +71,12 @@ def risk_events() -> list[Any]:
     return [
         r for f in findings() if f.status == "final" for r in build_risk_events(RULES[f.rule_id], f)
     ]
+
+
+def risk_batches(risks: list[Any]) -> list[RiskBatch]:
+    """Return ``risks`` as the aggregation sends them to the scoring: batched per partition."""
+    keyed = [(risk.risk_object, RISK_EVENT.encode(risk)) for risk in risks]
+    return [RiskBatch(run) for _, run in partitioned(keyed, 6, limit=4096)]
 
 
 def incidents() -> list[Any]:
@@ -103,6 +111,7 @@ def dead_letters() -> list[Any]:
 SAMPLES: dict[str, tuple[Codec[Any], Any]] = {
     "wmiwatch.findings": (FINDING, findings),
     "wmiwatch.risk": (RISK_EVENT, risk_events),
+    "wmiwatch.risk-batches": (RISK_BATCH, lambda: risk_batches(risk_events())),
     "wmiwatch.risk-incidents": (INCIDENT, incidents),
     "wmiwatch.matches": (MATCH, lambda: list(matches())),
     "wmiwatch.dead-letter": (DEAD_LETTER, dead_letters),
@@ -171,6 +180,14 @@ def mutations(value: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "unknown field", {**value, "surprise": 1}
 
 
+def read(codec: Codec[Any], payload: bytes) -> Any:
+    """Decode ``payload`` as the stage reading it does: a batch's values each by their codec."""
+    value = codec.decode(payload)
+    if isinstance(value, RiskBatch):
+        return [RISK_EVENT.decode(risk) for risk in value.risk_events]
+    return value
+
+
 @pytest.mark.parametrize("topic", list(SAMPLES))
 def test_what_the_schema_refuses_the_codec_refuses(topic: str) -> None:
     codec, make = SAMPLES[topic]
@@ -180,7 +197,7 @@ def test_what_the_schema_refuses_the_codec_refuses(topic: str) -> None:
         with pytest.raises(ValidationError):
             validator.validate(broken)
         with pytest.raises(msgspec.ValidationError):
-            codec.decode(orjson.dumps(broken))
+            read(codec, orjson.dumps(broken))
         assert change
 
 

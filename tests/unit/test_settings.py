@@ -77,7 +77,9 @@ def test_a_state_topic_must_have_its_input_topic_s_partitions(tmp_path: Path) ->
         if path.stem == "wmiwatch.risk-state":
             text = text.replace("partitions: 6\n", "partitions: 4\n")
         (tmp_path / path.name).write_text(text)
-    with pytest.raises(ValueError, match=r"wmiwatch.risk-state: 4 partitions.*wmiwatch.risk \(6\)"):
+    with pytest.raises(
+        ValueError, match=r"wmiwatch.risk-state: 4 partitions.*wmiwatch.risk-batches \(6\)"
+    ):
         load_topics(tmp_path)
     assert load_topics(PROJECT_ROOT / "topics").spec("wmiwatch.risk-state").partitions == 6
 

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from pipeline.batch import key_partition
 from pipeline.ocsf import RENDERERS
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
@@ -20,6 +21,7 @@ from pipeline.records import (
     INPUT_POSITION,
     MATCH,
     MATCH_BATCH,
+    RISK_BATCH,
     RISK_EVENT,
     TICK,
     DestState,
@@ -27,11 +29,12 @@ from pipeline.records import (
     Match,
     MatchBatch,
     Origin,
+    RiskBatch,
     SourceReport,
     Tick,
 )
 from pipeline.state import PartitionedTable
-from pipeline.stream import Aggregation, EncodedTable, Output, Scoring
+from pipeline.stream import Aggregation, EncodedTable, Outgoing, Output, Scoring
 from pipeline.watermark import MergedWatermark
 
 HOUR = 3600
@@ -49,7 +52,9 @@ def table() -> dict[str, DestState]:
 
 @pytest.fixture
 def aggregation(rules: dict[str, Any], table: dict[str, DestState]) -> Aggregation:
-    return Aggregation(rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300))
+    return Aggregation(
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
+    )
 
 
 def match(time: float, dest: str = "h1", ingested_at: float = 5.0) -> bytes:
@@ -71,12 +76,15 @@ def test_a_first_match_publishes_a_new_finding_and_its_risk_events(
     aggregation: Aggregation, table: dict[str, DestState]
 ) -> None:
     step = aggregation.handle(match(7300.0), partition=0, now=NOW)
-    finding, *risk = step.outgoing
+    (
+        finding,
+        *risk,
+    ) = (o for o in step.outgoing if o.output is not Output.RISK_BATCHES)
     assert (finding.output, finding.key, finding.kind) == (Output.FINDINGS, "h1", "new")
     assert FINDING.decode(finding.value).count == 1
     assert [(r.output, r.key) for r in risk] == [(Output.RISK, "h1"), (Output.RISK, "CORP\\bob")]
     assert RISK_EVENT.decode(risk[0].value).finding_id == FINDING.decode(finding.value).finding_id
-    assert [r.ingested_at for r in step.outgoing] == [5.0, None, None]
+    assert [r.ingested_at for r in (finding, *risk)] == [5.0, None, None]
     assert table == {}  # nothing is kept until the records are acknowledged
     aggregation.commit(step, now=11.0)
     assert list(table) == ["h1"]
@@ -131,7 +139,7 @@ def test_after_a_rebalance_the_index_is_rebuilt_from_the_table(
     aggregation.commit(aggregation.handle(match(7300.0, dest="h1"), 0, now=NOW), NOW)
     aggregation.commit(aggregation.handle(match(7300.0, dest="h2"), 1, now=NOW), NOW)
     restarted = Aggregation(
-        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300)
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
     )
     step = restarted.handle(tick(11.0, 7200 + HOUR + 300), partition=1, now=NOW)
     assert [(o.key, o.kind) for o in step.outgoing] == [("h2", "final")]
@@ -170,17 +178,22 @@ def batch(*matches: bytes) -> bytes:
     return MATCH_BATCH.encode(MatchBatch(tuple(msgspec.Raw(m) for m in matches)))
 
 
+def unbatched(outgoing: list[Outgoing]) -> list[Outgoing]:
+    """Return ``outgoing`` but its risk batches (they repeat its risk events)."""
+    return [o for o in outgoing if o.output is not Output.RISK_BATCHES]
+
+
 def test_a_batch_of_matches_publishes_what_its_matches_would_one_by_one(
     rules: dict[str, Any],
 ) -> None:
     matches = [match(7300.0, "h1", 5.0), match(7301.0, "h1", 6.0), match(7302.0, "h2", 7.0)]
     batched, single = (
-        Aggregation(rules, {}, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300))
+        Aggregation(rules, {}, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6)
         for _ in range(2)
     )
     step = batched.handle(batch(*matches), 0, now=NOW)
     one_by_one = [o for m in matches for o in single.handle(m, 0, now=NOW).outgoing]
-    assert step.outgoing == one_by_one
+    assert unbatched(step.outgoing) == unbatched(one_by_one)
     assert [(o.key, o.ingested_at) for o in step.outgoing if o.output is Output.FINDINGS] == [
         ("h1", 5.0),
         ("h2", 7.0),
@@ -204,7 +217,7 @@ def test_a_batch_s_match_that_cannot_be_counted_is_rejected_alone(
 
 
 def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None:
-    ocsf = Aggregation(rules, {}, POLICY, RENDERERS["ocsf"], lambda: MergedWatermark(30, 300))
+    ocsf = Aggregation(rules, {}, POLICY, RENDERERS["ocsf"], lambda: MergedWatermark(30, 300), 6)
     finding = ocsf.handle(match(7300.0), 0, now=NOW).outgoing[0]
     assert msgspec.json.decode(finding.value)["class_uid"] == 2004
 
@@ -269,10 +282,36 @@ def risk_event(rule: str, score: int, at: str) -> bytes:
     )
 
 
+def risk_batch(*risk_events: bytes) -> bytes:
+    return RISK_BATCH.encode(RiskBatch(tuple(msgspec.Raw(r) for r in risk_events)))
+
+
+def test_a_new_finding_s_risk_events_go_again_in_one_batch_per_risk_partition(
+    aggregation: Aggregation,
+) -> None:
+    step = aggregation.handle(batch(match(7300.0, "h1"), match(7300.0, "h2")), 0, now=NOW)
+    risk = [o for o in step.outgoing if o.output is Output.RISK]
+    batches = [o for o in step.outgoing if o.output is Output.RISK_BATCHES]
+    assert len(risk) == 4  # two each: the dest, the user
+    carried = {
+        o.partition: [bytes(r) for r in RISK_BATCH.decode(o.value).risk_events] for o in batches
+    }
+    expected: dict[int, list[bytes]] = {}
+    for o in risk:
+        expected.setdefault(key_partition(o.key, 6), []).append(o.value)
+    assert carried == expected
+    assert {(o.key, o.kind) for o in batches} == {("", "")}
+    assert step.outgoing[-len(batches) :] == batches  # after what they repeat
+
+
 def test_scoring_reads_the_event_time_and_raises_incidents() -> None:
     scoring = Scoring({}, RiskPolicy(score_threshold=100))
-    assert scoring.handle(risk_event("a", 60, "2026-11-01T10:00:00.000Z")).outgoing == []
-    (incident,) = scoring.handle(risk_event("b", 60, "2026-11-01T11:00:00.000Z")).outgoing
+    assert (
+        scoring.handle(risk_batch(risk_event("a", 60, "2026-11-01T10:00:00.000Z"))).outgoing == []
+    )
+    (incident,) = scoring.handle(
+        risk_batch(risk_event("b", 60, "2026-11-01T11:00:00.000Z"))
+    ).outgoing
     assert (incident.output, incident.key, incident.kind) == (
         Output.INCIDENTS,
         "h1",
@@ -280,13 +319,28 @@ def test_scoring_reads_the_event_time_and_raises_incidents() -> None:
     )
     decoded = INCIDENT.decode(incident.value)
     assert (decoded.score, decoded.time) == (120, "2026-11-01T11:00:00.000Z")
-    far = scoring.handle(risk_event("c", 60, "2026-11-03T11:00:00.000Z"))
+    far = scoring.handle(risk_batch(risk_event("c", 60, "2026-11-03T11:00:00.000Z")))
     assert far.outgoing == []  # a and b aged out of the day: 60, under the threshold
 
 
-def test_scoring_refuses_a_risk_event_missing_a_field() -> None:
+def test_scoring_rejects_alone_a_risk_event_missing_a_field() -> None:
+    scoring = Scoring({}, RiskPolicy(score_threshold=100))
+    broken = b'{"risk_object": "h1"}'
+    step = scoring.handle(
+        risk_batch(
+            risk_event("a", 60, "2026-11-01T10:00:00.000Z"),
+            broken,
+            risk_event("b", 60, "2026-11-01T11:00:00.000Z"),
+        )
+    )
+    assert [o.kind for o in step.outgoing] == ["risk_threshold"]  # a and b both scored
+    assert [r.payload for r in step.rejected] == [broken]
+
+
+@pytest.mark.parametrize("payload", [b'{"risk_object": "h1"}', b'{"risk_events": {}}'])
+def test_scoring_refuses_a_record_that_is_not_a_batch(payload: bytes) -> None:
     with pytest.raises(msgspec.ValidationError):
-        Scoring({}, RiskPolicy()).handle(b'{"risk_object": "h1"}')
+        Scoring({}, RiskPolicy()).handle(payload)
 
 
 class VanishingKeys(dict[str, DestState]):
@@ -299,7 +353,7 @@ class VanishingKeys(dict[str, DestState]):
 def test_rebuilding_the_index_skips_keys_that_vanish_while_listed(rules: dict[str, Any]) -> None:
     table = VanishingKeys()
     aggregation = Aggregation(
-        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300)
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
     )
     aggregation.commit(aggregation.handle(match(7300.0), 0, now=NOW), NOW)
     aggregation.forget_index()

@@ -32,7 +32,7 @@ def test_a_dest_keeps_its_earliest_time_and_leaves_once_due() -> None:
 def test_a_tick_before_anything_is_due_visits_no_dest(rules: dict[str, Any]) -> None:
     table: dict[str, DestState] = {}
     aggregation = Aggregation(
-        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300)
+        rules, table, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
     )
     for number in range(200):
         aggregation.commit(aggregation.handle(match(7300.0, dest=f"h{number}"), 0, 1.0), 1.0)
@@ -62,6 +62,7 @@ def test_the_schedule_gives_the_findings_of_visiting_every_dest(
         POLICY,
         lambda f: f.finding_id.encode() + f.status.encode(),
         lambda: MergedWatermark(30, 300),
+        6,
     )
     reference_state: dict[str, DestState] = {}
     reference = Aggregator(rules, reference_state, POLICY)
