@@ -313,6 +313,8 @@ def run_worker(
             intake_done = time.perf_counter()
         time.sleep(SCRAPE_EVERY)
     done, last = time.perf_counter(), aggregated()
+    while consumed() < count and time.monotonic() < deadline:  # counted once its commit returned,
+        time.sleep(SCRAPE_EVERY)  # which may be after its matches were aggregated
     intake_seconds = min(intake_done, done) - started
     assert consumed() == count, f"the workers consumed {consumed()} of {count} events"
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))

@@ -8,17 +8,16 @@ metric counts are tallied per (topic, verdict) and added once per batch.
 from __future__ import annotations
 
 import logging
-import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import msgspec
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
+from pipeline.partitions import BATCH_BYTES, partitioned
 from pipeline.records import DEAD_LETTER, MATCH, MATCH_BATCH, Match, MatchBatch, Origin
 from pipeline.rejects import RejectReason, dead_letter_record
 from pipeline.suppress import Suppressions
@@ -27,7 +26,6 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
-BATCH_BYTES = 256 * 1024  # the values of one batch record, well under Kafka's 1 MB default
 Tally = Counter[tuple[CounterMetric, tuple[str, ...]]]
 
 
@@ -145,44 +143,12 @@ class BatchProcessor:
             tally[(metrics.rule_matches_total, (match.rule_id,))] += 1
 
 
-def key_partition(key: str, partitions: int) -> int:
-    """Return the partition librdkafka's default partitioner gives a record keyed by ``key``
-    (CRC-32 of the key): matches go to their dest's, risk batches to their risk object's."""
-    return zlib.crc32(key.encode()) % partitions
-
-
-def partitioned(
-    keyed: Iterable[tuple[str, bytes]], partitions: int, limit: int = BATCH_BYTES
-) -> Iterator[tuple[int, tuple[msgspec.Raw, ...]]]:
-    """Yield (partition, values) for the (key, JSON value) pairs ``keyed``: each partition's
-    values in order, in runs of at most ``limit`` bytes (a larger value alone)."""
-    by_partition: defaultdict[int, list[bytes]] = defaultdict(list)
-    for key, value in keyed:
-        by_partition[key_partition(key, partitions)].append(value)
-    for partition, values in by_partition.items():
-        for run in _runs(values, limit):
-            yield partition, tuple(msgspec.Raw(value) for value in run)
-
-
 def match_batches(
     matches: Iterable[tuple[str, bytes]], partitions: int, limit: int = BATCH_BYTES
 ) -> Iterator[tuple[int, bytes]]:
     """Yield (partition, record) for the (dest, encoded match) pairs ``matches``."""
     for partition, run in partitioned(matches, partitions, limit):
         yield partition, MATCH_BATCH.encode(MatchBatch(run))
-
-
-def _runs(values: list[bytes], limit: int) -> Iterator[list[bytes]]:
-    run: list[bytes] = []
-    size = 0
-    for value in values:
-        if run and size + len(value) > limit:
-            yield run
-            run, size = [], 0
-        run.append(value)
-        size += len(value)
-    if run:
-        yield run
 
 
 def received_at(message: Message) -> float | None:

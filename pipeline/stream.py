@@ -4,8 +4,9 @@
 ``Scoring.handle``, sends the returned outputs and dead-letters the returned rejects, and then
 calls ``commit``, which applies the record's table changes; ``pipeline.transactional`` makes
 outputs, changes and the input offset durable together. A record that raises is the record's
-fault: ``discard`` drops what it staged and the caller dead-letters it. A match of a batch that
-is not a match of a loaded rule is rejected alone; the batch's other matches are counted.
+fault: ``discard`` drops what it staged and the caller dead-letters it. A part of a batch that
+cannot be handled (a match of no loaded rule, a risk event that is not one) is rejected alone;
+the batch's other parts are handled.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import msgspec
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, StagedWrites
-from pipeline.batch import partitioned
 from pipeline.emit import build_risk_events
+from pipeline.partitions import partitioned
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
     AGGREGATION_INPUT,

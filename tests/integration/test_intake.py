@@ -21,12 +21,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY
 
 from pipeline.agents import send_signal
-from pipeline.batch import key_partition
 from pipeline.broker import free_port
 from pipeline.engine import Detector
 from pipeline.health import IntakeStatus
 from pipeline.intake import STACKS_SIGNAL, Intake, run_intake_process
 from pipeline.kafka import producer
+from pipeline.partitions import key_partition
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics

@@ -9,8 +9,9 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
 from pipeline import metrics
-from pipeline.batch import BatchProcessor, key_partition, match_batches
+from pipeline.batch import BatchProcessor, match_batches
 from pipeline.engine import Detector
+from pipeline.partitions import key_partition
 from pipeline.records import AGGREGATION_INPUT, DEAD_LETTER, MATCH, MatchBatch
 from pipeline.rules.loader import load_rules
 from pipeline.suppress import Suppressions
@@ -187,15 +188,3 @@ def test_matches_go_in_one_record_per_partition_of_their_dest_in_their_order(
         expected.setdefault(key_partition(dest, 6), []).append(match)
     assert unbatched(records) == expected
     assert len(expected) > 1
-
-
-def test_a_partition_s_matches_are_split_into_records_of_at_most_the_limit(
-    batches: BatchProcessor,
-) -> None:
-    matches = matches_of(batches, hosts=1)
-    size = len(matches[0][1])
-    records = list(match_batches(matches, 6, limit=3 * size + 10))
-    assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in records] == [3] * 13 + [1]
-    assert unbatched(records) == {key_partition("ws00", 6): [m for _, m in matches]}
-    alone = list(match_batches(matches[:2], 6, limit=size // 2))  # larger than the limit
-    assert [len(AGGREGATION_INPUT.decode(v).matches) for _, v in alone] == [1, 1]

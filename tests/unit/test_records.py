@@ -18,10 +18,11 @@ import pytest
 from jsonschema import ValidationError
 
 from pipeline.aggregate import Aggregator
-from pipeline.batch import match_batches, partitioned
+from pipeline.batch import match_batches
 from pipeline.emit import build_risk_events
 from pipeline.engine import Detector
 from pipeline.files import read_records
+from pipeline.partitions import partitioned
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
     AGGREGATION_INPUT,

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from pipeline.batch import key_partition
 from pipeline.ocsf import RENDERERS
+from pipeline.partitions import key_partition
 from pipeline.policy import RiskPolicy, WindowPolicy
 from pipeline.records import (
     DEST_STATE,
