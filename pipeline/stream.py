@@ -12,7 +12,7 @@ the batch's other parts are handled.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -45,6 +45,7 @@ from pipeline.state import PartitionedTable
 from pipeline.wakeups import Wakeups
 from pipeline.watermark import MergedWatermark
 
+T = TypeVar("T")
 V = TypeVar("V")
 
 
@@ -194,14 +195,8 @@ class Aggregation:
     def on_batch(self, batch: MatchBatch, partition: int, now: float) -> Step:
         """Count each match of ``batch``; reject alone one that is not a loaded rule's match."""
         step = Step()
-        for raw in batch.matches:
-            payload = bytes(raw)
-            try:
-                match = self._known(MATCH.decode(payload))
-            except (msgspec.ValidationError, KeyError) as error:
-                step.rejected.append(Rejected(payload, repr(error)))
-            else:
-                step.outgoing += self.on_match(match, partition, now).outgoing
+        for match in decoded_parts(batch.matches, lambda p: self._known(MATCH.decode(p)), step):
+            step.outgoing += self.on_match(match, partition, now).outgoing
         return step
 
     def on_match(self, match: Match, partition: int, now: float) -> Step:
@@ -318,13 +313,7 @@ class Scoring:
         ``now`` does not matter: a risk event carries its own time.
         """
         step = Step()
-        for raw in RISK_BATCH.decode(payload).risk_events:
-            risk_event = bytes(raw)
-            try:
-                risk = RISK_EVENT.decode(risk_event)
-            except msgspec.ValidationError as error:
-                step.rejected.append(Rejected(risk_event, repr(error)))
-                continue
+        for risk in decoded_parts(RISK_BATCH.decode(payload).risk_events, RISK_EVENT.decode, step):
             step.outgoing += [
                 Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
                 for i in self.scorer.add(risk, partition)
@@ -345,16 +334,28 @@ class Scoring:
         self.scorer.forget_index()
 
 
+def decoded_parts(
+    parts: Iterable[msgspec.Raw], decode: Callable[[bytes], T], step: Step
+) -> Iterator[T]:
+    """Yield each part of a batch decoded; one that cannot be is rejected in ``step``."""
+    for raw in parts:
+        payload = bytes(raw)
+        try:
+            part = decode(payload)
+        except (msgspec.ValidationError, KeyError) as error:  # KeyError: a rule not loaded
+            step.rejected.append(Rejected(payload, repr(error)))
+            continue
+        yield part
+
+
 def count_published(step: Step, now: float) -> None:
-    """Count the records of ``step`` that were published."""
+    """Count the records of ``step`` that were published (a risk batch repeats risk events)."""
     for record in step.outgoing:
-        if record.output is Output.RISK_BATCHES:
-            continue  # counted as risk events (RISK)
         if record.output is Output.RISK:
             metrics.series(metrics.risk_events_emitted_total, record.rule_id).inc()
         elif record.output is Output.INCIDENTS:
             metrics.series(metrics.incidents_emitted_total, record.kind).inc()
-        else:
+        elif record.output is Output.FINDINGS:
             metrics.series(metrics.findings_emitted_total, record.rule_id, record.kind).inc()
             if record.ingested_at is not None:
                 metrics.finding_latency_seconds.observe(now - record.ingested_at)

@@ -1,9 +1,9 @@
 """A stage's outputs, table changes and input position, made durable together.
 
 A stage is the aggregation (matches in; findings, risk events out) or the risk scoring (batches
-of risk events in; incidents out). For each input partition it owns, it has a producer, an in-memory
-part of its table (``pipeline.state``) and the next input offset it expects, and it commits all
-three at once, at most every ``commit_interval_seconds``:
+of risk events in; incidents out). For each input partition it owns, it has a producer, an
+in-memory part of its table (``pipeline.state``) and the next input offset it expects, and it
+commits all three at once, at most every ``commit_interval_seconds``:
 
 * ``exactly_once``: the producer is transactional, with the id ``<group>-<stage>-<partition>``.
   The outputs of a partition's records, the changelog records of the table changes they made
