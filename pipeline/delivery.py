@@ -174,15 +174,18 @@ class ExactlyOnce:
                 self._send_offsets(offsets.positions, offsets.group)
             retrying(self.producer.commit_transaction, CALL_TIMEOUT, between=self.waiting)
         except KafkaException as exception:
-            error = exception.args[0]
-            if error.fatal():
+            if exception.args[0].fatal():
                 raise
-            log.warning("intake transaction aborted, the batch is read again: %s", error.str())
-            self.waiting()
-            retrying(self.producer.abort_transaction, CALL_TIMEOUT, between=self.waiting)
-            metrics.transactions_aborted_total.labels("intake").inc()
+            self._abort(exception.args[0])
             return False
         return True
+
+    def _abort(self, error: KafkaError) -> None:
+        """Abort the batch's transaction after ``error``, which left the producer usable."""
+        log.warning("intake transaction aborted, the batch is read again: %s", error.str())
+        self.waiting()
+        retrying(self.producer.abort_transaction, CALL_TIMEOUT, between=self.waiting)
+        metrics.transactions_aborted_total.labels("intake").inc()
 
     def _send_offsets(self, positions: list[TopicPartition], metadata: object) -> None:
         """Add the offsets to the transaction; one that hangs fails like a fatal error."""
@@ -194,15 +197,22 @@ class ExactlyOnce:
             raise KafkaException(error) from None
 
     def recover(self, exception: KafkaException) -> None:
-        """After a fatal producer error, let a new producer take the transactional id over
-        (which aborts the open transaction); re-raise when fenced.
+        """Make the producer usable after ``exception``, raised while the batch was sent: abort
+        the transaction, or after a fatal error let a new producer take the transactional id
+        over (which aborts it); re-raise when fenced.
 
-        A broker failing over can leave the transaction in a state its coordinator refuses
-        (``INVALID_TXN_STATE``, fatal in librdkafka): the producer is unusable, the intake is not.
+        A transaction can fail while records are being added to it (a record the broker
+        refused, sequence numbers that need the epoch bumped): librdkafka then refuses further
+        records (``_STATE``) until it is aborted. A broker failing over can leave the
+        transaction in a state its coordinator refuses (``INVALID_TXN_STATE``, fatal in
+        librdkafka): the producer is unusable, the intake is not.
         """
         error = exception.args[0]
-        if not error.fatal() or error.code() in FENCED:
+        if error.code() in FENCED:
             raise exception
+        if not error.fatal():
+            self._abort(error)
+            return
         log.warning("intake producer failed, a new one takes over: %s", error.str())
         self.producer.purge()
         self.producer = self._initialised()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 MAX_EVENT_BYTES = 1_048_576  # a raw record larger than this is dead-lettered (too_large)
+DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter holds at most this much of its record
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,8 @@ class DeadLetter(Record, frozen=True):
     topic: str
     partition: int
     offset: int
-    payload_base64: str
+    payload_base64: str  # the record's first bytes (``payload_bytes`` says whether all)
+    payload_bytes: int  # the record's size
 
 
 class InputPosition(Record, frozen=True):

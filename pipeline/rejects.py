@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from enum import StrEnum
 
+from pipeline.policy import DEAD_LETTER_PAYLOAD_BYTES
 from pipeline.records import DeadLetter
 
 
@@ -34,6 +35,11 @@ class Rejected(Exception):
 def dead_letter_record(
     reason: str, detail: str, topic: str, partition: int, offset: int, payload: bytes
 ) -> DeadLetter:
-    """Return the dead-letter record of a record that could not be processed."""
-    encoded = base64.b64encode(payload).decode()
-    return DeadLetter(reason, detail[:2000], topic, partition, offset, encoded)
+    """Return the dead-letter record of a record that could not be processed.
+
+    It holds at most the first ``DEAD_LETTER_PAYLOAD_BYTES`` of the record, and its size: the
+    whole of a large record, base64-encoded, would exceed what the broker accepts, and the
+    batch holding it would be refused for ever.
+    """
+    kept = base64.b64encode(payload[:DEAD_LETTER_PAYLOAD_BYTES]).decode()
+    return DeadLetter(reason, detail[:2000], topic, partition, offset, kept, len(payload))

@@ -135,6 +135,26 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     reader.close()
 
 
+def test_a_transaction_failed_while_its_records_are_added_is_aborted_and_read_again(
+    settings: Settings,
+) -> None:
+    _, reader, batch = source_with_records(settings)
+    out, small = new_topic(settings), new_topic(settings, {"max.message.bytes": "1024"})
+    delivery = exactly_once(settings, reader)
+    writer = delivery.producer
+    delivery.begin()
+    writer.produce(small, b"x" * 4096)  # the broker refuses it: the transaction fails
+    writer.flush(15)
+    with pytest.raises(KafkaException) as refused:  # librdkafka takes no more records
+        for message in batch:
+            writer.produce(out, message.value())
+    assert not refused.value.args[0].fatal()
+    delivery.recover(refused.value)
+    assert delivery.producer is writer  # aborted: the producer goes on
+    assert_taken_over(settings, delivery, reader, out)
+    reader.close()
+
+
 def test_after_a_fatal_producer_error_a_new_producer_takes_over_and_the_batch_is_read_again(
     settings: Settings,
 ) -> None:

@@ -4,6 +4,7 @@ with it when that one aborts."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import multiprocessing
 import threading
@@ -112,6 +113,33 @@ def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_a
     rules = [m["rule_id"] for r in matches if r["type"] == "matches" for m in r["matches"]]
     assert rules == [WMIEXEC_RULE]
     assert aborted() >= before + 2
+
+
+def test_a_record_at_the_broker_s_size_limit_is_dead_lettered_by_its_start(
+    settings: Settings, topics: Topics
+) -> None:
+    """Its whole bytes, base64-encoded, would make a dead letter the broker refuses: the
+    batch would be aborted and read again for ever, and the partition detect nothing."""
+    raw, size = topics.name("windows.powershell"), KAFKA_MAX_MESSAGE_BYTES - 4096
+    client = producer(settings, **{"message.max.bytes": KAFKA_MAX_MESSAGE_BYTES})
+    client.produce(raw, b"<Event>" + b"A" * (size - 7))
+    client.produce(raw, script_block("ws1", time.time(), WMIEXEC, 1))
+    assert client.flush(30) == 0
+    detector = Detector(load_rules(settings.rules_dir))
+    intake, stop = Intake(settings, topics, detector, IntakeStatus()), threading.Event()
+    running = threading.Thread(target=intake.run, args=(stop,))
+    running.start()
+    try:
+        letters = read_topic(settings, topics.dead_letter, expected=1)
+        matches = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "matches")
+    finally:
+        stop.set()
+        running.join(60)
+    (letter,) = letters
+    assert letter["payload_bytes"] == size
+    assert base64.b64decode(letter["payload_base64"]) == b"<Event>" + b"A" * (65_536 - 7)
+    rules = [m["rule_id"] for r in matches if r["type"] == "matches" for m in r["matches"]]
+    assert rules == [WMIEXEC_RULE]
 
 
 def test_a_dest_s_matches_go_to_the_partition_a_record_keyed_by_it_goes_to(
