@@ -28,7 +28,7 @@ from pipeline.health import AgentStatus, Health, IntakeStatus
 from pipeline.intake import STACKS_SIGNAL, run_intake_process
 from pipeline.ocsf import RENDERERS
 from pipeline.records import DEAD_LETTER, DEST_STATE, OBJECT_STATE, IncidentKind, Status
-from pipeline.rejects import RejectReason, dead_letter_record
+from pipeline.rejects import dead_letter_record
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 from pipeline.settings import Settings
@@ -164,7 +164,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         """Send ``rejected`` (a record read at ``offset`` of ``source``, or part of it) to the
         dead-letter topic."""
         record = dead_letter_record(
-            RejectReason.UNPROCESSABLE, rejected.error, *source, offset, rejected.payload
+            rejected.reason, rejected.error, *source, offset, rejected.payload
         )
         letter = DEAD_LETTER.encode(record)
         stage.produce(source.partition, Outbound(topics.dead_letter, source.topic.encode(), letter))

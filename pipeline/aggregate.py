@@ -21,8 +21,8 @@ from typing import Generic, TypeVar
 from msgspec.structs import replace
 
 from pipeline.emit import build_finding, finding_id
-from pipeline.policy import WindowPolicy
-from pipeline.records import DestState, Finding, GroupState, Match, Origin, Status
+from pipeline.policy import DEST_STATE_BYTES, MAX_KEPT_CHARS, MAX_KEPT_VALUES, WindowPolicy
+from pipeline.records import DEST_STATE, DestState, Finding, GroupState, Match, Origin, Status
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 from pipeline.wakeups import Wake
@@ -31,6 +31,10 @@ V = TypeVar("V")
 
 MAX_EVIDENCE = 10
 KEPT_WINDOWS = 2
+
+
+class DestFull(ValueError):
+    """Raised when a match would open a group on a dest whose groups are at their size bound."""
 
 
 def window_start(seconds: float, window: int) -> int:
@@ -102,7 +106,9 @@ class Aggregator:
     ) -> list[Finding] | None:
         """Count ``match`` (read from matches ``partition``); return the findings now due.
 
-        A redelivery is not counted again: None.
+        A redelivery is not counted again: None. The dest's groups stay near
+        ``DEST_STATE_BYTES``: past it, a match that would open a group raises ``DestFull``, and
+        one that brings a group new values is counted without them.
         """
         rule = self.rules[match.rule_id]
         fid, start = self.group_of(match)
@@ -111,6 +117,12 @@ class Aggregator:
         if _has_counted(old, match):
             return None
         stats = _counted(old, match, fid, start, partition, rule)
+        if (old is None or stats.values is not old.values) and _past_bound(dest_state, stats):
+            if old is None:
+                raise DestFull(
+                    f"dest {match.dest!r} has its groups at their bound, {DEST_STATE_BYTES} bytes"
+                )
+            stats = replace(stats, values=old.values)  # counted, its new values not kept
         if self.is_late(match, watermark):
             stats = replace(stats, late=True)
         findings: list[Finding] = []
@@ -218,19 +230,36 @@ def _has_counted(stats: GroupState | None, match: Match) -> bool:
 def _merged(
     stats: GroupState, match: Match, functions: dict[str, str]
 ) -> dict[str, tuple[str, ...]]:
-    """Return the group's kept values with the match's: every distinct value (values, dc), or
-    the one at the earliest or latest time (earliest, latest)."""
-    values = dict(stats.values)
+    """Return the group's kept values with the match's (``stats.values`` itself if none is
+    new): every distinct value (values, dc) within ``MAX_KEPT_VALUES`` and ``MAX_KEPT_CHARS``,
+    or the one at the earliest or latest time (earliest, latest)."""
+    values = stats.values
     for name, value in match.values.items():
         seen, function = values.get(name, ()), functions.get(name)
         if function == "count":
             continue  # tallied, not kept
         if function in ("latest", "earliest"):
-            if not seen or _newer_end(function, match.time, stats):
-                values[name] = (value,)
-        elif value not in seen:
-            values[name] = (*seen, value)
+            if seen and (seen == (value,) or not _newer_end(function, match.time, stats)):
+                continue
+            kept: tuple[str, ...] = (value,)
+        elif value in seen or not _room_for(seen, value):
+            continue
+        else:
+            kept = (*seen, value)
+        if values is stats.values:
+            values = dict(values)
+        values[name] = kept
     return values
+
+
+def _room_for(seen: tuple[str, ...], value: str) -> bool:
+    """Return whether a group keeping ``seen`` of a field can keep ``value`` too."""
+    return len(seen) < MAX_KEPT_VALUES and sum(map(len, seen)) + len(value) <= MAX_KEPT_CHARS
+
+
+def _past_bound(dest_state: DestState, stats: GroupState) -> bool:
+    """Return whether a dest's groups with ``stats`` in them encode past ``DEST_STATE_BYTES``."""
+    return len(DEST_STATE.encode({**dest_state, stats.finding_id: stats})) > DEST_STATE_BYTES
 
 
 def _tallied(stats: GroupState, match: Match, functions: dict[str, str]) -> dict[str, int]:

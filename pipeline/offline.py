@@ -17,11 +17,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.aggregate import Aggregator
+from pipeline.aggregate import Aggregator, DestFull
 from pipeline.engine import Detector
 from pipeline.files import FileRecord, read_records
 from pipeline.policy import MAX_EVENT_BYTES, TimePolicy, WindowPolicy
 from pipeline.records import DestState, Finding, Match, Origin
+from pipeline.rejects import RejectReason
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 
@@ -79,7 +80,10 @@ def detect_files(
             report.events += done.events
             report.rejected.update(done.rejected)
             for match in done.matches:
-                aggregator.add(match, -math.inf, 0.0)
+                try:
+                    aggregator.add(match, -math.inf, 0.0)
+                except DestFull:
+                    report.rejected[RejectReason.DEST_FULL] += 1
     report.findings = aggregator.advance(math.inf, 0.0, list(state))
     report.findings.sort(key=lambda f: (f.first_time, f.rule_name, f.finding_id))
     return report

@@ -11,6 +11,16 @@ from enum import StrEnum
 MAX_EVENT_BYTES = 1_048_576  # a raw record larger than this is dead-lettered (too_large)
 DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter holds at most this much of its record
 
+# What an endpoint's events can make the aggregation keep and publish. Every value, and so every
+# record and table row, stays well within what a broker accepts (1 MiB by default): a record
+# the broker refuses would be retried for ever, and the partition holding it stop.
+MAX_VALUE_CHARS = 4_096  # a longer field value is shortened in matches (and all after them)
+MAX_MATCH_CHARS = 65_536  # an event whose match would hold more is dead-lettered (too_large)
+MAX_KEPT_VALUES = 100  # the distinct values a group keeps per values()/dc() field ...
+MAX_KEPT_CHARS = 16_384  # ... and their characters in all
+DEST_STATE_BYTES = 262_144  # a dest's groups, encoded: past this, no group opens or keeps a value
+MAX_CONTRIBUTIONS = 256  # per risk object: past this, its oldest contribution is forgotten
+
 
 @dataclass(frozen=True)
 class WindowPolicy:

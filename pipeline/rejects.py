@@ -21,6 +21,7 @@ class RejectReason(StrEnum):
     UNKNOWN_SOURCE = "unknown_source"
     BAD_ENCODING = "bad_encoding"
     TOO_COMPLEX = "too_complex"
+    DEST_FULL = "dest_full"
     UNPROCESSABLE = "unprocessable"
 
 

@@ -4,6 +4,9 @@ Each (rule, risk object, threat object) counts once per window however often it 
 incident goes out when an object's score crosses the threshold (again only after it fell
 below), and when its findings span enough distinct MITRE tactics.
 
+An object keeps its ``MAX_CONTRIBUTIONS`` newest contributions: a host can make findings
+without end, and its row must stay within what the broker accepts.
+
 An object none of whose contributions is within the longer window is forgotten (its key
 deleted) once a risk event of its partition passes that time: the table holds only the objects
 that can still count, however many distinct objects the fleet has produced.
@@ -11,12 +14,13 @@ that can still count, however many distinct objects the fleet has produced.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import uuid
 from collections.abc import MutableMapping
 
 from pipeline.emit import FINDING_NAMESPACE, iso_time
-from pipeline.policy import RiskPolicy
+from pipeline.policy import MAX_CONTRIBUTIONS, RiskPolicy
 from pipeline.records import (
     Contribution,
     Contributor,
@@ -25,6 +29,8 @@ from pipeline.records import (
     ObjectState,
     RiskEvent,
 )
+
+MAX_KEY_CHARS = 256
 
 
 class RiskScorer:
@@ -43,8 +49,7 @@ class RiskScorer:
         known = self.state.get(risk.risk_object)
         current = known or ObjectState({}, False, False, "")
         contributions = dict(current.contributions)
-        key = "|".join((risk.rule_id, *risk.threat_object))
-        contributions[key] = Contribution(
+        contributions[_contribution_key(risk)] = Contribution(
             time,
             risk.risk_score,
             risk.finding_id,
@@ -52,6 +57,8 @@ class RiskScorer:
             risk.annotations.mitre_attack.mitre_tactic,
         )
         contributions = {k: c for k, c in contributions.items() if c.time > time - self.horizon}
+        while len(contributions) > MAX_CONTRIBUTIONS:
+            del contributions[min(contributions, key=lambda k: contributions[k].time)]
         by_score = self._within(contributions, time, self.policy.score_window_seconds)
         by_tactic = self._within(contributions, time, self.policy.tactics_window_seconds)
         score = sum(c.score for c in by_score)
@@ -143,6 +150,15 @@ class RiskScorer:
                 for c in contributing
             ),
         )
+
+
+def _contribution_key(risk: RiskEvent) -> str:
+    """Return the key of the (rule, threat objects) a risk event counts for; a long one is
+    replaced by a digest (threat objects are endpoint values)."""
+    key = "|".join((risk.rule_id, *risk.threat_object))
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return f"{risk.rule_id}|blake2b:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
 
 
 def _newest(contributions: dict[str, Contribution]) -> float:

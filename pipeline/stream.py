@@ -20,7 +20,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from pipeline import metrics
-from pipeline.aggregate import Aggregator, StagedWrites
+from pipeline.aggregate import Aggregator, DestFull, StagedWrites
 from pipeline.emit import build_risk_events
 from pipeline.partitions import partitioned
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -39,6 +39,7 @@ from pipeline.records import (
     RiskBatch,
     Tick,
 )
+from pipeline.rejects import RejectReason
 from pipeline.risk import RiskScorer
 from pipeline.rules.model import Rule
 from pipeline.state import PartitionedTable
@@ -76,6 +77,7 @@ class Rejected(NamedTuple):
 
     payload: bytes
     error: str
+    reason: RejectReason = RejectReason.UNPROCESSABLE
 
 
 @dataclass
@@ -193,11 +195,14 @@ class Aggregation:
         return step
 
     def on_batch(self, batch: MatchBatch, partition: int, now: float) -> Step:
-        """Count each match of ``batch``; reject alone one that is not a loaded rule's match."""
+        """Count each match of ``batch``; reject alone one that cannot be counted."""
         step = Step()
-        for match in decoded_parts(batch.matches, lambda p: self._known(MATCH.decode(p)), step):
-            step.outgoing += self.on_match(match, partition, now).outgoing
+        handled_parts(batch.matches, lambda part: self._count(part, partition, now), step)
         return step
+
+    def _count(self, payload: bytes, partition: int, now: float) -> list[Outgoing]:
+        """Count one match of a batch; return the records it makes due."""
+        return self.on_match(MATCH.decode(payload), partition, now).outgoing
 
     def on_match(self, match: Match, partition: int, now: float) -> Step:
         """Count a match unless it is a redelivery; return the findings it makes due."""
@@ -313,12 +318,17 @@ class Scoring:
         ``now`` does not matter: a risk event carries its own time.
         """
         step = Step()
-        for risk in decoded_parts(RISK_BATCH.decode(payload).risk_events, RISK_EVENT.decode, step):
-            step.outgoing += [
-                Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
-                for i in self.scorer.add(risk, partition)
-            ]
+        handled_parts(
+            RISK_BATCH.decode(payload).risk_events, lambda p: self._score(p, partition), step
+        )
         return step
+
+    def _score(self, payload: bytes, partition: int) -> list[Outgoing]:
+        """Score one risk event; return the incidents it raises."""
+        return [
+            Outgoing(Output.INCIDENTS, i.risk_object, INCIDENT.encode(i), "", i.kind)
+            for i in self.scorer.add(RISK_EVENT.decode(payload), partition)
+        ]
 
     def commit(self, step: Step, now: float) -> None:
         """Record in the table what ``step`` changed, once its incidents are sent."""
@@ -334,18 +344,19 @@ class Scoring:
         self.scorer.forget_index()
 
 
-def decoded_parts(
-    parts: Iterable[msgspec.Raw], decode: Callable[[bytes], T], step: Step
-) -> Iterator[T]:
-    """Yield each part of a batch decoded; one that cannot be is rejected in ``step``."""
+def handled_parts(
+    parts: Iterable[msgspec.Raw], handle: Callable[[bytes], list[Outgoing]], step: Step
+) -> None:
+    """Hand each part of a batch to ``handle`` and add what it returns to ``step``; one it
+    cannot decode, of a rule not loaded (KeyError) or its dest full is rejected in ``step``."""
     for raw in parts:
         payload = bytes(raw)
         try:
-            part = decode(payload)
-        except (msgspec.ValidationError, KeyError) as error:  # KeyError: a rule not loaded
+            step.outgoing += handle(payload)
+        except DestFull as full:
+            step.rejected.append(Rejected(payload, str(full), RejectReason.DEST_FULL))
+        except (msgspec.ValidationError, KeyError) as error:
             step.rejected.append(Rejected(payload, repr(error)))
-            continue
-        yield part
 
 
 def count_published(step: Step, now: float) -> None:

@@ -201,6 +201,33 @@ def test_no_hostile_record_blinds_the_worker(
     assert_healthy(settings, worker, intake)
 
 
+def test_a_host_flooding_distinct_groups_is_bounded_and_blinds_no_one(
+    settings: Settings, topics: Topics, worker: WorkerProcess
+) -> None:
+    """A host whose events open group after group (distinct 12 KB script blocks, grouped by
+    their text) fills its own bound: each match past it is dead-lettered ``dest_full``, its
+    open groups go on counting, and other hosts are detected."""
+    client, findings = producer(settings), Findings(settings, topics.findings)
+    raw, now, sent = topics.name("windows.powershell"), time.time(), 70
+    texts = [f"{WMIEXEC} # {n:04d} " + "A" * 12_000 for n in range(sent)]
+    for number, text in enumerate(texts):
+        client.produce(raw, script_block("flooded", now, text, number), key=b"flooded")
+    client.produce(raw, script_block("flooded", now, texts[0], sent), key=b"flooded")  # again
+    assert client.flush(30) == 0
+    full = read_topic(settings, topics.dead_letter, expected=1, timeout=60)
+    findings.wait_for_new("flooded")
+    send(client, raw, script_block("bystander", time.time(), WMIEXEC, 1), "bystander")
+    assert findings.wait_for_new("bystander")["rule_id"] == WMIEXEC_RULE
+    full = read_topic(settings, topics.dead_letter, expected=len(full), timeout=10)
+    assert {letter["reason"] for letter in full} == {"dest_full"}
+    opened = findings.news()["flooded"]
+    assert opened + len(full) == sent and opened >= 30, (opened, len(full))  # all accounted for
+    texts_out = [r["group"]["ScriptBlockText"] for r in findings.records if r["dest"] == "flooded"]
+    assert max(map(len, texts_out)) < 4096 + 64  # shortened, with their length and digest
+    assert all(f"…[{len(texts[0])} characters, blake2b " in text for text in texts_out)
+    assert sum(family(scrape(settings.metrics_port), "wmiwatch_agent_crashes_total").values()) == 0
+
+
 def family(metrics: dict[tuple[str, Any], float], name: str) -> dict[Any, float]:
     """Return the samples of metric ``name`` by their labels."""
     return {labels: value for (metric, labels), value in metrics.items() if metric == name}

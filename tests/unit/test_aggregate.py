@@ -14,14 +14,15 @@ import pytest
 import yaml
 from msgspec.structs import replace
 
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, StagedWrites, window_start
+from pipeline import aggregate as aggregate_module
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestFull, StagedWrites, window_start
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.event import Event
 from pipeline.files import read_records
 from pipeline.match import match_event
 from pipeline.offline import detect_files
-from pipeline.policy import WindowPolicy
-from pipeline.records import MATCH, DestState, Finding, Match, Origin, to_builtins
+from pipeline.policy import MAX_KEPT_CHARS, MAX_KEPT_VALUES, MAX_VALUE_CHARS, WindowPolicy
+from pipeline.records import DEST_STATE, MATCH, DestState, Finding, Match, Origin, to_builtins
 from pipeline.rules.compiler import compile_search
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
@@ -295,3 +296,56 @@ def test_stats_functions_over_a_real_log(tmp_path: Path) -> None:
 
 def test_window_starts_floor_the_time_to_the_window() -> None:
     assert [window_start(t, 60) for t in (0.0, 59.999, 60.0, -1.0)] == [0, 0, 60, -60]
+
+
+def distinct_values_rule(rules: dict[str, Any]) -> Any:
+    plan = compile_search("a=1 | stats count dc(p) as kinds values(p) as ps by dest", {})
+    return dataclasses.replace(rules[WMIC_NODE], plan=plan)
+
+
+def test_a_group_keeps_at_most_a_hundred_distinct_values_and_counts_every_match(
+    rules: dict[str, Any],
+) -> None:
+    """A host can send values without end: a group keeps the first ``MAX_KEPT_VALUES`` (and
+    ``dc`` saturates there), and counts every match."""
+    custom = distinct_values_rule(rules)
+    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    for n in range(MAX_KEPT_VALUES + 20):
+        event = Event({"a": "1", "dest": "h1", "p": f"v{n:03d}"}, 10.0, "")
+        found = match_event(custom, event, Origin("t", 0, next(OFFSETS)))
+        assert found is not None
+        aggregator.add(found, -math.inf, 0.0)
+    (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
+    assert (final.fields["count"], final.fields["kinds"]) == (str(MAX_KEPT_VALUES + 20), "100")
+    assert final.fields["ps"].split("\n") == [f"v{n:03d}" for n in range(MAX_KEPT_VALUES)]
+
+
+def test_a_group_keeps_values_up_to_a_bound_on_their_characters(rules: dict[str, Any]) -> None:
+    custom = distinct_values_rule(rules)
+    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    long = [f"{n}" * MAX_VALUE_CHARS for n in range(6)]  # 4 fit in MAX_KEPT_CHARS
+    for value in long:
+        found = match_event(custom, Event({"a": "1", "dest": "h1", "p": value}, 10.0, ""))
+        assert found is not None
+        aggregator.add(found, -math.inf, 0.0)
+    (final,) = aggregator.advance(math.inf, 0.0, ["h1"])
+    assert final.fields["ps"].split("\n") == long[: MAX_KEPT_CHARS // MAX_VALUE_CHARS]
+
+
+def test_a_dest_s_groups_stay_within_their_size_bound(
+    aggregator: Aggregator, state: dict[str, DestState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound, a match that would open a group is refused (the caller dead-letters
+    it); the dest's other groups, and other dests, go on counting."""
+    monkeypatch.setattr(aggregate_module, "DEST_STATE_BYTES", 4096)
+    opened = 0
+    with pytest.raises(DestFull, match="'h1'"):
+        for n in range(100):
+            aggregator.add(match(10.0, process=f"wmic /node:{n:03d} os get"), -math.inf, 0.0)
+            opened += 1
+    assert 1 < opened < 100 and len(state["h1"]) == opened
+    assert len(DEST_STATE.encode(state["h1"])) <= 4096
+    assert aggregator.add(match(20.0, process="wmic /node:000 os get"), -math.inf, 0.0) == []
+    assert aggregator.add(match(20.0, dest="h2"), -math.inf, 0.0)  # a new finding
+    counted = {s.group["Processes.process"]: s.count for s in state["h1"].values()}
+    assert counted["wmic /node:000 os get"] == 2

@@ -9,8 +9,8 @@ import orjson
 
 from pipeline.emit import build_risk_events
 from pipeline.offline import detect_files
-from pipeline.policy import RiskPolicy, WindowPolicy
-from pipeline.records import Annotations, MitreAnnotations, RiskEvent, to_builtins
+from pipeline.policy import MAX_CONTRIBUTIONS, RiskPolicy, WindowPolicy
+from pipeline.records import Annotations, MitreAnnotations, ObjectState, RiskEvent, to_builtins
 from pipeline.risk import RiskScorer
 from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
@@ -188,3 +188,25 @@ def test_the_expiry_schedule_holds_one_entry_per_object() -> None:
         scorer.add(risk("a", 1, [], obj="busy", time=3600.0 * hour), partition=0)
     scorer.add(risk("a", 1, [], obj="quiet", time=0.0), partition=0)
     assert scorer.expiries is not None and len(scorer.expiries[0]) == 2
+
+
+def test_an_object_keeps_its_newest_contributions_up_to_a_bound() -> None:
+    state: dict[str, ObjectState] = {}
+    scorer = RiskScorer(state, RiskPolicy(score_threshold=10**9))
+    for n in range(MAX_CONTRIBUTIONS + 10):
+        scorer.add(risk("a", 1, [], time=float(n), threats=(f"p{n}.exe",), finding=f"f{n}"))
+    kept = state["h1"].contributions.values()
+    assert sorted(c.finding_id for c in kept) == sorted(
+        f"f{n}" for n in range(10, MAX_CONTRIBUTIONS + 10)
+    )
+
+
+def test_a_long_threat_object_counts_under_a_digest() -> None:
+    state: dict[str, ObjectState] = {}
+    scorer = RiskScorer(state, RiskPolicy(score_threshold=100))
+    long = "powershell -enc " + "A" * 5000
+    scorer.add(risk("a", 60, [], time=1.0, threats=(long,)))
+    (key,) = state["h1"].contributions
+    assert key.startswith("a|blake2b:") and len(key) < 64
+    assert scorer.add(risk("a", 60, [], time=2.0, threats=(long,))) == []  # the same: once
+    assert scorer.add(risk("a", 60, [], time=3.0, threats=(long + "B",)))  # another: 120

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from pipeline import aggregate as aggregate_module
 from pipeline.ocsf import RENDERERS
 from pipeline.partitions import key_partition
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -214,6 +215,17 @@ def test_a_batch_s_match_that_cannot_be_counted_is_rejected_alone(
     assert "no-such-rule" in step.rejected[0].error
     aggregation.commit(step, NOW)
     assert sorted(table) == ["h1", "h2"]
+
+
+def test_a_batch_s_match_its_dest_has_no_room_for_is_rejected_as_dest_full(
+    aggregation: Aggregation, table: dict[str, DestState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aggregate_module, "DEST_STATE_BYTES", 1)
+    step = aggregation.handle(batch(match(7300.0, "h1")), 0, NOW)
+    assert step.outgoing == [] and [r.reason for r in step.rejected] == ["dest_full"]
+    assert step.rejected[0].error == "dest 'h1' has its groups at their bound, 1 bytes"
+    aggregation.commit(step, NOW)
+    assert table == {}
 
 
 def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None:
