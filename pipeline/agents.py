@@ -101,7 +101,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         topic_partitions=topics.spec("wmiwatch.matches").partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
-        consumer_group_instance_id=settings.instance_id,
+        consumer_group_instance_id=settings.member_id((topics.matches, topics.risk_batches)),
     )
     outputs = {
         Output.FINDINGS: topics.findings,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,20 @@ class Settings(BaseSettings):
         if number == 0 or self.instance_id is None:
             return self
         return self.model_copy(update={"instance_id": f"{self.instance_id}-{number}"})
+
+    def member_id(self, subscribed: Iterable[str]) -> str | None:
+        """Return the aggregation's static member id: the instance id and a digest of the
+        topics it subscribes to.
+
+        A static member that rejoins within its session timeout is handed its old assignment,
+        and the Faust consumer refuses one naming a topic it no longer subscribes to (it then
+        waits with no partitions). A version whose subscription differs joins as a new member,
+        and the old one leaves when its session times out.
+        """
+        if self.instance_id is None:
+            return None
+        digest = hashlib.blake2b("\n".join(sorted(subscribed)).encode(), digest_size=4)
+        return f"{self.instance_id}-{digest.hexdigest()}"
 
     def topic_config(self) -> dict[str, str]:
         """Return the replication config every topic wmiwatch creates gets."""

@@ -145,3 +145,16 @@ def test_sasl_and_tls_settings_must_fit_the_protocol(
     if problems:
         with pytest.raises(ValueError, match=re.escape(problems[0])):
             Settings(**values)  # type: ignore[arg-type]
+
+
+def test_the_aggregation_s_static_member_id_changes_with_its_subscription() -> None:
+    """An upgrade that subscribes to other topics joins as a new static member: the old one's
+    assignment, naming a topic no longer read, is never handed to it."""
+    worker = Settings(instance_id="wmiwatch-0")
+    before = worker.member_id(["wmiwatch.matches", "wmiwatch.risk"])
+    after = worker.member_id(["wmiwatch.risk-batches", "wmiwatch.matches"])
+    assert before is not None and after is not None
+    assert before.startswith("wmiwatch-0-") and after.startswith("wmiwatch-0-")
+    assert before != after
+    assert after == worker.member_id(["wmiwatch.matches", "wmiwatch.risk-batches"])  # any order
+    assert Settings().member_id(["wmiwatch.matches"]) is None  # dynamic membership
