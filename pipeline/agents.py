@@ -118,6 +118,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         RENDERERS[settings.output_format],
         lambda: MergedWatermark(stale_after, settings.max_event_future_seconds),
         topics.spec("wmiwatch.risk-batches").partitions,
+        settings.max_open_dests,
     )
     scoring = Scoring(EncodedTable(objects, OBJECT_STATE), settings.risk_policy())
     aggregating = Stage(

@@ -23,6 +23,7 @@ from msgspec.structs import replace
 from pipeline.emit import build_finding, finding_id
 from pipeline.policy import DEST_STATE_BYTES, MAX_KEPT_CHARS, MAX_KEPT_VALUES, WindowPolicy
 from pipeline.records import DEST_STATE, DestState, Finding, GroupState, Match, Origin, Status
+from pipeline.rejects import RejectReason
 from pipeline.rules.model import Rule
 from pipeline.rules.steps import run_steps
 from pipeline.wakeups import Wake
@@ -33,8 +34,12 @@ MAX_EVIDENCE = 10
 KEPT_WINDOWS = 2
 
 
-class DestFull(ValueError):
-    """Raised when a match would open a group on a dest whose groups are at their size bound."""
+class Full(ValueError):
+    """Raised when a match would make the state pass a bound; carries which (the reason)."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
 
 
 def window_start(seconds: float, window: int) -> int:
@@ -72,9 +77,14 @@ class Aggregator:
     """
 
     def __init__(
-        self, rules: Mapping[str, Rule], state: MutableMapping[str, DestState], policy: WindowPolicy
+        self,
+        rules: Mapping[str, Rule],
+        state: MutableMapping[str, DestState],
+        policy: WindowPolicy,
+        max_dests: int | None = None,
     ) -> None:
-        self.rules, self.state, self.policy = rules, state, policy
+        """``max_dests``: how many dests ``state`` may hold (None: no bound)."""
+        self.rules, self.state, self.policy, self.max_dests = rules, state, policy, max_dests
 
     def window_of(self, rule: Rule) -> int:
         """Return the rule's window length in seconds."""
@@ -107,21 +117,26 @@ class Aggregator:
         """Count ``match`` (read from matches ``partition``); return the findings now due.
 
         A redelivery is not counted again: None. The dest's groups stay near
-        ``DEST_STATE_BYTES``: past it, a match that would open a group raises ``DestFull``, and
-        one that brings a group new values is counted without them.
+        ``DEST_STATE_BYTES``: past it, a match that would open a group raises ``Full``, and one
+        that brings a group new values is counted without them. A match of a new dest when
+        ``state`` holds ``max_dests`` raises ``Full`` too.
         """
         rule = self.rules[match.rule_id]
         fid, start = self.group_of(match)
         dest_state = dict(self.state.get(match.dest) or {})
+        if not dest_state and self.max_dests is not None and len(self.state) >= self.max_dests:
+            detail = f"the table holds {self.max_dests} dests: no new one is opened"
+            raise Full(RejectReason.TABLE_FULL, detail)
         old = dest_state.get(fid)
         if _has_counted(old, match):
             return None
         stats = _counted(old, match, fid, start, partition, rule)
         if (old is None or stats.values is not old.values) and _past_bound(dest_state, stats):
             if old is None:
-                raise DestFull(
+                detail = (
                     f"dest {match.dest!r} has its groups at their bound, {DEST_STATE_BYTES} bytes"
                 )
+                raise Full(RejectReason.DEST_FULL, detail)
             stats = replace(stats, values=old.values)  # counted, its new values not kept
         if self.is_late(match, watermark):
             stats = replace(stats, late=True)

@@ -17,12 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.aggregate import Aggregator, DestFull
+from pipeline.aggregate import Aggregator, Full
 from pipeline.engine import Detector
 from pipeline.files import FileRecord, read_records
 from pipeline.policy import MAX_EVENT_BYTES, TimePolicy, WindowPolicy
 from pipeline.records import DestState, Finding, Match, Origin
-from pipeline.rejects import RejectReason
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 
@@ -82,8 +81,8 @@ def detect_files(
             for match in done.matches:
                 try:
                     aggregator.add(match, -math.inf, 0.0)
-                except DestFull:
-                    report.rejected[RejectReason.DEST_FULL] += 1
+                except Full as full:
+                    report.rejected[full.reason] += 1
     report.findings = aggregator.advance(math.inf, 0.0, list(state))
     report.findings.sort(key=lambda f: (f.first_time, f.rule_name, f.finding_id))
     return report

@@ -20,6 +20,7 @@ MAX_KEPT_VALUES = 100  # the distinct values a group keeps per values()/dc() fie
 MAX_KEPT_CHARS = 16_384  # ... and their characters in all
 DEST_STATE_BYTES = 262_144  # a dest's groups, encoded: past this, no group opens or keeps a value
 MAX_CONTRIBUTIONS = 256  # per risk object: past this, its oldest contribution is forgotten
+MAX_OPEN_DESTS = 500_000  # per worker (~1.8 KB each): past this, a match of a new dest is refused
 
 
 @dataclass(frozen=True)

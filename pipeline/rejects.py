@@ -22,6 +22,7 @@ class RejectReason(StrEnum):
     BAD_ENCODING = "bad_encoding"
     TOO_COMPLEX = "too_complex"
     DEST_FULL = "dest_full"
+    TABLE_FULL = "table_full"
     UNPROCESSABLE = "unprocessable"
 
 

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import CONTENT
 from pipeline.logs import LogFormat
-from pipeline.policy import MAX_EVENT_BYTES, RiskPolicy, TimePolicy, WindowPolicy
+from pipeline.policy import MAX_EVENT_BYTES, MAX_OPEN_DESTS, RiskPolicy, TimePolicy, WindowPolicy
 from pipeline.topics import Topics, load_topics
 
 WINDOW, RISK, TIME = WindowPolicy(), RiskPolicy(), TimePolicy()
@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     output_format: Literal["native", "ocsf"] = "native"
     intake_batch_size: int = Field(default=5000, gt=0)
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, gt=0)
+    max_open_dests: int = Field(default=MAX_OPEN_DESTS, gt=0)
     max_event_future_seconds: float = Field(default=TIME.max_future_seconds, ge=0)
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"

@@ -20,7 +20,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from pipeline import metrics
-from pipeline.aggregate import Aggregator, DestFull, StagedWrites
+from pipeline.aggregate import Aggregator, Full, StagedWrites
 from pipeline.emit import build_risk_events
 from pipeline.partitions import partitioned
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -174,11 +174,12 @@ class Aggregation:
         render: Callable[[Finding], bytes],
         watermark: Callable[[], MergedWatermark],
         risk_partitions: int,
+        max_dests: int | None = None,
     ) -> None:
         self.rules, self.render, self.new_watermark = rules, render, watermark
         self.risk_partitions = risk_partitions
         self.staged: StagedWrites[DestState] = StagedWrites(table)
-        self.windows = Aggregator(rules, self.staged, policy)
+        self.windows = Aggregator(rules, self.staged, policy, max_dests)
         self.watermarks: dict[int, MergedWatermark] = {}
         self.wakeups: dict[int, Wakeups] | None = None  # per partition; None: rebuild from table
 
@@ -348,13 +349,14 @@ def handled_parts(
     parts: Iterable[msgspec.Raw], handle: Callable[[bytes], list[Outgoing]], step: Step
 ) -> None:
     """Hand each part of a batch to ``handle`` and add what it returns to ``step``; one it
-    cannot decode, of a rule not loaded (KeyError) or its dest full is rejected in ``step``."""
+    cannot decode, of a rule not loaded (KeyError) or past a bound of the state is rejected in
+    ``step``."""
     for raw in parts:
         payload = bytes(raw)
         try:
             step.outgoing += handle(payload)
-        except DestFull as full:
-            step.rejected.append(Rejected(payload, str(full), RejectReason.DEST_FULL))
+        except Full as full:
+            step.rejected.append(Rejected(payload, str(full), full.reason))
         except (msgspec.ValidationError, KeyError) as error:
             step.rejected.append(Rejected(payload, repr(error)))
 

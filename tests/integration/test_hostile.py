@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from confluent_kafka import Consumer, Message, Producer
 from pipeline.kafka import consumer, producer
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import WorkerProcess, read_topic, schema_validator, the_intake
+from tests.conftest import WorkerProcess, read_topic, schema_validator, start_worker, the_intake
 from tests.integration.test_stream import scrape
 from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 from tests.synthetic_hostile import TEST_MAX_EVENT_BYTES, suite
@@ -220,12 +221,42 @@ def test_a_host_flooding_distinct_groups_is_bounded_and_blinds_no_one(
     assert findings.wait_for_new("bystander")["rule_id"] == WMIEXEC_RULE
     full = read_topic(settings, topics.dead_letter, expected=len(full), timeout=10)
     assert {letter["reason"] for letter in full} == {"dest_full"}
+    for letter in full:
+        schema_validator("wmiwatch.dead-letter").validate(letter)
     opened = findings.news()["flooded"]
     assert opened + len(full) == sent and opened >= 30, (opened, len(full))  # all accounted for
     texts_out = [r["group"]["ScriptBlockText"] for r in findings.records if r["dest"] == "flooded"]
     assert max(map(len, texts_out)) < 4096 + 64  # shortened, with their length and digest
     assert all(f"…[{len(texts[0])} characters, blake2b " in text for text in texts_out)
     assert sum(family(scrape(settings.metrics_port), "wmiwatch_agent_crashes_total").values()) == 0
+
+
+def test_a_flood_of_forged_dests_stops_at_the_table_s_bound(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """Past ``WMIWATCH_MAX_OPEN_DESTS`` a match of a new dest is dead-lettered ``table_full``
+    (the worker's memory stays bounded), and the dests held are still detected."""
+    bounded = start_worker(settings.model_copy(update={"max_open_dests": 3}), tmp_path / "w.log")
+    try:
+        client, findings = producer(settings), Findings(settings, topics.findings)
+        raw, now = topics.name("windows.powershell"), time.time()
+        for number in range(5):
+            host = f"forged-{number}"
+            send(client, raw, script_block(host, now, WMIEXEC, number), host)
+            time.sleep(0.5)  # in order: the first three are held
+        letters = read_topic(settings, topics.dead_letter, expected=2)
+        send(client, raw, script_block("forged-0", now + 1, f"{WMIEXEC} again", 9), "forged-0")
+        findings.wait_for_new("forged-0")
+        assert [findings.wait_for_new(f"forged-{n}")["rule_id"] for n in (1, 2)] == [
+            WMIEXEC_RULE
+        ] * 2
+        assert findings.news()["forged-0"] == 2  # a held dest opens new groups
+    finally:
+        bounded.stop()
+    assert [letter["reason"] for letter in letters] == ["table_full"] * 2
+    for letter in letters:
+        schema_validator("wmiwatch.dead-letter").validate(letter)
+    assert not {"forged-3", "forged-4"} & set(findings.news())
 
 
 def family(metrics: dict[tuple[str, Any], float], name: str) -> dict[Any, float]:

@@ -15,7 +15,7 @@ import yaml
 from msgspec.structs import replace
 
 from pipeline import aggregate as aggregate_module
-from pipeline.aggregate import KEPT_WINDOWS, Aggregator, DestFull, StagedWrites, window_start
+from pipeline.aggregate import KEPT_WINDOWS, Aggregator, Full, StagedWrites, window_start
 from pipeline.emit import build_risk_events, finding_id
 from pipeline.event import Event
 from pipeline.files import read_records
@@ -339,7 +339,7 @@ def test_a_dest_s_groups_stay_within_their_size_bound(
     it); the dest's other groups, and other dests, go on counting."""
     monkeypatch.setattr(aggregate_module, "DEST_STATE_BYTES", 4096)
     opened = 0
-    with pytest.raises(DestFull, match="'h1'"):
+    with pytest.raises(Full, match="'h1'"):
         for n in range(100):
             aggregator.add(match(10.0, process=f"wmic /node:{n:03d} os get"), -math.inf, 0.0)
             opened += 1
@@ -349,3 +349,23 @@ def test_a_dest_s_groups_stay_within_their_size_bound(
     assert aggregator.add(match(20.0, dest="h2"), -math.inf, 0.0)  # a new finding
     counted = {s.group["Processes.process"]: s.count for s in state["h1"].values()}
     assert counted["wmic /node:000 os get"] == 2
+
+
+def test_a_table_at_its_bound_opens_no_new_dest_and_counts_on_for_the_others(
+    rules: dict[str, Any],
+) -> None:
+    """A flood of forged dests would hold the worker's memory without end: past ``max_dests``
+    a match of a new dest is refused (the caller dead-letters it), those held count on, and
+    room comes back as their groups are forgotten."""
+    state: dict[str, DestState] = {}
+    aggregator = Aggregator(rules, state, POLICY, max_dests=3)
+    for dest in ("h1", "h2", "h3"):
+        assert aggregator.add(match(10.0, dest=dest), -math.inf, 0.0)
+    with pytest.raises(Full, match="the table holds 3 dests") as full:
+        aggregator.add(match(10.0, dest="h4"), -math.inf, 0.0)
+    assert full.value.reason == "table_full" and sorted(state) == ["h1", "h2", "h3"]
+    assert aggregator.add(match(20.0, dest="h1", process="other"), -math.inf, 0.0)  # new group
+    forgotten = HOUR * (2 + KEPT_WINDOWS) + POLICY.allowed_lateness_seconds
+    aggregator.advance(forgotten, 0.0, ["h1", "h2", "h3"])
+    assert state == {}
+    assert aggregator.add(match(forgotten + 10.0, dest="h4"), forgotten, 0.0)
