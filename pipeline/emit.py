@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from pipeline.records import (
 from pipeline.rules.model import Rule
 
 FINDING_NAMESPACE = uuid.UUID("5b0d2a4e-0f7c-4e5e-9a57-6d1f1f0f57a1")
+_NAMESPACE = FINDING_NAMESPACE.bytes
 _PLACEHOLDER = re.compile(r"\$([A-Za-z0-9_.]+)\$")
 
 
@@ -33,7 +35,17 @@ def iso_time(seconds: float) -> str:
 def finding_id(rule_id: str, window_start: int, group: dict[str, str]) -> str:
     """Return the deterministic id of a (rule, group, window)."""
     key = orjson.dumps([rule_id, window_start, group], option=orjson.OPT_SORT_KEYS)
-    return str(uuid.uuid5(FINDING_NAMESPACE, key.decode()))
+    return uuid5(key)
+
+
+def uuid5(name: bytes) -> str:
+    """Return ``str(uuid.uuid5(FINDING_NAMESPACE, name.decode()))``, without the UUID object
+    (a third of the time, on every match)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    hexed = digest.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 def render_title(template: str, row: dict[str, str]) -> str:

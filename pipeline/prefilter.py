@@ -174,6 +174,14 @@ class Prefilter:
         self._screen = functools.lru_cache(maxsize=4096)(self._judge)
         # Events of a route mostly hold the same few words: each choice of rules is built once.
         self._picked = functools.lru_cache(maxsize=4096)(self._rules_chosen)
+        self._scanned: tuple[bytes | None, set[int]] = (None, set())
+
+    def _scan(self, payload: bytes) -> set[int]:
+        """Return the scanner's ids found in ``payload``: a record screened and then matched
+        is scanned once (the last record's ids are kept, until the next record is scanned)."""
+        if self._scanned[0] is not payload:
+            self._scanned = (payload, self.scanner.scan(payload))
+        return self._scanned[1]
 
     def _ids(self, words: Iterable[bytes]) -> frozenset[int]:
         return frozenset(self.scanner.words[word] for word in words)
@@ -187,7 +195,7 @@ class Prefilter:
         if not candidates.by_word:
             return candidates.rules
         form = _form(payload) or "xml"  # classic text: as strict as XML
-        found = self.scanner.scan(payload)
+        found = self._scan(payload)
         if not _HIDES_WORDS[form].isdisjoint(found):
             return candidates.rules
         return self._picked(route, candidates.chosen(found))
@@ -203,7 +211,7 @@ class Prefilter:
         form = _form(payload)
         if form is None:
             return None
-        found = self.scanner.scan(payload)
+        found = self._scan(payload)
         xml = form == "xml"
         screen = self._xml_screen(payload, found) if xml else self._json_screen(payload)
         if screen is None or isinstance(screen, Rejected):

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import uuid
 from collections.abc import MutableMapping
 
-from pipeline.emit import FINDING_NAMESPACE, iso_time
+from pipeline.emit import iso_time, uuid5
 from pipeline.policy import MAX_CONTRIBUTIONS, RiskPolicy
 from pipeline.records import (
     Contribution,
@@ -137,7 +136,7 @@ class RiskScorer:
     ) -> Incident:
         key = f"{kind}|{risk.risk_object}|{time}"
         return Incident(
-            incident_id=str(uuid.uuid5(FINDING_NAMESPACE, key)),
+            incident_id=uuid5(key.encode()),
             kind=kind,
             risk_object=risk.risk_object,
             risk_object_type=risk.risk_object_type,

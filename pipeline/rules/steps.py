@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.event import Event
@@ -12,6 +12,7 @@ from pipeline.rules.evaluation import Operand
 from pipeline.rules.expr import Expr, number_or_none
 
 Row = dict[str, str]
+MAX_RENAME_PLANS = 256
 
 
 class Step(Protocol):
@@ -76,9 +77,27 @@ class Rename:
     """``rename A as B``; a single ``*`` in A carries over to B (``Processes.* as *``)."""
 
     pairs: tuple[tuple[str, str], ...]
+    # The renames worked out once per set of field names (rows of a rule mostly share one):
+    # new name -> old name, in the order the row ends in. Bounded: event fields are untrusted.
+    plans: dict[tuple[str, ...], dict[str, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def apply(self, row: Row) -> bool:
         """Rename matching fields."""
+        names = tuple(row)
+        plan = self.plans.get(names)
+        if plan is None:
+            if len(self.plans) >= MAX_RENAME_PLANS:
+                self.plans.clear()
+            plan = self.plans[names] = self._renamed({name: name for name in names})
+        values = [row[old] for old in plan.values()]
+        row.clear()
+        row.update(zip(plan, values, strict=True))
+        return True
+
+    def _renamed(self, row: Row) -> Row:
+        """Rename in ``row`` (whose values are its names) as the command does, pair by pair."""
         for source, target in self.pairs:
             if "*" not in source:
                 if source in row:
@@ -88,7 +107,7 @@ class Rename:
             for name in [n for n in row if n.startswith(prefix) and n.endswith(suffix)]:
                 middle = name[len(prefix) : len(name) - len(suffix)]
                 row[target.replace("*", middle, 1)] = row.pop(name)
-        return True
+        return row
 
 
 @dataclass(frozen=True, slots=True)

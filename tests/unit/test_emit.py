@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from pipeline.emit import build_finding, render_title
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.emit import FINDING_NAMESPACE, build_finding, render_title, uuid5
 from pipeline.records import GroupState
 
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
@@ -23,3 +27,8 @@ def test_the_dest_is_the_row_s_else_the_group_s(rules: dict[str, Any]) -> None:
     without = build_finding(rule, stats, {}, "new")
     assert (without.dest, without.entity.value) == ("from-the-match", "from-the-match")
     assert without.title.endswith("in host $dest$")  # the row has no dest to render
+
+
+@given(st.text())
+def test_ids_are_uuid5_of_the_finding_namespace(name: str) -> None:
+    assert uuid5(name.encode()) == str(uuid.uuid5(FINDING_NAMESPACE, name))

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import re
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from pipeline.rules.expr import Keyword
-from pipeline.rules.steps import Convert, Fillnull, Filter, Rename, Rex, run_steps
+from pipeline.rules.steps import (
+    MAX_RENAME_PLANS,
+    Convert,
+    Fillnull,
+    Filter,
+    Rename,
+    Rex,
+    run_steps,
+)
 from pipeline.wildcard import Wildcard
 
 
@@ -22,6 +33,44 @@ def test_rename_with_a_suffix_and_a_target_pattern() -> None:
     row = {"x*y_z": "1"}
     Rename((("x*_z", "w*"),)).apply(row)  # only the first '*' of the source splits
     assert row == {"w*y": "1"}
+
+
+def renamed_pair_by_pair(pairs: tuple[tuple[str, str], ...], row: dict[str, str]) -> None:
+    """The command's meaning, applied directly: each pair in turn, in place."""
+    for source, target in pairs:
+        if "*" not in source:
+            if source in row:
+                row[target] = row.pop(source)
+            continue
+        prefix, suffix = source.split("*", 1)
+        for name in [n for n in row if n.startswith(prefix) and n.endswith(suffix)]:
+            row[target.replace("*", name[len(prefix) : len(name) - len(suffix)], 1)] = row.pop(name)
+
+
+NAMES = st.sampled_from(["a", "b", "a.b", "b.a", "P.a", "P.b", "P.P", "*", "x*", "*.b", "P.*"])
+
+
+@given(
+    st.lists(st.tuples(NAMES, NAMES), max_size=4).map(tuple),
+    st.lists(st.tuples(NAMES, st.text(max_size=3)), max_size=8),
+    st.text(max_size=3),
+)
+def test_a_rename_worked_out_once_per_set_of_names_renames_as_the_command_does(
+    pairs: tuple[tuple[str, str], ...], items: list[tuple[str, str]], other: str
+) -> None:
+    rename = Rename(pairs)
+    for values in (dict(items), {name: other + value for name, value in items}):
+        expected, row = dict(values), dict(values)
+        renamed_pair_by_pair(pairs, expected)
+        assert rename.apply(row)
+        assert list(row.items()) == list(expected.items())  # values and order
+
+
+def test_a_rename_keeps_a_bounded_number_of_plans() -> None:
+    rename = Rename((("P.*", "*"),))
+    for n in range(MAX_RENAME_PLANS + 10):
+        rename.apply({f"P.f{n}": "v"})
+    assert 0 < len(rename.plans) <= MAX_RENAME_PLANS
 
 
 def test_rex_adds_the_named_groups_of_the_first_match_and_keeps_the_row() -> None:
