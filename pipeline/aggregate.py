@@ -130,14 +130,7 @@ class Aggregator:
         old = dest_state.get(fid)
         if _has_counted(old, match):
             return None
-        stats = _counted(old, match, fid, start, partition, rule)
-        if (old is None or stats.values is not old.values) and _past_bound(dest_state, stats):
-            if old is None:
-                detail = (
-                    f"dest {match.dest!r} has its groups at their bound, {DEST_STATE_BYTES} bytes"
-                )
-                raise Full(RejectReason.DEST_FULL, detail)
-            stats = replace(stats, values=old.values)  # counted, its new values not kept
+        stats = _within_bound(dest_state, old, _counted(old, match, fid, start, partition, rule))
         if self.is_late(match, watermark):
             stats = replace(stats, late=True)
         findings: list[Finding] = []
@@ -272,9 +265,20 @@ def _room_for(seen: tuple[str, ...], value: str) -> bool:
     return len(seen) < MAX_KEPT_VALUES and sum(map(len, seen)) + len(value) <= MAX_KEPT_CHARS
 
 
-def _past_bound(dest_state: DestState, stats: GroupState) -> bool:
-    """Return whether a dest's groups with ``stats`` in them encode past ``DEST_STATE_BYTES``."""
-    return len(DEST_STATE.encode({**dest_state, stats.finding_id: stats})) > DEST_STATE_BYTES
+def _within_bound(dest_state: DestState, old: GroupState | None, stats: GroupState) -> GroupState:
+    """Return ``stats`` (sized, if it grew) when its dest's groups stay within
+    ``DEST_STATE_BYTES`` (each counts its size when it last grew); else, for an open group,
+    ``stats`` without its new values; raise ``Full`` for a new one."""
+    if old is not None and stats.values is old.values:
+        return stats  # it did not grow
+    stats = replace(stats, size=len(DEST_STATE.encode({stats.finding_id: stats})))
+    others = sum(group.size for fid, group in dest_state.items() if fid != stats.finding_id)
+    if others + stats.size <= DEST_STATE_BYTES:
+        return stats
+    if old is None:
+        detail = f"dest {stats.dest!r} has its groups at their bound, {DEST_STATE_BYTES} bytes"
+        raise Full(RejectReason.DEST_FULL, detail)
+    return replace(stats, values=old.values, size=old.size)  # counted, its new values not kept
 
 
 def _tallied(stats: GroupState, match: Match, functions: dict[str, str]) -> dict[str, int]:

@@ -18,7 +18,10 @@ MAX_VALUE_CHARS = 4_096  # a longer field value is shortened in matches (and all
 MAX_MATCH_CHARS = 65_536  # an event whose match would hold more is dead-lettered (too_large)
 MAX_KEPT_VALUES = 100  # the distinct values a group keeps per values()/dc() field ...
 MAX_KEPT_CHARS = 16_384  # ... and their characters in all
-DEST_STATE_BYTES = 262_144  # a dest's groups, encoded: past this, no group opens or keeps a value
+# A dest's groups, encoded: past this, no group opens or keeps a value. Written compressed
+# (tenfold, for real events) as one record of the state topic, which accepts twice this.
+DEST_STATE_BYTES = 8_388_608
+STATE_RECORD_BYTES = 2 * DEST_STATE_BYTES
 MAX_CONTRIBUTIONS = 256  # per risk object: past this, its oldest contribution is forgotten
 MAX_OPEN_DESTS = 500_000  # per worker (~1.8 KB each): past this, a match of a new dest is refused
 

@@ -92,6 +92,7 @@ class GroupState(Record, frozen=True):
     dirty: bool = False
     late: bool = False
     time_clamped: bool = False
+    size: int = 0  # its encoded size when it last grew: its share of its dest's bound
 
 
 DestState = dict[str, GroupState]  # finding id -> group, the table value of one dest

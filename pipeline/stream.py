@@ -48,6 +48,8 @@ from pipeline.watermark import MergedWatermark
 
 T = TypeVar("T")
 V = TypeVar("V")
+DECODED_FROM = 65_536  # a value whose JSON is this large is kept decoded ...
+DECODED_BUDGET = 33_554_432  # ... within this much JSON in all
 
 
 class Output(StrEnum):
@@ -95,19 +97,30 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
     compressed they take a third of the memory, in the table and in its changelog. A value
     that is plain JSON (written before compression) is read as it is. A value written is held
     as a record until the table asks for it (before its changes are committed), so a key
-    written by many records between two commits is encoded and compressed once.
+    written by many records between two commits is encoded and compressed once. Large values
+    (a busy dest's groups, up to megabytes) are kept decoded too, within a budget, as long as
+    the table holds the bytes they were decoded from: each record of such a dest would
+    otherwise decode them again.
     """
 
     def __init__(self, table: PartitionedTable, codec: Codec[V]) -> None:
         self.table, self.codec = table, codec
         self.held: dict[str, tuple[int, V]] = {}  # key -> (partition written in, value)
+        self.decoded: dict[str, tuple[bytes, V, int]] = {}  # key -> (stored, value, JSON size)
+        self.decoded_bytes = 0
         table.holders.append(self)
 
     def __getitem__(self, key: str) -> V:
         if key in self.held:
             return self.held[key][1]
-        value = self.table[key]
-        return self.codec.decode(value if value[:1] == b"{" else zlib.decompress(value))
+        stored = self.table[key]
+        kept = self.decoded.get(key)
+        if kept is not None and kept[0] is stored:
+            return kept[1]
+        encoded = stored if stored[:1] == b"{" else zlib.decompress(stored)
+        value = self.codec.decode(encoded)
+        self._keep_decoded(key, stored, value, len(encoded))
+        return value
 
     def __setitem__(self, key: str, value: V) -> None:
         self.held[key] = (self.table.partition, value)
@@ -134,9 +147,23 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
         current = self.table.partition
         for key, (partition, value) in self.held.items():
             self.table.partition = partition
-            self.table[key] = zlib.compress(self.codec.encode(value), 1)
+            encoded = self.codec.encode(value)
+            self.table[key] = stored = zlib.compress(encoded, 1)
+            self._keep_decoded(key, stored, value, len(encoded))
         self.table.partition = current
         self.held.clear()
+
+    def _keep_decoded(self, key: str, stored: bytes, value: V, size: int) -> None:
+        """Keep a large value decoded, the oldest kept let go past ``DECODED_BUDGET``."""
+        if size < DECODED_FROM:
+            return
+        if (kept := self.decoded.pop(key, None)) is not None:
+            self.decoded_bytes -= kept[2]
+        self.decoded[key] = (stored, value, size)
+        self.decoded_bytes += size
+        while self.decoded_bytes > DECODED_BUDGET:
+            oldest = next(iter(self.decoded))
+            self.decoded_bytes -= self.decoded.pop(oldest)[2]
 
     def forget_held(self, partition: int) -> None:
         """Drop the values held that were written in ``partition``."""

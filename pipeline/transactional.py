@@ -40,10 +40,12 @@ from confluent_kafka import KafkaException, Producer
 
 from pipeline import metrics
 from pipeline.kafka import CALL_TIMEOUT, RangeReader, flush, producer, retrying, transactional
+from pipeline.policy import STATE_RECORD_BYTES
 from pipeline.settings import Settings
 from pipeline.state import Changes, PartitionedTable, changelog_records, replay
 
 log = logging.getLogger(__name__)
+RECORD_OVERHEAD = 65_536  # what a produce request adds to the records it carries
 IDLE_COMMIT_SECONDS = 5.0  # how long a partition's position may wait when nothing changed
 
 
@@ -246,7 +248,11 @@ class Stage:
     def _take_over(self, partition: int) -> tuple[Producer, dict[str, bytes], int | None]:
         """Fence the previous owner of ``partition``, then read its table and offset back."""
         started = time.monotonic()
-        client = producer(self.settings, **transactional(self.settings, f"{self.name}-{partition}"))
+        client = producer(
+            self.settings,
+            **transactional(self.settings, f"{self.name}-{partition}"),
+            **{"message.max.bytes": STATE_RECORD_BYTES + RECORD_OVERHEAD},
+        )
         if self.transactional:
             retrying(client.init_transactions, CALL_TIMEOUT)
         records = self.state.read_all(partition)

@@ -97,7 +97,8 @@ class Rename:
         return True
 
     def _renamed(self, row: Row) -> Row:
-        """Rename in ``row`` (whose values are its names) as the command does, pair by pair."""
+        """Rename in ``row`` as the command does, pair by pair (``apply`` does it on a row's
+        names, to work out the plan for rows with those names)."""
         for source, target in self.pairs:
             if "*" not in source:
                 if source in row:

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.engine import Detector
-from pipeline.policy import Clamp, TimePolicy
+from pipeline.policy import DEST_STATE_BYTES, STATE_RECORD_BYTES, Clamp, TimePolicy
 from pipeline.rules.loader import load_rules
+from pipeline.topics import load_topics
 from pipeline.watermark import Watermark
 from tests import PROJECT_ROOT
 from tests.synthetic import WMIEXEC, script_block
@@ -81,3 +82,10 @@ def test_no_single_record_moves_the_watermark_past_the_allowed_skew(
     if moment is not None:
         watermark.observe(("windows.sysmon", 1), moment)
     assert watermark.value(held) <= max(before, NOW + SKEW)
+
+
+def test_the_state_topic_accepts_a_dest_s_groups_at_their_bound() -> None:
+    """A dest's groups are one record of the aggregation's state topic; a record the broker
+    refused would stop its partition."""
+    spec = load_topics(PROJECT_ROOT / "topics").spec("wmiwatch.aggregation-state")
+    assert int(spec.config["max.message.bytes"]) == STATE_RECORD_BYTES >= 2 * DEST_STATE_BYTES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ import msgspec
 import pytest
 
 from pipeline import aggregate as aggregate_module
+from pipeline import stream as stream_module
 from pipeline.ocsf import RENDERERS
 from pipeline.partitions import key_partition
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -25,7 +27,9 @@ from pipeline.records import (
     RISK_BATCH,
     RISK_EVENT,
     TICK,
+    Codec,
     DestState,
+    GroupState,
     InputPosition,
     Match,
     MatchBatch,
@@ -265,6 +269,48 @@ def test_the_encoded_table_encodes_a_key_once_per_commit_in_its_partition() -> N
     assert raw.partition == 5 and not encoded.held
     assert list(raw.take_changes(4)) == ["a"] and list(raw.take_changes(5)) == ["b"]
     assert encoded["a"] == InputPosition(2) and len(encoded) == 2
+
+
+class CountingCodec(Codec[DestState]):
+    """The table's codec, counting its decodes."""
+
+    def __init__(self) -> None:
+        super().__init__(DestState)
+        self.decodes = 0
+
+    def decode(self, payload: bytes) -> DestState:
+        self.decodes += 1
+        return super().decode(payload)
+
+
+def test_the_encoded_table_keeps_a_large_value_decoded_while_it_holds_its_bytes() -> None:
+    raw, codec = PartitionedTable(), CountingCodec()
+    encoded = EncodedTable(raw, codec)
+    big = {
+        f"f{n}": GroupState(f"f{n}", WMIC_NODE, "h1", 0, {"p": "x" * 1000}, 0) for n in range(80)
+    }
+    small = {"f": GroupState("f", WMIC_NODE, "h2", 0, {}, 0)}
+    encoded["h1"], encoded["h2"] = big, small
+    raw.write_held()
+    assert [encoded["h1"] for _ in range(3)] == [big] * 3 and codec.decodes == 0  # as written
+    assert [encoded["h2"] for _ in range(3)] == [small] * 3 and codec.decodes == 3  # small: not
+    raw.load(0, {"h1": zlib.compress(DEST_STATE.encode(small), 1)})  # other bytes: decoded anew
+    assert encoded["h1"] == small and codec.decodes == 4
+    raw.load(0, {"h1": zlib.compress(DEST_STATE.encode(big), 1)})
+    assert [encoded["h1"] for _ in range(3)] == [big] * 3 and codec.decodes == 5
+
+
+def test_the_encoded_table_keeps_decoded_values_within_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_module, "DECODED_BUDGET", 3 * stream_module.DECODED_FROM)
+    raw = PartitionedTable()
+    encoded = EncodedTable(raw, DEST_STATE)
+    for n in range(5):
+        encoded[f"h{n}"] = {"f": GroupState("f", WMIC_NODE, "h", 0, {"p": "x" * 70_000}, 0)}
+    raw.write_held()
+    assert sorted(encoded.decoded) == ["h3", "h4"]  # the newest that fit
+    assert encoded.decoded_bytes <= stream_module.DECODED_BUDGET
 
 
 def test_dropping_a_partition_drops_what_its_records_wrote_and_is_held() -> None:
