@@ -12,12 +12,14 @@ the batch's other parts are handled.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
+from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, Full, StagedWrites
@@ -389,13 +391,17 @@ def handled_parts(
 
 
 def count_published(step: Step, now: float) -> None:
-    """Count the records of ``step`` that were published (a risk batch repeats risk events)."""
+    """Count the records of ``step`` that were published (a risk batch repeats risk events),
+    each series once per step."""
+    tally: Counter[tuple[CounterMetric, tuple[str, ...]]] = Counter()
     for record in step.outgoing:
         if record.output is Output.RISK:
-            metrics.series(metrics.risk_events_emitted_total, record.rule_id).inc()
+            tally[metrics.risk_events_emitted_total, (record.rule_id,)] += 1
         elif record.output is Output.INCIDENTS:
-            metrics.series(metrics.incidents_emitted_total, record.kind).inc()
+            tally[metrics.incidents_emitted_total, (record.kind,)] += 1
         elif record.output is Output.FINDINGS:
-            metrics.series(metrics.findings_emitted_total, record.rule_id, record.kind).inc()
+            tally[metrics.findings_emitted_total, (record.rule_id, record.kind)] += 1
             if record.ingested_at is not None:
                 metrics.finding_latency_seconds.observe(now - record.ingested_at)
+    for (metric, labels), amount in tally.items():
+        metrics.series(metric, *labels).inc(amount)

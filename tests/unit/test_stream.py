@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from pipeline import aggregate as aggregate_module
 from pipeline import stream as stream_module
@@ -39,7 +40,15 @@ from pipeline.records import (
     Tick,
 )
 from pipeline.state import PartitionedTable
-from pipeline.stream import Aggregation, EncodedTable, Outgoing, Output, Scoring
+from pipeline.stream import (
+    Aggregation,
+    EncodedTable,
+    Outgoing,
+    Output,
+    Scoring,
+    Step,
+    count_published,
+)
 from pipeline.watermark import MergedWatermark
 
 HOUR = 3600
@@ -417,3 +426,31 @@ def test_rebuilding_the_index_skips_keys_that_vanish_while_listed(rules: dict[st
     aggregation.forget_index()
     aggregation.handle(tick(1.0, 0.0), partition=0, now=NOW)
     assert scheduled(aggregation) == {0: {"h1"}}
+
+
+def test_published_records_are_counted_per_series() -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample("wmiwatch_findings_emitted_total", rule="r-count", status="new"),
+        sample("wmiwatch_risk_events_emitted_total", rule="r-count"),
+        sample("wmiwatch_risk_incidents_emitted_total", kind="risk_threshold"),
+    )
+    step = Step(
+        [
+            Outgoing(Output.FINDINGS, "h", b"", "r-count", "new", 1.0),
+            Outgoing(Output.RISK, "h", b"", "r-count", "risk"),
+            Outgoing(Output.FINDINGS, "h", b"", "r-count", "new", 1.0),
+            Outgoing(Output.RISK, "h", b"", "r-count", "risk"),
+            Outgoing(Output.RISK_BATCHES, "", b"", "", "", partition=0),  # repeats the two
+            Outgoing(Output.INCIDENTS, "h", b"", "", "risk_threshold"),
+        ]
+    )
+    count_published(step, now=2.0)
+    after = (
+        sample("wmiwatch_findings_emitted_total", rule="r-count", status="new"),
+        sample("wmiwatch_risk_events_emitted_total", rule="r-count"),
+        sample("wmiwatch_risk_incidents_emitted_total", kind="risk_threshold"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2.0, 2.0, 1.0]
