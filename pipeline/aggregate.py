@@ -365,7 +365,11 @@ class StagedWrites(MutableMapping[str, V], Generic[V]):
         return iter(self.table)
 
     def __len__(self) -> int:
-        return len(self.table)
+        """Return the keys there are with the held changes (a record's few) applied."""
+        change = sum(
+            (value is not None) - (key in self.table) for key, value in self.pending.items()
+        )
+        return len(self.table) + change
 
     def discard(self) -> None:
         """Forget the held changes (the record that made them could not be handled)."""

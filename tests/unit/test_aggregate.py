@@ -369,3 +369,19 @@ def test_a_table_at_its_bound_opens_no_new_dest_and_counts_on_for_the_others(
     aggregator.advance(forgotten, 0.0, ["h1", "h2", "h3"])
     assert state == {}
     assert aggregator.add(match(forgotten + 10.0, dest="h4"), forgotten, 0.0)
+
+
+def test_the_table_s_bound_counts_the_dests_a_record_opens_before_they_are_applied(
+    rules: dict[str, Any],
+) -> None:
+    """One matches record can bring several new dests: each counts as soon as it is staged."""
+    staged: StagedWrites[DestState] = StagedWrites({"h0": {}})
+    aggregator = Aggregator(rules, staged, POLICY, max_dests=3)
+    for dest in ("h1", "h2"):
+        assert aggregator.add(match(10.0, dest=dest), -math.inf, 0.0)
+    with pytest.raises(Full, match="the table holds 3 dests"):
+        aggregator.add(match(10.0, dest="h3"), -math.inf, 0.0)
+    assert len(staged) == 3
+    del staged["h0"], staged["h1"]
+    staged["h1"] = {}
+    assert len(staged) == 2 and sorted(staged.pending) == ["h0", "h1", "h2"]
