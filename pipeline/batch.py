@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
-from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.engine import Detector, Outcome
@@ -26,7 +25,6 @@ from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 OTHER_CODE = "other"
-Tally = Counter[tuple[CounterMetric, tuple[str, ...]]]
 
 
 @dataclass
@@ -36,13 +34,12 @@ class BatchResult:
 
     matches: list[tuple[str, bytes]] = field(default_factory=list)
     produce: list[tuple[str, bytes, bytes]] = field(default_factory=list)
-    tally: Tally = field(default_factory=Counter)
+    tally: metrics.Tally = field(default_factory=Counter)
     screened: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # topic, source, code
 
     def count(self) -> None:
         """Add the tallies to the metrics."""
-        for (counter, labels), amount in self.tally.items():
-            counter.labels(*labels).inc(amount)
+        metrics.add(self.tally)
 
 
 class BatchProcessor:
@@ -128,7 +125,7 @@ class BatchProcessor:
         self.rule_times[match.rule_id] = newest
         metrics.rule_watermark_seconds.labels(match.rule_id).set(newest)
 
-    def _tally(self, tally: Tally, topic: str, outcome: Outcome, amount: int = 1) -> None:
+    def _tally(self, tally: metrics.Tally, topic: str, outcome: Outcome, amount: int = 1) -> None:
         code = outcome.event_code if outcome.event_code in self.known_codes else OTHER_CODE
         tally[(metrics.events_consumed_total, (topic, code))] += amount
         if outcome.rejected is not None:

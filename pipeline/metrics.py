@@ -7,6 +7,7 @@ set by one process only, so the most recent value is the one exposed.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import re
@@ -200,6 +201,16 @@ def series(metric: Labelled, *values: str) -> Labelled:
     if found is None:
         found = _series[key] = metric.labels(*values)
     return found
+
+
+# Counter increments gathered per (counter, label values), added once each by ``add``.
+Tally = collections.Counter[tuple[Counter, tuple[str, ...]]]
+
+
+def add(tally: Tally) -> None:
+    """Add each gathered amount to its counter's series."""
+    for (counter, labels), amount in tally.items():
+        series(counter, *labels).inc(amount)
 
 
 FORGOTTEN = math.nan  # a gauge set to this is left out of what is served (multiprocess mode)

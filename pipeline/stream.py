@@ -19,7 +19,6 @@ from enum import StrEnum
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
-from prometheus_client import Counter as CounterMetric
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, Full, StagedWrites
@@ -48,7 +47,6 @@ from pipeline.state import PartitionedTable
 from pipeline.wakeups import Wakeups
 from pipeline.watermark import MergedWatermark
 
-T = TypeVar("T")
 V = TypeVar("V")
 DECODED_FROM = 65_536  # a value whose JSON is this large is kept decoded ...
 DECODED_BUDGET = 33_554_432  # ... within this much JSON in all
@@ -393,7 +391,7 @@ def handled_parts(
 def count_published(step: Step, now: float) -> None:
     """Count the records of ``step`` that were published (a risk batch repeats risk events),
     each series once per step."""
-    tally: Counter[tuple[CounterMetric, tuple[str, ...]]] = Counter()
+    tally: metrics.Tally = Counter()
     for record in step.outgoing:
         if record.output is Output.RISK:
             tally[metrics.risk_events_emitted_total, (record.rule_id,)] += 1
@@ -403,5 +401,4 @@ def count_published(step: Step, now: float) -> None:
             tally[metrics.findings_emitted_total, (record.rule_id, record.kind)] += 1
             if record.ingested_at is not None:
                 metrics.finding_latency_seconds.observe(now - record.ingested_at)
-    for (metric, labels), amount in tally.items():
-        metrics.series(metric, *labels).inc(amount)
+    metrics.add(tally)
