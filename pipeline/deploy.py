@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from pipeline.topics import Topics, load_topics
+from pipeline.yamlfile import load_yaml
 
 STRIMZI_CLUSTER = "kafka"
 
@@ -49,7 +50,7 @@ def prometheus_rule(alerts: Path) -> dict[str, Any]:
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "wmiwatch", "labels": {"app.kubernetes.io/name": "wmiwatch"}},
-        "spec": yaml.safe_load(alerts.read_text()),
+        "spec": load_yaml(alerts),
     }
 
 

@@ -10,11 +10,11 @@ from functools import cache, cached_property
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from pipeline.event import Event
 from pipeline.rejects import Rejected, RejectReason
+from pipeline.yamlfile import load_yaml
 
 Fields = dict[str, str]
 
@@ -247,7 +247,7 @@ class Normalizer:
 
 def load_mapping(path: Path) -> SourceMapping:
     """Load one mapping file."""
-    return SourceMapping.model_validate(yaml.safe_load(path.read_text()))
+    return SourceMapping.model_validate(load_yaml(path))
 
 
 @cache

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.yamlfile import load_yaml
 
 
 class TopicSpec(BaseModel):
@@ -119,8 +120,7 @@ def load_topics(
     topic name, "" to switch it off) overrides the raw topics' default names.
     """
     specs = tuple(
-        TopicSpec.model_validate(yaml.safe_load(path.read_text()))
-        for path in sorted(folder.glob("*.yaml"))
+        TopicSpec.model_validate(load_yaml(path)) for path in sorted(folder.glob("*.yaml"))
     )
     by_name = {spec.name: spec for spec in specs}
     for spec in specs:

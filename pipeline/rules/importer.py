@@ -23,6 +23,7 @@ from pipeline.rules.errors import RuleError, describe
 from pipeline.rules.loader import MACROS_FILE, load_macros, routes_of
 from pipeline.rules.lookups import LOOKUPS_FILE, LOOKUPS_FOLDER, Lookups, LookupSpec
 from pipeline.rules.model import RuleSpec, filter_macro_name
+from pipeline.yamlfile import load_yaml
 
 # security_content observable types -> risk object types
 ENTITY_TYPES = {"user": "user", "user name": "user", "hostname": "system", "ip address": "system"}
@@ -71,7 +72,7 @@ def upstream_lookups(sources: Iterable[Path], out: Path) -> Lookups:
     files: dict[str, Path] = {}
     for folder in beside(sources, LOOKUPS_FOLDER):
         for path in sorted(folder.glob("*.yml")):
-            upstream = yaml.safe_load(path.read_text()) or {}
+            upstream = load_yaml(path) or {}
             known = {k: v for k, v in upstream.items() if k in LookupSpec.model_fields}
             try:
                 spec = LookupSpec.model_validate(known)
@@ -99,7 +100,7 @@ def write_lookups(lookups: Lookups, out: Path) -> None:
 
 def _macro_files(folder: Path) -> Iterator[tuple[str, Macro]]:
     for path in sorted(folder.glob("*.yml")):
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = load_yaml(path) or {}
         if isinstance(spec, dict) and "name" in spec and "definition" in spec:
             arguments = tuple(str(a) for a in spec.get("arguments") or ())
             yield str(spec["name"]), Macro(str(spec["definition"]), arguments)
@@ -183,7 +184,7 @@ def _importable(
 ) -> dict[str, Any]:
     """Return the rule file of the detection at ``path``, or raise why it cannot run here."""
     try:
-        detection = yaml.safe_load(path.read_text())
+        detection = load_yaml(path)
         spec = rule_spec(detection)
         RuleSpec.model_validate(spec)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as error:

@@ -13,6 +13,7 @@ from pipeline.rules.errors import RuleError, RuleErrors, describe
 from pipeline.rules.lookups import LOOKUPS_FILE, Lookups
 from pipeline.rules.model import MacrosFile, Rule, RuleSpec
 from pipeline.rules.plan import Plan
+from pipeline.yamlfile import load_yaml
 
 MACROS_FILE = "macros.yml"
 
@@ -20,7 +21,7 @@ MACROS_FILE = "macros.yml"
 def load_macros(path: Path) -> dict[str, Macro]:
     """Load the macros file; an ``name(n)`` entry takes n arguments."""
     try:
-        spec = MacrosFile.model_validate(yaml.safe_load(path.read_text()))
+        spec = MacrosFile.model_validate(load_yaml(path))
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise RuleErrors([RuleError(describe(error), path=str(path))]) from None
     return {name: Macro(m.definition, m.arguments) for name, m in spec.macros.items()}
@@ -40,7 +41,7 @@ def load_rule(
 ) -> Rule:
     """Load, validate and compile one rule file."""
     try:
-        spec = RuleSpec.model_validate(yaml.safe_load(path.read_text()))
+        spec = RuleSpec.model_validate(load_yaml(path))
     except (OSError, yaml.YAMLError, ValidationError) as error:
         raise RuleError(describe(error), path=str(path)) from None
     try:

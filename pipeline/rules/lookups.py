@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.rules.errors import RuleError, describe
 from pipeline.rules.evaluation import MULTIVALUE_SEPARATOR
 from pipeline.wildcard import Wildcard
+from pipeline.yamlfile import load_yaml
 
 LOOKUPS_FILE = "lookups.yml"
 LOOKUPS_FOLDER = "lookups"
@@ -112,7 +113,7 @@ class Lookups:
         if not path.exists():
             return cls(folder)
         try:
-            specs = LookupsFile.model_validate(yaml.safe_load(path.read_text())).lookups
+            specs = LookupsFile.model_validate(load_yaml(path)).lookups
         except (OSError, yaml.YAMLError, ValidationError) as error:
             message = f"cannot read the lookups: {describe(error)}"
             raise RuleError(message, path=str(path)) from None
