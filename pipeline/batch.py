@@ -18,7 +18,7 @@ from pipeline import metrics
 from pipeline.engine import Detector, Outcome
 from pipeline.partitions import BATCH_BYTES, partitioned
 from pipeline.records import DEAD_LETTER, MATCH, MATCH_BATCH, Match, MatchBatch, Origin
-from pipeline.rejects import RejectReason, dead_letter_record
+from pipeline.rejects import Rejected, RejectReason, dead_letter_record
 from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
 from pipeline.topics import Topics
@@ -74,27 +74,38 @@ class BatchProcessor:
     def process(self, messages: Iterable[Message]) -> BatchResult:
         """Return what ``messages`` produce: matches with their dests, and dead letters."""
         result = BatchResult()
+        last: dict[tuple[str, int], Message | None] = {}  # per partition: its record if screened
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", error)
                 continue
-            self._process_one(message, result)
+            self._process_one(message, result, last)
+        for partition, screened in last.items():
+            tail = None if screened is None else (screened.value() or b"", received_at(screened))
+            self.reporter.last_record(partition, tail)
         for (topic, source, code), amount in result.screened.items():
             self._tally(result.tally, topic, Outcome(source=source, event_code=code), amount)
         return result
 
-    def _process_one(self, message: Message, result: BatchResult) -> None:
+    def _process_one(
+        self, message: Message, result: BatchResult, last: dict[tuple[str, int], Message | None]
+    ) -> None:
         topic, partition = str(message.topic()), message.partition() or 0
-        payload, received = message.value() or b"", received_at(message)
-        origin = Origin(topic, partition, message.offset() or 0)
-        outcome = self.detector.process(payload, origin, received)
-        if outcome.screened:  # most events: tallied together at the end of the batch
-            self.reporter.last_record((topic, partition), (payload, received))
-            result.screened[(topic, outcome.source, outcome.event_code)] += 1
+        payload = message.value() or b""
+        verdict = self.detector.screen(payload)
+        if verdict is not None and not isinstance(verdict, Rejected):
+            # most events: tallied together at the end of the batch, nothing else made
+            last[(topic, partition)] = message
+            result.screened[(topic, verdict.source, verdict.event_code)] += 1
             return
-        self.reporter.last_record((topic, partition), None)
+        last[(topic, partition)] = None
+        origin = Origin(topic, partition, message.offset() or 0)
+        if verdict is None:
+            outcome = self.detector.detect(payload, origin, received_at(message))
+        else:
+            outcome = Outcome(rejected=verdict)
         self._tally(result.tally, topic, outcome)
         if outcome.rejected is not None:
             letter = dead_letter_record(
