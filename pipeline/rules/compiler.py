@@ -25,6 +25,7 @@ from pipeline.rules.expr import (
     Not,
     Ordering,
     Regex,
+    any_of,
     pcre,
 )
 from pipeline.rules.lookups import Lookup, Lookups
@@ -159,7 +160,7 @@ class _Builder:
         if kind in ("and_expr", "search_args"):
             return _joined(All, [self.expr(child) for child in tree.children])
         if kind == "or_expr":
-            return _joined(Any, [self.expr(child) for child in tree.children])
+            return any_of(self.expr(child) for child in tree.children)
         if kind == "negation":
             return Not(self.expr(tree.children[0]))
         if kind == "keyword":
@@ -167,7 +168,7 @@ class _Builder:
         if kind == "membership":
             name, *values = tree.children
             target = self.resolve(_unquote(name))
-            return Any(tuple(Match(target, Wildcard.compile(_unquote(v))) for v in values))
+            return any_of(Match(target, Wildcard.compile(_unquote(v))) for v in values)
         if kind == "comparison":
             name, op, value = tree.children
             return self.comparison(self.resolve(_unquote(name)), str(op), _unquote(value))

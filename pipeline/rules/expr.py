@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any as Any_
 from typing import Protocol
@@ -210,7 +210,10 @@ class All:
 
     def evaluate(self, event: Event) -> bool:
         """Return True when every operand holds (short-circuit)."""
-        return all(operand.evaluate(event) for operand in self.operands)
+        for operand in self.operands:  # noqa: SIM110 (a generator costs more than an operand)
+            if not operand.evaluate(event):
+                return False
+        return True
 
     def decide(self, known: Mapping[str, str]) -> Truth:
         """False when any operand is false, True when all are true, else undecided."""
@@ -233,7 +236,10 @@ class Any:
 
     def evaluate(self, event: Event) -> bool:
         """Return True when some operand holds (short-circuit)."""
-        return any(operand.evaluate(event) for operand in self.operands)
+        for operand in self.operands:  # noqa: SIM110 (a generator costs more than an operand)
+            if operand.evaluate(event):
+                return True
+        return False
 
     def decide(self, known: Mapping[str, str]) -> Truth:
         """True when any operand is true, False when all are false, else undecided."""
@@ -248,6 +254,99 @@ class Any:
         if not found or None in found:
             return None
         return frozenset().union(*(words for words in found if words is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """``field=p1 OR field=p2 …``: the field is present and matches one of the patterns. The
+    values without ``*`` are one set lookup, the ``*suffix`` and ``prefix*`` ones one call each
+    (``IN (…)`` lists of process names are most of the imported rules' terms)."""
+
+    field: str
+    values: frozenset[str]
+    suffixes: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    patterns: tuple[Wildcard, ...]  # any other shape
+
+    @classmethod
+    def of(cls, field: str, patterns: Iterable[Wildcard]) -> OneOf:
+        """Return the test of ``field`` against ``patterns``, sorted by shape."""
+        shapes: dict[str, list[Wildcard]] = {"values": [], "suffix": [], "prefix": [], "other": []}
+        for pattern in patterns:
+            shapes[_shape(pattern)].append(pattern)
+        return cls(
+            field,
+            frozenset(p.pieces[0] for p in shapes["values"]),
+            tuple(p.pieces[1] for p in shapes["suffix"]),
+            tuple(p.pieces[0] for p in shapes["prefix"]),
+            tuple(shapes["other"]),
+        )
+
+    def holds(self, folded: str | None) -> bool:
+        """Return whether the casefolded value is present and matches one of the patterns."""
+        if folded is None:
+            return False
+        if folded in self.values or folded.endswith(self.suffixes):
+            return True
+        if folded.startswith(self.prefixes):
+            return True
+        return any(pattern.matches_folded(folded) for pattern in self.patterns)
+
+    def evaluate(self, event: Event) -> bool:
+        """Return whether the field is present and matches one of the patterns."""
+        return self.holds(event.folded(self.field))
+
+    def decide(self, known: Mapping[str, str]) -> Truth:
+        """Decide when the field is known."""
+        value = known.get(self.field)
+        return None if value is None else self.holds(value.casefold())
+
+    def necessary(self, raw_safe: RawSafe) -> Literals:
+        """Return the union of the patterns' longest words (as ``Any`` of ``Match`` would)."""
+        if not raw_safe(self.field):
+            return None
+        every = [Wildcard((value,)) for value in self.values]
+        every += [Wildcard(("", suffix)) for suffix in self.suffixes]
+        every += [Wildcard((prefix, "")) for prefix in self.prefixes]
+        found = [longest_word(pattern) for pattern in (*every, *self.patterns)]
+        if None in found:
+            return None
+        return frozenset().union(*(words for words in found if words is not None))
+
+
+def _shape(pattern: Wildcard) -> str:
+    """Return how ``OneOf`` tests the pattern: "values", "suffix", "prefix" or "other"."""
+    pieces = pattern.pieces
+    if len(pieces) == 1:
+        return "values"
+    if len(pieces) == 2 and pieces[0] == "" and pieces[1]:
+        return "suffix"
+    if len(pieces) == 2 and pieces[1] == "" and pieces[0]:
+        return "prefix"
+    return "other"
+
+
+def any_of(operands: Iterable[Expr]) -> Expr:
+    """Return the disjunction of ``operands``: nested disjunctions flattened, and the matches of
+    a field that several test gathered into one ``OneOf``."""
+    flat = [o for operand in operands for o in _disjuncts(operand)]
+    tested: dict[str, list[Wildcard]] = {}
+    for operand in flat:
+        if isinstance(operand, Match):
+            tested.setdefault(operand.field, []).append(operand.pattern)
+    joined: list[Expr] = []
+    gathered: set[str] = set()
+    for operand in flat:
+        if not isinstance(operand, Match) or len(tested[operand.field]) == 1:
+            joined.append(operand)
+        elif operand.field not in gathered:  # the field's first match stands for all of them
+            gathered.add(operand.field)
+            joined.append(OneOf.of(operand.field, tested[operand.field]))
+    return joined[0] if len(joined) == 1 else Any(tuple(joined))
+
+
+def _disjuncts(operand: Expr) -> tuple[Expr, ...]:
+    return operand.operands if isinstance(operand, Any) else (operand,)
 
 
 ALWAYS = All(())

@@ -18,16 +18,18 @@ from pipeline.rules.expr import (
     Keyword,
     Match,
     Not,
+    OneOf,
     Ordering,
     Regex,
+    any_of,
     longest_word,
     pcre,
 )
 from pipeline.wildcard import Wildcard
 
 FIELDS = ("EventCode", "source", "dest")
-VALUES = ("1", "4104", "sysmon", "ws1", "10")
-PATTERNS = ("1", "41*", "*", "sys*", "ws?", "4104")
+VALUES = ("1", "4104", "sysmon", "SysMon", "ws1", "10", "xsysmon")
+PATTERNS = ("1", "41*", "*", "sys*", "ws?", "4104", "*04", "*SYS*", "4*4", "*mon", "WS1")
 
 LEAVES = st.one_of(
     st.builds(Match, st.sampled_from(FIELDS), st.sampled_from(PATTERNS).map(Wildcard.compile)),
@@ -47,6 +49,7 @@ EXPRESSIONS = st.recursive(
         st.builds(Not, children),
         st.lists(children, max_size=3).map(lambda operands: All(tuple(operands))),
         st.lists(children, max_size=3).map(lambda operands: Any(tuple(operands))),
+        st.lists(children, min_size=1, max_size=4).map(any_of),
     ),
     max_leaves=8,
 )
@@ -63,6 +66,44 @@ def test_a_decision_from_some_fields_is_what_the_whole_event_gives(
     truth = expression.decide(known)
     if truth is not None:
         assert truth == expression.evaluate(event)
+
+
+MATCHES = st.builds(Match, st.sampled_from(FIELDS), st.sampled_from(PATTERNS).map(Wildcard.compile))
+
+
+@given(st.lists(st.one_of(MATCHES, EXPRESSIONS), min_size=1, max_size=8), EVENTS)
+def test_a_disjunction_with_its_matches_gathered_is_the_disjunction(
+    operands: list[Expr], fields: dict[str, str]
+) -> None:
+    """``any_of`` gathers the matches of a field into a ``OneOf``: same truth, same decisions,
+    same words for the screen."""
+    event = Event(fields, 0.0, " ".join(fields.values()))
+    plain, gathered = Any(tuple(operands)), any_of(operands)
+    assert gathered.evaluate(event) == plain.evaluate(event)
+    assert gathered.decide(fields) == plain.decide(fields)
+    assert gathered.necessary(lambda name: name != "dest") == plain.necessary(
+        lambda name: name != "dest"
+    )
+
+
+def test_the_values_of_a_field_several_matches_test_become_one_test() -> None:
+    patterns = ["cmd.exe", "*\\wmic.exe", "power*", "*shell*"]
+    gathered = any_of(
+        [Match("process", Wildcard.compile(p)) for p in patterns]
+        + [Match("dest", Wildcard.compile("ws1"))]
+    )
+    assert isinstance(gathered, Any)
+    one_of, dest = gathered.operands
+    assert one_of == OneOf(
+        "process",
+        frozenset({"cmd.exe"}),
+        ("\\wmic.exe",),
+        ("power",),
+        (Wildcard.compile("*shell*"),),
+    )
+    assert dest == Match("dest", Wildcard.compile("ws1"))
+    assert one_of.evaluate(Event({"process": "C:\\X\\WMIC.EXE"}, 0.0, ""))
+    assert not one_of.evaluate(Event({"process": "wmic.exe"}, 0.0, ""))
 
 
 @pytest.mark.parametrize(
