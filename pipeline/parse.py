@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -76,13 +77,13 @@ def parse_event(payload: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     return Event(fields=fields, time=event_time(fields), raw=text)
 
 
-def _local(tag: object) -> str:
-    name = str(tag)
-    return name.rsplit("}", 1)[-1]
+@functools.lru_cache(maxsize=1024)  # events repeat a few dozen tag names; bounded: untrusted
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
 
 
 def _xml_fields(payload: bytes) -> dict[str, str]:
-    if any(marker in payload for marker in _FORBIDDEN_XML):
+    if b"<!" in payload and any(marker in payload for marker in _FORBIDDEN_XML):
         raise Rejected(RejectReason.XML_ENTITIES, "DTDs and entity declarations are refused")
     try:
         root = etree.fromstring(payload.strip(), parser=_XML_PARSER)
@@ -91,14 +92,16 @@ def _xml_fields(payload: bytes) -> dict[str, str]:
     _check_xml_shape(payload, root)
     fields: dict[str, str] = {}
     for section in root:
+        if not isinstance(section.tag, str):
+            continue  # a comment or processing instruction
         name = _local(section.tag)
         if name == "System":
             _system_fields(section, fields)
         elif name == "EventData":
             for data in section:
                 key = data.get("Name")
-                if key and data.text:  # Splunk extracts no empty value
-                    fields[key] = data.text
+                if key and (text := data.text):  # Splunk extracts no empty value
+                    fields[key] = text
         elif name == "UserData":
             for leaf in section.iter():
                 text = (leaf.text or "").strip()
@@ -123,13 +126,16 @@ def _check_xml_shape(payload: bytes, root: etree._Element) -> None:
 
 def _system_fields(system: etree._Element, fields: dict[str, str]) -> None:
     for child in system:
-        if not isinstance(child.tag, str):
+        tag = child.tag
+        if not isinstance(tag, str):
             continue
-        text = (child.text or "").strip()
-        if text:
-            fields[_local(child.tag)] = text
-        for attribute, value in child.attrib.items():
-            fields.setdefault(str(attribute), str(value))
+        text = child.text
+        if text and (text := text.strip()):
+            fields[_local(tag)] = text
+        attributes = child.attrib
+        if attributes:
+            for attribute, value in attributes.items():
+                fields.setdefault(str(attribute), str(value))
 
 
 def json_fields(text: str) -> dict[str, str]:
