@@ -27,7 +27,8 @@ the same run:
      a loop that parses every line with lxml and reads its Data fields, against ``detect``
      with one and with two jobs,
   g) ``detect`` over the fleet file and the attack mix with the story's rules and with every
-     security_content endpoint detection ``wmiwatch rules import`` can run (--escu).
+     security_content endpoint detection ``wmiwatch rules import`` can run (--escu); and the
+     worker (exactly-once) over the fleet events with those imported rules, as in b).
 
 It also prints the CPU cores each process (Faust, intake, broker) used during b). With
 --json PATH it also writes the figures as one JSON object.
@@ -246,6 +247,7 @@ def start_workers(
             "WMIWATCH_TOPIC_PREFIX": settings.topic_prefix,
             "WMIWATCH_RAW_TOPICS": json.dumps(settings.raw_topics),
             "WMIWATCH_GROUP_ID": settings.group_id,
+            "WMIWATCH_RULES_DIR": str(settings.rules_dir),
             "WMIWATCH_DATA_DIR": str(logs / f"worker{number}"),
             "WMIWATCH_METRICS_PORT": str(port),
             "WMIWATCH_PROCESSING_GUARANTEE": settings.processing_guarantee,
@@ -402,27 +404,33 @@ def fresh_settings(bootstrap: str, name: str, **overrides: object) -> Settings:
     return settings
 
 
-def imported_rules_rates(
-    args: argparse.Namespace, rules: tuple[Rule, ...], files: list[Path], folder: Path
-) -> dict[str, float]:
-    """Return detect's events/s over ``files`` with the story rules and the imported ones."""
+def import_endpoint_rules(args: argparse.Namespace, folder: Path) -> Path | None:
+    """Import ``--escu``'s detections into a rules folder; return it (None: no detections)."""
     if not args.escu.is_dir():
         print(f"(no security_content detections at {args.escu}: g) skipped)")
-        return {}
+        return None
     out = folder / "imported"
     started = time.perf_counter()
     report = import_detections([args.escu], out, TOPICS.parent / "rules" / "macros.yml")
-    imported = load_rules(out)
-    load = time.perf_counter() - started
-    print(f"(g: {report.summary}; import and compile took {load:.1f} s)")
-    rates = {}
+    load_rules(out)
+    print(f"(g: {report.summary}; import and compile took {time.perf_counter() - started:.1f} s)")
+    return out
+
+
+def imported_rules_rates(
+    rules: tuple[Rule, ...], imported: tuple[Rule, ...], files: list[Path]
+) -> tuple[dict[str, float], int]:
+    """Return detect's events/s over ``files`` with the story rules and the imported ones, and
+    the imported rules' matches in the first file."""
+    rates, matches = {}, []
     for path in files:
         for label, chosen in (("story", rules), (f"{len(imported)} imported", imported)):
             started = time.perf_counter()
-            count = detect_files([path], chosen, WindowPolicy()).events
-            rate = count / (time.perf_counter() - started)
+            report = detect_files([path], chosen, WindowPolicy())
+            rate = report.events / (time.perf_counter() - started)
             rates[f"g) detect, {path.stem}, {label} rules (events/s)"] = rate
-    return rates
+            matches.append(report.matches)
+    return rates, matches[1]
 
 
 def detect_attack_mix(
@@ -605,6 +613,7 @@ def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Pat
 
 
 GUARANTEES = ("exactly_once", "at_least_once")
+IMPORTED_WORKER = "exactly_once_imported_rules"  # b)'s worker with the g) rules
 
 
 def measure(
@@ -622,7 +631,7 @@ def measure(
     started = time.perf_counter()
     report = detect_files([log_file], rules, WindowPolicy())
     detect_rate = args.events / (time.perf_counter() - started)
-    matches = sum(f.count for f in report.findings)
+    matches = report.matches  # all of them, also those of groups no finding reports
     runs = {}
     for guarantee in GUARANTEES:  # each with topics of its own, raw ones holding the same events
         own = fresh_settings(bootstrap, f"bench{guarantee[0]}", processing_guarantee=guarantee)
@@ -635,7 +644,17 @@ def measure(
     flooded = run_flood(settings, args.flood, rules, folder / "flood")
     attack = detect_attack_mix(args, rules, folder)
     mixes = [log_file] + ([folder / "attack.xml"] if attack else [])
-    with_imported = imported_rules_rates(args, rules, mixes, folder)
+    imported_folder = import_endpoint_rules(args, folder)
+    with_imported: dict[str, float] = {}
+    if imported_folder is not None:
+        imported = load_rules(imported_folder)
+        with_imported, imported_matches = imported_rules_rates(rules, imported, mixes)
+        own = fresh_settings(bootstrap, "benchg", rules_dir=imported_folder)
+        logs = folder / IMPORTED_WORKER
+        logs.mkdir()
+        runs[IMPORTED_WORKER] = run_worker(
+            own, own.topics(), batch, args.workers, logs, imported_matches, broker_pid
+        )
     print(
         f"wmiwatch benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"broker {broker_name(args)}, hyperscan {HYPERSCAN}, "
@@ -670,6 +689,9 @@ def measure(
         print(f"{label:44} {value:14,.0f} {value / attack[LXML_LOOP]:8.2f} (vs lxml)")
     for label, value in with_imported.items():
         print(f"{label:60} {value:14,.0f}")
+    if IMPORTED_WORKER in runs:
+        ratio = runs[IMPORTED_WORKER].rate / runs["exactly_once"].rate
+        print(f"{'g) worker, imported rules / story rules (exactly-once)':60} {ratio:14.3f}")
     return {
         "broker": broker_name(args),
         "hyperscan": HYPERSCAN,

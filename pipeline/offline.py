@@ -34,6 +34,7 @@ class DetectReport:
 
     findings: list[Finding] = field(default_factory=list)
     events: int = 0
+    matches: int = 0  # counted into groups, as a worker's wmiwatch_matches_aggregated_total
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -80,9 +81,11 @@ def detect_files(
             report.rejected.update(done.rejected)
             for match in done.matches:
                 try:
-                    aggregator.add(match, -math.inf, 0.0)
+                    counted = aggregator.add(match, -math.inf, 0.0) is not None
                 except Full as full:
                     report.rejected[full.reason] += 1
+                else:
+                    report.matches += counted
     report.findings = aggregator.advance(math.inf, 0.0, list(state))
     report.findings.sort(key=lambda f: (f.first_time, f.rule_name, f.finding_id))
     return report

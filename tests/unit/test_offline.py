@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from pipeline import offline
 from pipeline.cli import app
+from pipeline.engine import Detector
+from pipeline.files import read_records
 from pipeline.policy import WindowPolicy
 from pipeline.records import FINDING
 from pipeline.rules.loader import load_rules
@@ -23,7 +25,18 @@ def test_jobs_give_the_findings_of_one_process(monkeypatch: pytest.MonkeyPatch) 
     three = offline.detect_files(paths, rules, WindowPolicy(), jobs=3)
     assert one.events > 3 * 3 * 3 and len(one.findings) >= 10
     assert [FINDING.encode(f) for f in three.findings] == [FINDING.encode(f) for f in one.findings]
-    assert (three.events, three.rejected) == (one.events, one.rejected)
+    assert (three.events, three.matches, three.rejected) == (one.events, one.matches, one.rejected)
+
+
+def test_the_matches_counted_are_every_match_of_the_files() -> None:
+    """What a worker's wmiwatch_matches_aggregated_total would count: all matches, also those
+    of groups no finding reports."""
+    rules, paths = load_rules(PROJECT_ROOT / "rules"), [INPUTS[n] for n in sorted(INPUTS)]
+    detector = Detector(rules)
+    records = [record for path in paths for record in read_records(path)]
+    matched = sum(len(detector.process(record.payload).matches) for record in records)
+    report = offline.detect_files(paths, rules, WindowPolicy())
+    assert report.matches == matched >= sum(f.count for f in report.findings) > 0
 
 
 def test_detect_with_jobs_prints_the_golden_findings(monkeypatch: pytest.MonkeyPatch) -> None:
