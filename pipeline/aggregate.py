@@ -121,6 +121,13 @@ class Aggregator:
         that brings a group new values is counted without them. A match of a new dest when
         ``state`` holds ``max_dests`` raises ``Full`` too.
         """
+        counted = self.count(match, watermark, now, partition)
+        return None if counted is None else counted[1]
+
+    def count(
+        self, match: Match, watermark: float, now: float, partition: int = 0
+    ) -> tuple[GroupState, list[Finding]] | None:
+        """``add``, returning also the group ``match`` was counted into, as now kept."""
         rule = self.rules[match.rule_id]
         fid, start = self.group_of(match)
         dest_state = dict(self.state.get(match.dest) or {})
@@ -140,7 +147,7 @@ class Aggregator:
             stats, findings = self._emit(rule, stats, "update", now)
         dest_state[fid] = stats
         self.state[match.dest] = dest_state
-        return findings
+        return stats, findings
 
     def advance(self, watermark: float, now: float, dests: Iterable[str]) -> list[Finding]:
         """For ``dests``: emit due updates and finals, and forget groups long closed.

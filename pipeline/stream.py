@@ -48,8 +48,8 @@ from pipeline.wakeups import Wakeups
 from pipeline.watermark import MergedWatermark
 
 V = TypeVar("V")
-DECODED_FROM = 65_536  # a value whose JSON is this large is kept decoded ...
-DECODED_BUDGET = 33_554_432  # ... within this much JSON in all
+DECODED_FROM = 65_536  # a value whose JSON is this large is kept decoded when written ...
+DECODED_BUDGET = 33_554_432  # ... and any value read back; within this much JSON in all
 
 
 class Output(StrEnum):
@@ -97,10 +97,11 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
     compressed they take a third of the memory, in the table and in its changelog. A value
     that is plain JSON (written before compression) is read as it is. A value written is held
     as a record until the table asks for it (before its changes are committed), so a key
-    written by many records between two commits is encoded and compressed once. Large values
-    (a busy dest's groups, up to megabytes) are kept decoded too, within a budget, as long as
-    the table holds the bytes they were decoded from: each record of such a dest would
-    otherwise decode them again.
+    written by many records between two commits is encoded and compressed once. A value read
+    back after it was written (a dest matched again) and a large one (a busy dest's groups, up
+    to megabytes) are kept decoded too, within a budget, as long as the table holds the bytes
+    they were decoded from: each record of a busy dest would otherwise decode its groups again
+    after each commit. A value written once and not read (a flood of new dests) is not kept.
     """
 
     def __init__(self, table: PartitionedTable, codec: Codec[V]) -> None:
@@ -119,7 +120,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
             return kept[1]
         encoded = stored if stored[:1] == b"{" else zlib.decompress(stored)
         value = self.codec.decode(encoded)
-        self._keep_decoded(key, stored, value, len(encoded))
+        self._keep_decoded(key, stored, value, len(encoded))  # read back: a busy key
         return value
 
     def __setitem__(self, key: str, value: V) -> None:
@@ -127,6 +128,8 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
 
     def __delitem__(self, key: str) -> None:
         held = self.held.pop(key, None)
+        if (kept := self.decoded.pop(key, None)) is not None:
+            self.decoded_bytes -= kept[2]
         if key in self.table:
             del self.table[key]
         elif held is None:
@@ -149,14 +152,13 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
             self.table.partition = partition
             encoded = self.codec.encode(value)
             self.table[key] = stored = zlib.compress(encoded, 1)
-            self._keep_decoded(key, stored, value, len(encoded))
+            if key in self.decoded or len(encoded) >= DECODED_FROM:
+                self._keep_decoded(key, stored, value, len(encoded))
         self.table.partition = current
         self.held.clear()
 
     def _keep_decoded(self, key: str, stored: bytes, value: V, size: int) -> None:
-        """Keep a large value decoded, the oldest kept let go past ``DECODED_BUDGET``."""
-        if size < DECODED_FROM:
-            return
+        """Keep a value decoded, the oldest kept let go past ``DECODED_BUDGET``."""
         if (kept := self.decoded.pop(key, None)) is not None:
             self.decoded_bytes -= kept[2]
         self.decoded[key] = (stored, value, size)
@@ -235,11 +237,15 @@ class Aggregation:
     def on_match(self, match: Match, partition: int, now: float) -> Step:
         """Count a match unless it is a redelivery; return the findings it makes due."""
         watermark = self._watermark(partition).value
-        due = self.windows.add(self._known(match), watermark, now, partition)
-        if due is None:
+        counted = self.windows.count(self._known(match), watermark, now, partition)
+        if counted is None:
             metrics.series(metrics.matches_redelivered_total, match.rule_id).inc()
             return Step()
-        self._schedule(partition, match.dest)
+        group, due = counted
+        # The dest's other groups are scheduled already (a schedule keeps its earliest time):
+        # only this one's wake is new, and a busy dest holds thousands of groups.
+        wake = self.windows.wake({group.finding_id: group})
+        self._wakeups(partition).schedule(match.dest, wake)
         metrics.series(metrics.matches_aggregated_total, match.rule_id).inc()
         if self.windows.is_late(match, watermark):
             metrics.series(metrics.late_matches_total, match.rule_id).inc()

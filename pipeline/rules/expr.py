@@ -346,7 +346,8 @@ def any_of(operands: Iterable[Expr]) -> Expr:
 
 
 def _disjuncts(operand: Expr) -> tuple[Expr, ...]:
-    return operand.operands if isinstance(operand, Any) else (operand,)
+    """Return a disjunction's operands (an empty one stays: it promises no word)."""
+    return operand.operands if isinstance(operand, Any) and operand.operands else (operand,)
 
 
 ALWAYS = All(())
