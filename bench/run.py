@@ -412,17 +412,20 @@ def fresh_settings(bootstrap: str, name: str, **overrides: object) -> Settings:
     return settings
 
 
-def import_endpoint_rules(args: argparse.Namespace, folder: Path) -> Path | None:
-    """Import ``--escu``'s detections into a rules folder; return it (None: no detections)."""
+def import_endpoint_rules(
+    args: argparse.Namespace, folder: Path
+) -> tuple[Path, tuple[Rule, ...]] | None:
+    """Import ``--escu``'s detections into a rules folder; return it and its compiled rules
+    (None: no detections)."""
     if not args.escu.is_dir():
         print(f"(no security_content detections at {args.escu}: g) skipped)")
         return None
     out = folder / "imported"
     started = time.perf_counter()
     report = import_detections([args.escu], out, TOPICS.parent / "rules" / "macros.yml")
-    load_rules(out)
+    imported = load_rules(out)
     print(f"(g: {report.summary}; import and compile took {time.perf_counter() - started:.1f} s)")
-    return out
+    return out, imported
 
 
 def imported_rules_rates(
@@ -430,15 +433,16 @@ def imported_rules_rates(
 ) -> tuple[dict[str, float], int]:
     """Return detect's events/s over ``files`` with the story rules and the imported ones, and
     the imported rules' matches in the first file."""
-    rates, matches = {}, []
+    rates, matches = {}, 0
     for path in files:
         for label, chosen in (("story", rules), (f"{len(imported)} imported", imported)):
             started = time.perf_counter()
             report = detect_files([path], chosen, WindowPolicy())
             rate = report.events / (time.perf_counter() - started)
             rates[f"g) detect, {path.stem}, {label} rules (events/s)"] = rate
-            matches.append(report.matches)
-    return rates, matches[1]
+            if chosen is imported and path == files[0]:
+                matches = report.matches
+    return rates, matches
 
 
 def detect_attack_mix(
@@ -652,10 +656,10 @@ def measure(
     flooded = run_flood(settings, args.flood, rules, folder / "flood")
     attack = detect_attack_mix(args, rules, folder)
     mixes = [log_file] + ([folder / "attack.xml"] if attack else [])
-    imported_folder = import_endpoint_rules(args, folder)
+    imported_rules = import_endpoint_rules(args, folder)
     with_imported: dict[str, float] = {}
-    if imported_folder is not None:
-        imported = load_rules(imported_folder)
+    if imported_rules is not None:
+        imported_folder, imported = imported_rules
         with_imported, imported_matches = imported_rules_rates(rules, imported, mixes)
         own = fresh_settings(bootstrap, "benchg", rules_dir=imported_folder)
         logs = folder / IMPORTED_WORKER

@@ -128,8 +128,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
 
     def __delitem__(self, key: str) -> None:
         held = self.held.pop(key, None)
-        if (kept := self.decoded.pop(key, None)) is not None:
-            self.decoded_bytes -= kept[2]
+        self._drop_decoded(key)
         if key in self.table:
             del self.table[key]
         elif held is None:
@@ -159,13 +158,15 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
 
     def _keep_decoded(self, key: str, stored: bytes, value: V, size: int) -> None:
         """Keep a value decoded, the oldest kept let go past ``DECODED_BUDGET``."""
-        if (kept := self.decoded.pop(key, None)) is not None:
-            self.decoded_bytes -= kept[2]
+        self._drop_decoded(key)
         self.decoded[key] = (stored, value, size)
         self.decoded_bytes += size
         while self.decoded_bytes > DECODED_BUDGET:
-            oldest = next(iter(self.decoded))
-            self.decoded_bytes -= self.decoded.pop(oldest)[2]
+            self._drop_decoded(next(iter(self.decoded)))
+
+    def _drop_decoded(self, key: str) -> None:
+        if (kept := self.decoded.pop(key, None)) is not None:
+            self.decoded_bytes -= kept[2]
 
     def forget_held(self, partition: int) -> None:
         """Drop the values held that were written in ``partition``."""

@@ -302,16 +302,12 @@ class OneOf:
         return None if value is None else self.holds(value.casefold())
 
     def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the union of the patterns' longest words (as ``Any`` of ``Match`` would)."""
-        if not raw_safe(self.field):
-            return None
+        """Return the words of the disjunction of ``Match`` terms it stands for."""
         every = [Wildcard((value,)) for value in self.values]
         every += [Wildcard(("", suffix)) for suffix in self.suffixes]
         every += [Wildcard((prefix, "")) for prefix in self.prefixes]
-        found = [longest_word(pattern) for pattern in (*every, *self.patterns)]
-        if None in found:
-            return None
-        return frozenset().union(*(words for words in found if words is not None))
+        terms = (Match(self.field, pattern) for pattern in (*every, *self.patterns))
+        return Any(tuple(terms)).necessary(raw_safe)
 
 
 def _shape(pattern: Wildcard) -> str:
