@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -27,9 +29,24 @@ _PLACEHOLDER = re.compile(r"\$([A-Za-z0-9_.]+)\$")
 
 
 def iso_time(seconds: float) -> str:
-    """Render epoch seconds as ISO-8601 UTC with millisecond precision."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Render epoch seconds as ISO-8601 UTC with millisecond precision.
+
+    The same text as ``datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")``
+    with "Z", rounded as it rounds (to microseconds, half to even), each second's date and time
+    rendered once: a finding and its risk events render several times of the same seconds.
+    """
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        micros, whole = micros - 1_000_000, whole + 1
+    elif micros < 0:
+        micros, whole = micros + 1_000_000, whole - 1
+    return f"{_iso_second(int(whole))}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: event times come from endpoints
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()
 
 
 def finding_id(rule_id: str, window_start: int, group: dict[str, str]) -> str:
@@ -97,9 +114,10 @@ def build_risk_events(rule: Rule, finding: Finding) -> list[RiskEvent]:
         ),
         finding.analytic_story,
     )
+    time = datetime.fromisoformat(finding.first_time).timestamp()
     return [
         RiskEvent(
-            time=datetime.fromisoformat(finding.first_time).timestamp(),
+            time=time,
             search_name=finding.rule_name,
             risk_object=value,
             risk_object_type=kind,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.emit import FINDING_NAMESPACE, build_finding, render_title, uuid5
+from pipeline.emit import FINDING_NAMESPACE, build_finding, iso_time, render_title, uuid5
 from pipeline.records import GroupState
 
 WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
@@ -32,3 +33,16 @@ def test_the_dest_is_the_row_s_else_the_group_s(rules: dict[str, Any]) -> None:
 @given(st.text())
 def test_ids_are_uuid5_of_the_finding_namespace(name: str) -> None:
     assert uuid5(name.encode()) == str(uuid.uuid5(FINDING_NAMESPACE, name))
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False),  # up to 9999-12-31
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.0005),  # half a millisecond
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995),  # rounds to the next second
+        st.integers(0, 4_000_000_000).map(float),
+    )
+)
+def test_iso_time_renders_as_datetime_does(seconds: float) -> None:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    assert iso_time(seconds) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
