@@ -37,7 +37,9 @@ def test_ids_are_uuid5_of_the_finding_namespace(name: str) -> None:
 
 @given(
     st.one_of(
-        st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False),  # up to 9999-12-31
+        # from 1906 (a negative fraction borrows a second) to 9999-12-31
+        st.floats(min_value=-2_000_000_000, max_value=253_402_300_799, allow_nan=False),
+        st.integers(-2_000_000_000, 0).map(lambda s: s - 0.9999995),  # rounds to the one before
         st.integers(0, 4_000_000_000).map(lambda s: s + 0.0005),  # half a millisecond
         st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995),  # rounds to the next second
         st.integers(0, 4_000_000_000).map(float),
