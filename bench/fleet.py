@@ -1,8 +1,8 @@
 """A busy Windows fleet's event stream, for the benchmark and the crash/restart test.
 
-Real-size XmlWinEventLog events varied from the test fixtures (real Sysmon and Security logs):
-Sysmon 1/3/5/7/10/11/12/13/22 and Security 4624/4688 dominate, a little PowerShell 4104, and
-rare WMI attacks (wmic /node:, Invoke-WMIExec) sprinkled in. Host names and times vary.
+Real events of each kind (tests/fixtures/fleet: Sysmon 1/3/5/7/10/11/12/13/22 and Security
+4624/4688 from public logs), a little PowerShell 4104, and rare WMI attacks (wmic /node:,
+Invoke-WMIExec) sprinkled in. Host names and times vary; each event keeps its own event code.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,28 +19,32 @@ from pipeline.files import read_records
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+BACKGROUND = FIXTURES / "fleet" / "real_sysmon_security_background_one_line.log"
 SYSMON_MIX = {"1": 10, "3": 15, "5": 5, "7": 20, "10": 10, "11": 8, "12": 7, "13": 7, "22": 5}
 SECURITY_MIX = {"4624": 6, "4688": 4}
 POWERSHELL_SHARE, ATTACK_SHARE = 2.9, 0.1
+_CHANNELS = {b"Microsoft-Windows-Sysmon/Operational": "sysmon", b"Security": "security"}
+
+
+def background() -> dict[tuple[str, str], list[bytes]]:
+    """Return the real background events by (source, event code)."""
+    kinds: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for record in read_records(BACKGROUND):
+        channel = re.search(rb"<Channel>([^<]+)</Channel>", record.payload)
+        code = re.search(rb"<EventID[^>]*>(\d+)</EventID>", record.payload)
+        if channel and code:
+            kinds[_CHANNELS[channel.group(1)], code.group(1).decode()].append(record.payload)
+    return kinds
 
 
 def templates() -> dict[str, list[bytes]]:
-    """Return real events to vary, by kind."""
+    """Return the PowerShell event and the attacks to sprinkle in."""
     sysmon = FIXTURES / "demo" / "sysmon_wmic_node_credential_dumping_via_copy.log"
     lines = [record.payload for record in read_records(sysmon)]
-    security = [
-        r.payload
-        for r in read_records(
-            FIXTURES / "rules" / "hayabusa_4688_wmic_shadowcopy_delete_negative.evtx"
-        )
-    ]
     powershell = (FIXTURES / "demo" / "synthetic_4104_invoke_wmiexec.xml").read_bytes()
-    attacks = [line for line in lines if b"/node:" in line] + [powershell.splitlines()[0]]
     return {
-        "sysmon": [line for line in lines if b"/node:" not in line],
-        "security": [s for s in security if b"shadowcopy" not in s],
         "powershell": [powershell.splitlines()[1]],
-        "attack": attacks,
+        "attack": [line for line in lines if b"/node:" in line] + [powershell.splitlines()[0]],
     }
 
 
@@ -49,25 +54,18 @@ def events(
     """Yield (source, host, payload) for ``count`` events of the fleet mix from ``hosts``
     hosts, ``per_second`` events per second of event time."""
     pick = random.Random(seed)
-    base = templates()
-    kinds = (
-        [("sysmon", code) for code in SYSMON_MIX]
-        + [("security", c) for c in SECURITY_MIX]
-        + [("powershell", "4104"), ("attack", "")]
-    )
+    base = {f"{source}:{code}": found for (source, code), found in background().items()}
+    base.update(templates())
+    kinds = [f"sysmon:{code}" for code in SYSMON_MIX]
+    kinds += [f"security:{code}" for code in SECURITY_MIX] + ["powershell", "attack"]
     weights = [*SYSMON_MIX.values(), *SECURITY_MIX.values(), POWERSHELL_SHARE, ATTACK_SHARE]
     start = time.time() - count / per_second
     for number in range(count):
-        kind, code = pick.choices(kinds, weights)[0]
+        kind = pick.choices(kinds, weights)[0]
         host = f"ws{pick.randrange(hosts):04d}.corp.example"
-        payload = pick.choice(base[kind])
-        if code and kind != "powershell":
-            payload = re.sub(
-                rb"<EventID>\d+</EventID>", f"<EventID>{code}</EventID>".encode(), payload, count=1
-            )
-        payload = vary(payload, host, start + number / per_second)
-        source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind, kind)
-        yield source, host, payload
+        payload = vary(pick.choice(base[kind]), host, start + number / per_second)
+        source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind)
+        yield source or kind.split(":")[0], host, payload
 
 
 def vary(payload: bytes, host: str, moment: float) -> bytes:

@@ -4,11 +4,11 @@
         [--broker embedded|apache-kafka | --bootstrap HOST:PORT] [--json PATH]
         [--attack-data ../shared/data] [--escu ../shared/reference/escu/detections/endpoint]
 
-Generates a busy-fleet mix of real-size XmlWinEventLog events (Sysmon 1/3/5/7/10/11/12/13/22
-and Security 4624/4688 dominating, a little PowerShell 4104, rare WMI attacks from the test
-fixtures), produces them to a fresh set of topics on a local broker started here (the embedded
-broker, or a single Apache Kafka node; or an existing one with --bootstrap), then measures in
-the same run:
+Generates a busy-fleet mix of real XmlWinEventLog events (Sysmon 1/3/5/7/10/11/12/13/22
+and Security 4624/4688 from public logs, each kind its own events, dominating; a little
+PowerShell 4104, rare WMI attacks from the test fixtures), produces them to a fresh set of
+topics on a local broker started here (the embedded broker, or a single Apache Kafka node; or
+an existing one with --bootstrap), then measures in the same run:
 
   a) a bare aiokafka getmany loop over the raw topics (the ceiling),
   b) the full wmiwatch worker(s), all rules, until every event is consumed and the last finding
