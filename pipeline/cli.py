@@ -398,9 +398,13 @@ def rules_import(
 
 @rules_app.command("list")
 def rules_list(rules: RulesDir = None) -> None:
-    """Print the rules with their data sources and MITRE ids."""
+    """Print the rules with their data sources, MITRE ids and the words that screen them."""
+    from pipeline.normalize import default_normalizer
+    from pipeline.prefilter import required_words
+
     settings = load_settings(None, rules_dir=rules)
-    table = Table("name", "type", "data sources", "MITRE", "score")
+    normalizer = default_normalizer()
+    table = Table("name", "type", "data sources", "MITRE", "score", "screened by")
     for rule in load_rules_or_exit(settings.rules_dir):
         spec = rule.spec
         table.add_row(
@@ -409,8 +413,19 @@ def rules_list(rules: RulesDir = None) -> None:
             ", ".join(spec.data_source),
             ", ".join(spec.mitre_attack_id),
             str(spec.finding.entity.score),
+            escape(screened_by(required_words(rule, normalizer))),
         )
     Console().print(table)
+
+
+def screened_by(words: frozenset[bytes] | None) -> str:
+    """Return the words one of which an event needs before the rule is tried on it, or that
+    every event of the rule's data sources is parsed for it."""
+    if words is None:
+        return "nothing: every event parsed"
+    shown = sorted(word.decode() for word in words)
+    more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+    return ", ".join(shown[:3]) + more
 
 
 @suppress_app.command("add")

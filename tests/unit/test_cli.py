@@ -9,7 +9,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli import app, screened_by
 from tests import PROJECT_ROOT
 
 runner = CliRunner()
@@ -27,6 +27,23 @@ def test_rules_list_names_all_rules() -> None:
     assert result.exit_code == 0
     assert result.stdout.count("T1047") >= 10
     assert "WMI Permanent Event Subscription - Sysmon" in result.stdout
+
+
+def test_rules_list_shows_the_words_that_screen_each_rule() -> None:
+    result = runner.invoke(app, ["rules", "list"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    cells = [line.split("\u2502") for line in result.stdout.splitlines()]
+    screened = {row[1].strip(): row[6].strip() for row in cells if len(row) == 8}
+    assert screened["Remote WMI Command Attempt"] == "wmic.exe"
+    assert screened["PowerShell Invoke WmiExec Usage"] == "invoke-wmiexec"
+    assert screened["Detect WMI Event Subscription Persistence"] == "nothing: every event parsed"
+
+
+def test_screened_by_shows_three_words_and_counts_the_rest() -> None:
+    words = frozenset({b"d.exe", b"a.exe", b"c.exe", b"b.exe", b"e.exe"})
+    assert screened_by(words) == "a.exe, b.exe, c.exe (+2 more)"
+    assert screened_by(frozenset({b"wmic.exe"})) == "wmic.exe"
+    assert screened_by(None) == "nothing: every event parsed"
 
 
 def test_detect_jsonl_prints_only_findings_on_stdout() -> None:
@@ -115,8 +132,12 @@ def test_rules_import_reports_and_its_rules_list_and_self_test(tmp_path: Path) -
     lines = imported.stdout.splitlines()
     assert lines[-1] == f"imported 7 of 8 into {tmp_path}"
     assert sum(line.startswith("not imported: ") for line in lines) == 1
-    listed = runner.invoke(app, ["rules", "list", "--rules", str(tmp_path)])
-    assert listed.exit_code == 0 and "Shadow Copy" in listed.stdout  # the table wraps names
+    listed = runner.invoke(app, ["rules", "list", "--rules", str(tmp_path)], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0 and "Credential Dumping via Copy Command from Shadow Copy" in (
+        listed.stdout
+    )
+    screens = [line.split("\u2502")[6].strip() for line in listed.stdout.splitlines()[3:-1]]
+    assert screens.count("nothing: every event parsed") == 1  # Attacker Tools On Endpoint
     tested = runner.invoke(app, ["test-rules", "--rules", str(tmp_path)])
     assert tested.exit_code == 0 and "0 passed, 0 failed, 7 untested" in tested.output
 
