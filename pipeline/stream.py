@@ -95,8 +95,8 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
 
     Values are zlib-compressed: a dest's groups repeat their field names and ids, and
     compressed they take a third of the memory, in the table and in its changelog. ISA-L's
-    level 1 writes the zlib format every zlib reads (workers of earlier versions too) several
-    times faster than zlib's own level 1, at the same ratio. A value that is plain JSON
+    level 1 writes the zlib format every zlib reads (workers of earlier versions too) two to
+    three times faster than zlib's own level 1, at the same ratio. A value that is plain JSON
     (written before compression) is read as it is. A value written is held
     as a record until the table asks for it (before its changes are committed), so a key
     written by many records between two commits is encoded and compressed once. A value read
