@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.files import read_records
+from pipeline.normalize import default_normalizer
+from pipeline.parse import parse_event
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,17 +25,15 @@ BACKGROUND = FIXTURES / "fleet" / "real_sysmon_security_background_one_line.log"
 SYSMON_MIX = {"1": 10, "3": 15, "5": 5, "7": 20, "10": 10, "11": 8, "12": 7, "13": 7, "22": 5}
 SECURITY_MIX = {"4624": 6, "4688": 4}
 POWERSHELL_SHARE, ATTACK_SHARE = 2.9, 0.1
-_CHANNELS = {b"Microsoft-Windows-Sysmon/Operational": "sysmon", b"Security": "security"}
 
 
 def background() -> dict[tuple[str, str], list[bytes]]:
-    """Return the real background events by (source, event code)."""
+    """Return the real background events by (source, EventCode), as the normalizer reads them."""
+    normalizer = default_normalizer()
     kinds: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     for record in read_records(BACKGROUND):
-        channel = re.search(rb"<Channel>([^<]+)</Channel>", record.payload)
-        code = re.search(rb"<EventID[^>]*>(\d+)</EventID>", record.payload)
-        if channel and code:
-            kinds[_CHANNELS[channel.group(1)], code.group(1).decode()].append(record.payload)
+        event = normalizer.normalize(parse_event(record.payload))
+        kinds[event.source, event.fields["EventCode"]].append(record.payload)
     return kinds
 
 
@@ -54,18 +54,22 @@ def events(
     """Yield (source, host, payload) for ``count`` events of the fleet mix from ``hosts``
     hosts, ``per_second`` events per second of event time."""
     pick = random.Random(seed)
-    base = {f"{source}:{code}": found for (source, code), found in background().items()}
-    base.update(templates())
-    kinds = [f"sysmon:{code}" for code in SYSMON_MIX]
-    kinds += [f"security:{code}" for code in SECURITY_MIX] + ["powershell", "attack"]
+    sprinkled = templates()
+    base = {
+        **background(),
+        ("powershell", "4104"): sprinkled["powershell"],
+        ("attack", ""): sprinkled["attack"],
+    }
+    kinds = [("sysmon", code) for code in SYSMON_MIX] + [("security", c) for c in SECURITY_MIX]
+    kinds += [("powershell", "4104"), ("attack", "")]
     weights = [*SYSMON_MIX.values(), *SECURITY_MIX.values(), POWERSHELL_SHARE, ATTACK_SHARE]
     start = time.time() - count / per_second
     for number in range(count):
         kind = pick.choices(kinds, weights)[0]
         host = f"ws{pick.randrange(hosts):04d}.corp.example"
         payload = vary(pick.choice(base[kind]), host, start + number / per_second)
-        source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind)
-        yield source or kind.split(":")[0], host, payload
+        source = {"attack": "powershell" if b"4104" in payload[:400] else "sysmon"}.get(kind[0])
+        yield source or kind[0], host, payload
 
 
 def vary(payload: bytes, host: str, moment: float) -> bytes:

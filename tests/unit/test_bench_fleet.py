@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from bench.fleet import SECURITY_MIX, SYSMON_MIX, background, events, templates
+from bench.fleet import SECURITY_MIX, SYSMON_MIX, background, events, templates, vary
 from pipeline.parse import parse_event
 
 # A field the events of each kind carry as Windows writes them (Sysmon's and Security's schemas)
@@ -21,12 +19,11 @@ CARRIES = {
     ("security", "4624"): "LogonType",
     ("security", "4688"): "NewProcessName",
 }
-_VARIED = re.compile(rb"<Computer>[^<]*</Computer>|SystemTime=(['\"])[^'\"]+\1")
 
 
 def unvaried(payload: bytes) -> bytes:
-    """Return ``payload`` without what the fleet varies: its host and its time."""
-    return _VARIED.sub(b"", payload)
+    """Return ``payload`` with what the fleet varies, its host and its time, made the same."""
+    return vary(payload, "host", 0.0)
 
 
 def test_each_kind_the_mix_draws_has_real_events_of_its_own_layout() -> None:
