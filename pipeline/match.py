@@ -34,6 +34,8 @@ def match_event(
                 return None  # SPL stats drops events missing a by-field
             value = plan.group_fill
         group[by.row_name] = shortened(value)
+    if plan.group_steps and not run_steps(plan.group_steps, dict(group)):
+        return None  # its group's row is dropped after stats, whatever the group counts
     values = {  # count(field) needs only to know the field was there
         a.output: "" if a.function == "count" else shortened(row[a.field])
         for a in plan.aggregations

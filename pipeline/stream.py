@@ -109,6 +109,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
     def __init__(self, table: PartitionedTable, codec: Codec[V]) -> None:
         self.table, self.codec = table, codec
         self.held: dict[str, tuple[int, V]] = {}  # key -> (partition written in, value)
+        self.unstored: set[str] = set()  # the keys held that the table does not hold (counted)
         self.decoded: dict[str, tuple[bytes, V, int]] = {}  # key -> (stored, value, JSON size)
         self.decoded_bytes = 0
         table.holders.append(self)
@@ -126,10 +127,13 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
         return value
 
     def __setitem__(self, key: str, value: V) -> None:
+        if key not in self.table:
+            self.unstored.add(key)
         self.held[key] = (self.table.partition, value)
 
     def __delitem__(self, key: str) -> None:
         held = self.held.pop(key, None)
+        self.unstored.discard(key)
         self._drop_decoded(key)
         if key in self.table:
             del self.table[key]
@@ -144,7 +148,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
         yield from (key for key in self.table if key not in self.held)
 
     def __len__(self) -> int:
-        return len(self.table) + sum(1 for key in self.held if key not in self.table)
+        return len(self.table) + len(self.unstored)  # a key is one partition's: no overlap
 
     def write_held(self) -> None:
         """Encode the values held into the table, each in the partition it was written in."""
@@ -157,6 +161,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
                 self._keep_decoded(key, stored, value, len(encoded))
         self.table.partition = current
         self.held.clear()
+        self.unstored.clear()
 
     def _keep_decoded(self, key: str, stored: bytes, value: V, size: int) -> None:
         """Keep a value decoded, the oldest kept let go past ``DECODED_BUDGET``."""
@@ -173,6 +178,7 @@ class EncodedTable(MutableMapping[str, V], Generic[V]):
     def forget_held(self, partition: int) -> None:
         """Drop the values held that were written in ``partition``."""
         self.held = {k: held for k, held in self.held.items() if held[0] != partition}
+        self.unstored &= self.held.keys()
 
 
 class Decisions(Protocol):
@@ -214,6 +220,7 @@ class Aggregation:
         self.windows = Aggregator(rules, self.staged, policy, max_dests)
         self.watermarks: dict[int, MergedWatermark] = {}
         self.wakeups: dict[int, Wakeups] | None = None  # per partition; None: rebuild from table
+        self.tally: metrics.Tally = Counter()  # the matches counted, added at the commit
 
     def handle(self, payload: bytes, partition: int, now: float) -> Step:
         """Decode one record of the matches topic and decide what it leads to."""
@@ -242,16 +249,16 @@ class Aggregation:
         watermark = self._watermark(partition).value
         counted = self.windows.count(self._known(match), watermark, now, partition)
         if counted is None:
-            metrics.series(metrics.matches_redelivered_total, match.rule_id).inc()
+            self.tally[metrics.matches_redelivered_total, (match.rule_id,)] += 1
             return Step()
         group, due = counted
         # The dest's other groups are scheduled already (a schedule keeps its earliest time):
         # only this one's wake is new, and a busy dest holds thousands of groups.
         wake = self.windows.wake({group.finding_id: group})
         self._wakeups(partition).schedule(match.dest, wake)
-        metrics.series(metrics.matches_aggregated_total, match.rule_id).inc()
+        self.tally[metrics.matches_aggregated_total, (match.rule_id,)] += 1
         if self.windows.is_late(match, watermark):
-            metrics.series(metrics.late_matches_total, match.rule_id).inc()
+            self.tally[metrics.late_matches_total, (match.rule_id,)] += 1
         return Step(self._outgoing(due, match.ingested_at))
 
     def on_tick(self, tick: Tick, partition: int, now: float) -> Step:
@@ -266,13 +273,17 @@ class Aggregation:
         return Step(self._outgoing(due))
 
     def commit(self, step: Step, now: float) -> None:
-        """Record in the table what ``step`` changed, once its records are acknowledged."""
+        """Record in the table what ``step`` changed, once its records are acknowledged, and
+        count its matches."""
         self.staged.apply()
+        metrics.add(self.tally)
+        self.tally.clear()
         count_published(step, now)
 
     def discard(self) -> None:
-        """Drop what the record being handled staged (it could not be handled)."""
+        """Drop what the record being handled staged and counted (it could not be handled)."""
         self.staged.discard()
+        self.tally.clear()
 
     def forget_index(self) -> None:
         """Rebuild the schedule of dests from the table at the next record (a rebalance)."""

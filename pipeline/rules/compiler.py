@@ -30,6 +30,7 @@ from pipeline.rules.expr import (
 )
 from pipeline.rules.lookups import Lookup, Lookups
 from pipeline.rules.plan import Aggregation, GroupField, Plan
+from pipeline.rules.pushdown import group_steps
 from pipeline.rules.steps import Assign, Convert, Fillnull, Filter, Rename, Rex, Step
 from pipeline.wildcard import Wildcard
 
@@ -264,7 +265,7 @@ def _aggregated(node: Tree[Token] | Token, event_steps: list[Step]) -> str:
         return _unquote(node)
     expression = node.children[0]
     name = f"eval({_text_of(expression)})#{len(event_steps)}"  # unique in the search
-    event_steps.append(Assign(((name, _value_or_truth(expression)),)))
+    event_steps.append(Assign(((name, _value_or_truth(expression)),), _fields_read(expression)))
     return name
 
 
@@ -303,16 +304,29 @@ def _search(tree: Tree[Token], builder: _Builder, first: bool) -> None:
 
 
 def _where(tree: Tree[Token], builder: _Builder, first: bool) -> None:
-    builder.filter(Where(_condition(tree.children[0])), first=first)
+    """``where A AND B …``: one condition per side of a top-level AND (each true only when
+    true, as the whole is), so that a filter pushed before stats can take some of them."""
+    node = tree.children[0]
+    sides = node.children if isinstance(node, Tree) and node.data == "e_and" else [node]
+    wheres = [Where(_condition(side), _fields_read(side)) for side in sides]
+    builder.filter(wheres[0] if len(wheres) == 1 else All(tuple(wheres)), first=first)
 
 
 def _eval(tree: Tree[Token], builder: _Builder, first: bool) -> None:
     """``eval name=expression, …``."""
-    assignments = []
+    assignments, reading = [], frozenset[str]()
     for assignment in _subtrees(tree, "e_assignment"):
         target, expression = assignment.children
         assignments.append((str(target).strip("'"), _value(expression)))
-    builder.steps.append(Assign(tuple(assignments)))
+        reading |= _fields_read(expression)
+    builder.steps.append(Assign(tuple(assignments), reading))
+
+
+def _fields_read(node: Tree[Token] | Token) -> frozenset[str]:
+    """Return the fields an eval expression reads."""
+    if not isinstance(node, Tree):
+        return frozenset()
+    return frozenset(str(found.children[0]).strip("'") for found in node.find_data("e_field"))
 
 
 _LOGIC = {"e_or": evaluation.disjunction, "e_and": evaluation.conjunction}
@@ -574,4 +588,5 @@ def _finish(builder: _Builder) -> Plan:
         aggregations=aggregations,
         row_steps=tuple(builder.row_steps),
         window_seconds=builder.window_seconds,
+        group_steps=group_steps(group_by, aggregations, builder.row_steps),
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pipeline.event import Event
-from pipeline.rules.expr import Literals, RawSafe, Truth, number_or_none
+from pipeline.rules.expr import Literals, RawSafe, Reads, Truth, number_or_none
 
 Fields = Mapping[str, str]
 Operand = Callable[[Fields], str | None]  # a value, or None for null
@@ -45,6 +45,7 @@ class Where:
     """A compiled ``where`` condition, as a search expression (true only when true)."""
 
     condition: Condition
+    reading: frozenset[str]  # the fields the condition reads
 
     def evaluate(self, event: Event) -> bool:
         """Return whether the condition is true (false and null drop the row)."""
@@ -57,6 +58,10 @@ class Where:
     def necessary(self, raw_safe: RawSafe) -> Literals:
         """Eval conditions promise no word of the raw text."""
         return None
+
+    def fields(self) -> Reads:
+        """Return the fields the condition reads."""
+        return self.reading
 
 
 def literal(text: str) -> Operand:

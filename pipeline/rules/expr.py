@@ -15,6 +15,7 @@ from pipeline.wildcard import Wildcard
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
 Literals = frozenset[str] | None  # one of these occurs in the raw text of any match; None: unknown
 RawSafe = Callable[[str], bool]  # whether a field's value is always a substring of the raw text
+Reads = frozenset[str] | None  # the fields an expression or a step reads; None: any field, or text
 # Characters XML and JSON write as they are (not & < > quotes, backslash, slash, non-ASCII).
 WORD = re.compile(r"[a-z0-9_.\-\[\]{}()$%@!#:;,=+~^|?]{3,}")
 
@@ -32,6 +33,10 @@ class Expr(Protocol):
 
     def necessary(self, raw_safe: RawSafe) -> Literals:
         """Return words of which one is in the raw text of every matching event, or None."""
+        ...
+
+    def fields(self) -> Reads:
+        """Return the fields the expression reads (None: the raw text, or any field)."""
         ...
 
 
@@ -55,6 +60,25 @@ def longest_word(pattern: Wildcard) -> Literals:
 def _no_literals(self: object, raw_safe: RawSafe) -> Literals:
     """Return None: a negation or comparison promises no word in the raw text."""
     return None
+
+
+class _OneField(Protocol):
+    field: str
+
+
+def _own_field(self: _OneField) -> Reads:
+    """Return the one field a comparison reads."""
+    return frozenset((self.field,))
+
+
+def union(reads: Iterable[Reads]) -> Reads:
+    """Return the fields read by all of ``reads`` (None if one reads any field)."""
+    found: set[str] = set()
+    for fields in reads:
+        if fields is None:
+            return None
+        found |= fields
+    return frozenset(found)
 
 
 def number_or_none(text: str | None) -> float | None:
@@ -94,6 +118,8 @@ class Match:
         """Return the pattern's longest word when the field's value is copied from the raw text."""
         return longest_word(self.pattern) if raw_safe(self.field) else None
 
+    fields = _own_field
+
 
 @dataclass(frozen=True, slots=True)
 class Differs:
@@ -113,6 +139,7 @@ class Differs:
         return None if value is None else not self.pattern.matches(value)
 
     necessary = _no_literals
+    fields = _own_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +168,7 @@ class Ordering:
         return None if self.field not in known else self.holds(known[self.field])
 
     necessary = _no_literals
+    fields = _own_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +188,10 @@ class Keyword:
     def necessary(self, raw_safe: RawSafe) -> Literals:
         """Return the term's longest word."""
         return longest_word(self.pattern)
+
+    def fields(self) -> Reads:
+        """Return None: a term reads the raw text."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +215,10 @@ class Regex:
 
     necessary = _no_literals
 
+    def fields(self) -> Reads:
+        """Return the field searched (None: the raw text)."""
+        return None if self.field == "_raw" else frozenset((self.field,))
+
 
 @dataclass(frozen=True, slots=True)
 class Not:
@@ -200,6 +236,10 @@ class Not:
         return None if truth is None else not truth
 
     necessary = _no_literals
+
+    def fields(self) -> Reads:
+        """Return the operand's fields."""
+        return self.operand.fields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +266,10 @@ class All:
         """Return the operand's words whose shortest word is longest (the most selective)."""
         found = [words for o in self.operands if (words := o.necessary(raw_safe)) is not None]
         return max(found, key=lambda words: min(map(len, words))) if found else None
+
+    def fields(self) -> Reads:
+        """Return the operands' fields."""
+        return union(operand.fields() for operand in self.operands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +298,10 @@ class Any:
         if not found or None in found:
             return None
         return frozenset().union(*(words for words in found if words is not None))
+
+    def fields(self) -> Reads:
+        """Return the operands' fields."""
+        return union(operand.fields() for operand in self.operands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +356,8 @@ class OneOf:
         every += [Wildcard((prefix, "")) for prefix in self.prefixes]
         terms = (Match(self.field, pattern) for pattern in (*every, *self.patterns))
         return Any(tuple(terms)).necessary(raw_safe)
+
+    fields = _own_field
 
 
 def _shape(pattern: Wildcard) -> str:

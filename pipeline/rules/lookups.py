@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.rules.errors import RuleError, describe
 from pipeline.rules.evaluation import MULTIVALUE_SEPARATOR
+from pipeline.rules.expr import Reads
 from pipeline.wildcard import Wildcard
 from pipeline.yamlfile import load_yaml
 
@@ -178,6 +179,15 @@ class Lookup:
             else:
                 row[name] = value
         return True
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the input fields (and, for ``OUTPUTNEW``, the outputs: whether present)."""
+        outputs = (name for _, name in self.outputs) if self.new_only else ()
+        return frozenset((*(name for _, name in self.inputs), *outputs))
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the output fields."""
+        return frozenset(name for _, name in self.outputs)
 
     def _default(self) -> str | None:
         spec = self.table.spec

@@ -36,3 +36,4 @@ class Plan:
     aggregations: tuple[Aggregation, ...]
     row_steps: tuple[Step, ...]
     window_seconds: int | None = None  # from ``by _time span=``
+    group_steps: tuple[Step, ...] = ()  # the row steps a match's group decides (``pushdown``)

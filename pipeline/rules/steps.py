@@ -9,7 +9,7 @@ from typing import Protocol
 
 from pipeline.event import Event
 from pipeline.rules.evaluation import Operand
-from pipeline.rules.expr import Expr, number_or_none
+from pipeline.rules.expr import Expr, Reads, number_or_none
 
 Row = dict[str, str]
 MAX_RENAME_PLANS = 256
@@ -21,6 +21,18 @@ class Step(Protocol):
     def apply(self, row: Row) -> bool:
         """Transform ``row`` in place and say whether it is kept."""
         ...
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the fields whose values or presence the step depends on, in a row that may
+        hold ``names`` (None: any field)."""
+        ...
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the fields the step may set or remove, in a row that may hold ``names``."""
+        ...
+
+
+NOTHING: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +51,21 @@ class Filter:
         text = "\n".join(row.values()) if raw is None else raw
         return self.expr.evaluate(Event(fields=row, time=0.0, raw=text))
 
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the expression's fields (None for bare words: they read every value)."""
+        return self.expr.fields()
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return no field: a filter only keeps or drops."""
+        return NOTHING
+
 
 @dataclass(frozen=True, slots=True)
 class Assign:
     """``eval name=expression, …``: each assignment in turn; a null result removes the field."""
 
     assignments: tuple[tuple[str, Operand], ...]
+    reading: frozenset[str]  # the fields the expressions read
 
     def apply(self, row: Row) -> bool:
         """Set each field from its expression, seeing the assignments before it."""
@@ -55,6 +76,14 @@ class Assign:
             else:
                 row[name] = value
         return True
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the fields the expressions read."""
+        return self.reading
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the fields assigned."""
+        return frozenset(name for name, _ in self.assignments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +99,14 @@ class Rex:
         if found:
             row.update({k: v for k, v in found.groupdict().items() if v is not None})
         return True
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the field searched."""
+        return frozenset((self.field,))
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the expression's named groups."""
+        return frozenset(self.pattern.groupindex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +132,18 @@ class Rename:
         row.clear()
         row.update(zip(plan, values, strict=True))
         return True
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the fields of ``names`` that move."""
+        return frozenset(old for new, old in self._moves(names) if new != old)
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the fields of ``names`` that move and the fields they land in."""
+        return frozenset(name for move in self._moves(names) if move[0] != move[1] for name in move)
+
+    def _moves(self, names: frozenset[str]) -> list[tuple[str, str]]:
+        """Return (new name, old name) for each field a row holding ``names`` ends with."""
+        return list(self._renamed({name: name for name in sorted(names)}).items())
 
     def _renamed(self, row: Row) -> Row:
         """Rename in ``row`` as the command does, pair by pair (``apply`` does it on a row's
@@ -124,6 +173,14 @@ class Fillnull:
             row.setdefault(name, self.value)
         return True
 
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the fields filled (whether each is present)."""
+        return frozenset(self.fields)
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the fields filled."""
+        return frozenset(self.fields)
+
 
 @dataclass(frozen=True, slots=True)
 class Convert:
@@ -139,6 +196,14 @@ class Convert:
         if seconds is not None:
             row[self.output] = time.strftime(self.timeformat, time.gmtime(seconds))
         return True
+
+    def reads(self, names: frozenset[str]) -> Reads:
+        """Return the field converted."""
+        return frozenset((self.field,))
+
+    def writes(self, names: frozenset[str]) -> frozenset[str]:
+        """Return the field written."""
+        return frozenset((self.output,))
 
 
 def run_steps(steps: tuple[Step, ...], row: Row) -> bool:
