@@ -297,6 +297,26 @@ def test_the_encoded_table_encodes_a_key_once_per_commit_in_its_partition() -> N
     assert encoded["a"] == InputPosition(2) and len(encoded) == 2
 
 
+def test_the_encoded_table_counts_keys_held_and_stored_once_each() -> None:
+    raw = PartitionedTable()
+    encoded = EncodedTable(raw, INPUT_POSITION)
+    raw.partition = 1
+    encoded["a"] = InputPosition(1)
+    raw.write_held()
+    encoded["a"] = InputPosition(2)  # stored and held: one key
+    encoded["b"] = InputPosition(3)
+    raw.partition = 2
+    encoded["c"] = InputPosition(4)
+    assert len(encoded) == 3
+    del encoded["b"]
+    assert len(encoded) == 2
+    raw.drop(2)  # a partition revoked: its held key goes
+    assert len(encoded) == 1 == len(list(encoded))
+    raw.write_held()
+    del encoded["a"]
+    assert len(encoded) == 0
+
+
 class CountingCodec(Codec[DestState]):
     """The table's codec, counting its decodes."""
 
@@ -478,3 +498,19 @@ def test_published_records_are_counted_per_series() -> None:
         sample("wmiwatch_risk_incidents_emitted_total", kind="risk_threshold"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [2.0, 2.0, 1.0]
+
+
+def test_matches_are_counted_when_their_record_is_committed(aggregation: Aggregation) -> None:
+    def aggregated() -> float:
+        return (
+            REGISTRY.get_sample_value("wmiwatch_matches_aggregated_total", {"rule": WMIC_NODE})
+            or 0.0
+        )
+
+    before = aggregated()
+    aggregation.handle(match(7300.0), partition=0, now=NOW)
+    aggregation.discard()  # its record could not be handled: not counted
+    step = aggregation.handle(match(7301.0), partition=0, now=NOW)
+    assert aggregated() == before
+    aggregation.commit(step, NOW)
+    assert aggregated() == before + 1
