@@ -6,6 +6,8 @@ it gives on the whole row: a filter among those commands that drops a group's ro
 whatever the group counts. Run on each match's group, those commands let the intake keep back
 the matches of groups that can never become findings (``… by process_name | where
 len(process_name)=5``): the aggregation never sees them, and every finding stays the same.
+That holds because every command is a function of the row alone (no clock, no state): a
+command that would read the time or other rows must read as reading every field.
 """
 
 from __future__ import annotations

@@ -8,17 +8,20 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.event import Event
 from pipeline.match import match_event
 from pipeline.offline import detect_files
 from pipeline.policy import WindowPolicy
 from pipeline.records import FINDING
+from pipeline.rules.compiler import compile_search
 from pipeline.rules.expr import All
 from pipeline.rules.importer import import_detections
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
-from pipeline.rules.steps import Assign, Filter, Rename
+from pipeline.rules.steps import Assign, Filter, Rename, run_steps
 from tests import PROJECT_ROOT
 from tests.unit.test_golden import INPUTS
 from tests.unit.test_importer import ESCU, PROJECT_MACROS
@@ -68,6 +71,7 @@ def test_of_an_and_only_the_terms_on_by_fields_are_pushed(
         "a=1 | stats count by p | where count > 2",
         "a=1 | stats count by p | eval c=count*2 | where c > 4",
         'a=1 | stats count by p | rename count as p | where p="x"',
+        "a=1 | stats count by p | eval a=count*2 | rename a as b | where b>3",
         'a=1 | stats count by p | rex field=count "(?<p>\\d)" | where p="x"',
         "a=1 | stats count by p | search x",  # a bare word reads every value
         "a=1 | stats min(_time) as firstTime by p | convert ctime(firstTime)"
@@ -121,3 +125,53 @@ def test_findings_are_those_of_the_rules_run_after_stats_only(tmp_path: Path) ->
     ]
     assert {"Short Process Names", "Low Ports"} < {f.rule_name for f in pushed.findings}
     assert pushed.matches < after.matches / 2
+
+
+# Post-stats commands reading and writing by-fields (p, q), outputs (count, firstTime, v) and
+# fields made from either (a, b), for searches drawn at random.
+COMMANDS = [
+    "eval a=len(p)",
+    "eval a=count*2",
+    "eval p=q",
+    "eval q=count",
+    'eval a=if(p="x1", "1", null())',
+    "rename count as p",
+    "rename p as a",
+    "rename q as count",
+    "rename * as f_*",
+    "rename a as b",
+    'rex field=p "(?<a>\\d)"',
+    'rex field=count "(?<q>\\d)"',
+    "fillnull value=0 a",
+    "convert ctime(firstTime) as a",
+    "where a>3",
+    "where b>3",
+    'where p="x1"',
+    'where count>1 AND q="y1"',
+    "where len(q)=2 AND isnull(a)",
+    "search a=1*",
+    "search p=x*",
+    "search count>1 p=x1",
+    "search f_p=x1",
+    "search NOT v=z*",
+    "search y1",
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    commands=st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=6),
+    p=st.sampled_from(["x1", "x22", "y1", "1"]),
+    q=st.sampled_from(["y1", "x1", "22", "q"]),
+    count=st.integers(1, 3),
+    values=st.lists(st.sampled_from(["z1", "w2", "x1"]), max_size=2, unique=True),
+)
+def test_a_group_the_pushed_steps_drop_the_whole_pipeline_drops(
+    commands: list[str], p: str, q: str, count: int, values: list[str]
+) -> None:
+    search = "a=1 | stats count min(_time) as firstTime values(x) as v by p q | "
+    plan = compile_search(search + " | ".join(commands), {})
+    row = {"p": p, "q": q, "count": str(count), "firstTime": "1700000000.5"}
+    row.update({"v": "\n".join(sorted(values))} if values else {})
+    if not run_steps(plan.group_steps, {"p": p, "q": q}):
+        assert not run_steps(plan.row_steps, row), (commands, row)
