@@ -57,26 +57,49 @@ class LookupsFile(BaseModel):
 
 @dataclass(frozen=True)
 class Table:
-    """A lookup's definition and its rows, each field as a test of an input value."""
+    """A lookup's definition and its rows, each field as a test of an input value, and for
+    each exact (not wildcard) column the rows holding each value: a lookup by such a column
+    tests those rows only, not the whole table."""
 
     spec: LookupSpec
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
     tests: tuple[dict[str, Callable[[str], bool]], ...] = ()
+    index: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, spec: LookupSpec, columns: tuple[str, ...], rows: tuple[Row, ...]) -> Table:
-        """Build the table, compiling each field's test once."""
-        return cls(spec, columns, rows, tuple(_tests(spec, row) for row in rows))
+        """Build the table, compiling each field's test and indexing its exact columns once."""
+        tests = tuple(_tests(spec, row) for row in rows)
+        index: dict[str, dict[str, list[int]]] = {}
+        for name in set(columns) - spec.wildcard_fields():
+            by_value = index[name] = {}
+            for number, row in enumerate(rows):
+                if name in row:
+                    by_value.setdefault(_key(spec, row[name]), []).append(number)
+        return cls(spec, columns, rows, tests, index)
 
     def matching(self, inputs: Mapping[str, str]) -> list[Row]:
         """Return the rows (at most ``max_matches``) whose fields match ``inputs``."""
+        indexed = next((name for name in inputs if name in self.index), None)
+        if indexed is None:
+            candidates: Iterable[int] = range(len(self.rows))
+        else:
+            candidates = self.index[indexed].get(_key(self.spec, inputs[indexed]), ())
         found = [
-            row
-            for row, tests in zip(self.rows, self.tests, strict=True)
-            if all(name in tests and tests[name](value) for name, value in inputs.items())
+            self.rows[number]
+            for number in candidates
+            if all(
+                name in self.tests[number] and self.tests[number][name](value)
+                for name, value in inputs.items()
+            )
         ]
         return found[: self.spec.max_matches]
+
+
+def _key(spec: LookupSpec, value: str) -> str:
+    """Return the index key of an exact column's value (casefolded unless case-sensitive)."""
+    return value if spec.case_sensitive_match else value.casefold()
 
 
 def _tests(spec: LookupSpec, row: Row) -> dict[str, Callable[[str], bool]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.rules import lookups as lookups_module
 from pipeline.rules.compiler import compile_search
 from pipeline.rules.errors import RuleError
-from pipeline.rules.lookups import Lookups, LookupSpec, read_table
+from pipeline.rules.lookups import Lookups, LookupSpec, Table, read_table
 from pipeline.rules.steps import run_steps
 
 TOOLS = (
@@ -157,3 +159,41 @@ def test_an_unreadable_definitions_file_is_named_with_its_first_problem(tmp_path
     message = str(refused.value)
     assert message.startswith(f"{tmp_path / 'lookups.yml'}: cannot read the lookups: ")
     assert "\n" not in message
+
+
+@settings(max_examples=400)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["a", "A", "b", "a*", ""]), st.sampled_from(["x", "X", "y"])),
+        max_size=12,
+    ),
+    inputs=st.dictionaries(
+        st.sampled_from(["k", "v", "other"]),
+        st.sampled_from(["a", "A", "b", "x", "X", "ab"]),
+        min_size=1,
+        max_size=2,
+    ),
+    case_sensitive=st.booleans(),
+    wildcard=st.sampled_from(["", "WILDCARD(k)", "WILDCARD(v)"]),
+    max_matches=st.integers(1, 3),
+)
+def test_a_lookup_by_an_exact_column_finds_the_rows_a_scan_finds(
+    rows: list[tuple[str, str]],
+    inputs: dict[str, str],
+    case_sensitive: bool,
+    wildcard: str,
+    max_matches: int,
+) -> None:
+    spec = LookupSpec(
+        filename="t.csv",
+        match_type=wildcard,
+        case_sensitive_match=case_sensitive,
+        max_matches=max_matches,
+    )
+    table = Table.of(spec, ("k", "v"), tuple({"k": k, "v": v} for k, v in rows))
+    scanned = [
+        row
+        for row, tests in zip(table.rows, table.tests, strict=True)
+        if all(name in tests and tests[name](value) for name, value in inputs.items())
+    ]
+    assert table.matching(inputs) == scanned[:max_matches]
