@@ -58,34 +58,29 @@ class LookupsFile(BaseModel):
 @dataclass(frozen=True)
 class Table:
     """A lookup's definition and its rows, each field as a test of an input value, and for
-    each exact (not wildcard) column the rows holding each value: a lookup by such a column
-    tests those rows only, not the whole table."""
+    each exact (not wildcard) column looked up by, the rows holding each value: a lookup by
+    such a column tests those rows only, not the whole table."""
 
     spec: LookupSpec
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
     tests: tuple[dict[str, Callable[[str], bool]], ...] = ()
-    index: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    exact: frozenset[str] = frozenset()  # the columns that can be indexed
+    index: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # built when used
 
     @classmethod
     def of(cls, spec: LookupSpec, columns: tuple[str, ...], rows: tuple[Row, ...]) -> Table:
-        """Build the table, compiling each field's test and indexing its exact columns once."""
+        """Build the table, compiling each field's test once."""
         tests = tuple(_tests(spec, row) for row in rows)
-        index: dict[str, dict[str, list[int]]] = {}
-        for name in set(columns) - spec.wildcard_fields():
-            by_value = index[name] = {}
-            for number, row in enumerate(rows):
-                if name in row:
-                    by_value.setdefault(_key(spec, row[name]), []).append(number)
-        return cls(spec, columns, rows, tests, index)
+        return cls(spec, columns, rows, tests, frozenset(columns) - spec.wildcard_fields())
 
     def matching(self, inputs: Mapping[str, str]) -> list[Row]:
         """Return the rows (at most ``max_matches``) whose fields match ``inputs``."""
-        indexed = next((name for name in inputs if name in self.index), None)
-        if indexed is None:
+        exact = next((name for name in inputs if name in self.exact), None)
+        if exact is None:
             candidates: Iterable[int] = range(len(self.rows))
         else:
-            candidates = self.index[indexed].get(_key(self.spec, inputs[indexed]), ())
+            candidates = self._indexed(exact).get(_key(self.spec, inputs[exact]), ())
         found = [
             self.rows[number]
             for number in candidates
@@ -95,6 +90,16 @@ class Table:
             )
         ]
         return found[: self.spec.max_matches]
+
+    def _indexed(self, column: str) -> dict[str, list[int]]:
+        """Return the numbers of the rows holding each value of ``column``, indexed when the
+        table is first looked up by it (only the columns looked up by take memory)."""
+        if column not in self.index:
+            by_value = self.index[column] = {}
+            for number, row in enumerate(self.rows):
+                if column in row:
+                    by_value.setdefault(_key(self.spec, row[column]), []).append(number)
+        return self.index[column]
 
 
 def _key(spec: LookupSpec, value: str) -> str:
