@@ -110,20 +110,16 @@ def _key(spec: LookupSpec, value: str) -> str:
 def _tests(spec: LookupSpec, row: Row) -> dict[str, Callable[[str], bool]]:
     """Return a test per field of a table row: a pattern, or an (in)sensitive equality."""
     wildcards = spec.wildcard_fields()
-    tests: dict[str, Callable[[str], bool]] = {}
-    for name, written in row.items():
-        if name in wildcards:
-            tests[name] = Wildcard.compile(written).matches
-        elif spec.case_sensitive_match:
-            tests[name] = written.__eq__
-        else:
-            tests[name] = _folded_equal(written)
-    return tests
+    return {
+        name: Wildcard.compile(written).matches if name in wildcards else _equal(spec, written)
+        for name, written in row.items()
+    }
 
 
-def _folded_equal(written: str) -> Callable[[str], bool]:
-    folded = written.casefold()
-    return lambda value: value.casefold() == folded
+def _equal(spec: LookupSpec, written: str) -> Callable[[str], bool]:
+    """Return the test of an exact field: equal keys (the index's)."""
+    key = _key(spec, written)
+    return lambda value: _key(spec, value) == key
 
 
 @dataclass

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.fleet import BACKGROUND
 from pipeline.event import Event
 from pipeline.match import match_event
 from pipeline.offline import detect_files
@@ -26,9 +27,6 @@ from tests import PROJECT_ROOT
 from tests.unit.test_golden import INPUTS
 from tests.unit.test_importer import ESCU, PROJECT_MACROS
 from tests.unit.test_match import rule_with
-
-FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
-FLEET = FIXTURES / "fleet" / "real_sysmon_security_background_one_line.log"
 
 
 def kept(rule: Rule, **fields: str) -> bool:
@@ -117,7 +115,7 @@ def test_findings_are_those_of_the_rules_run_after_stats_only(tmp_path: Path) ->
     write_made_rules(tmp_path)
     chosen = load_rules(tmp_path)
     assert sum(bool(rule.plan.group_steps) for rule in chosen) == 4
-    paths = [FLEET, *(INPUTS[name] for name in sorted(INPUTS))]
+    paths = [BACKGROUND, *(INPUTS[name] for name in sorted(INPUTS))]
     pushed = detect_files(paths, chosen, WindowPolicy())
     after = detect_files(paths, tuple(map(unpushed, chosen)), WindowPolicy())
     assert [FINDING.encode(f) for f in pushed.findings] == [
