@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,6 +14,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 STOP_TIMEOUT_SECONDS = 15.0
+LISTEN_PORTS_FROM = 20000  # local brokers and metrics ports are chosen from here up
+DEFAULT_FIRST_EPHEMERAL = 32768  # Linux's default; below every system's (IANA's is 49152)
+_given: set[int] = set()
 
 
 class BrokerUnavailable(RuntimeError):
@@ -28,10 +32,34 @@ def broker_binary() -> Path:
 
 
 def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
+    """Return a TCP port free on 127.0.0.1 now, below the kernel's range for client sockets.
+
+    A port the kernel hands out (bind to port 0) is one it may give to any client connection
+    before the server binds it; below that range only a listener takes a port. No port is
+    returned twice by one process.
+    """
+    first_ephemeral = _first_ephemeral_port()
+    while True:
+        port = random.randrange(LISTEN_PORTS_FROM, first_ephemeral)
+        if port not in _given and _bindable(port):
+            _given.add(port)
+            return port
+
+
+def _first_ephemeral_port() -> int:
+    """Return the first port of the range the kernel gives client sockets (Linux's setting)."""
+    setting = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first = int(setting.read_text().split()[0]) if setting.exists() else DEFAULT_FIRST_EPHEMERAL
+    return max(first, LISTEN_PORTS_FROM + 1000)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -17,13 +17,21 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline.apache_kafka import fetch
-from pipeline.broker import free_port, wait_for_port
+from pipeline.broker import BrokerUnavailable, free_port, wait_for_port
 from pipeline.kafka import create_topics, producer
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 from tests.conftest import settings_env, tool
 
 pytestmark = pytest.mark.integration
+
+
+def log_tails(folder: Path) -> str:
+    """Return the end of every log file under ``folder``, each under its name."""
+    return "\n".join(
+        f"--- {log}\n{log.read_text(errors='replace')[-2000:]}"
+        for log in sorted(folder.rglob("*.log"))
+    )
 
 
 def port_is_free(port: int) -> bool:
@@ -75,8 +83,12 @@ def test_broker_command_stops_its_brokers_on_sigterm(
     port = free_port()
     command = [sys.executable, "-m", "pipeline", "broker", "--port", str(port)]
     command += ["--data-dir", str(tmp_path / "data"), "--engine", engine, "--brokers", str(brokers)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, timeout=120)
+    with (tmp_path / "broker.log").open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=120)
+    except BrokerUnavailable as error:
+        pytest.fail(f"{error}\n{log_tails(tmp_path)}")
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
     deadline = time.monotonic() + 120
     while len(admin.list_topics(timeout=10).brokers) < brokers:
