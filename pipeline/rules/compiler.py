@@ -26,9 +26,9 @@ from pipeline.rules.expr import (
     Ordering,
     Regex,
     any_of,
-    pcre,
 )
 from pipeline.rules.lookups import Lookup, Lookups
+from pipeline.rules.patterns import pcre
 from pipeline.rules.plan import Aggregation, GroupField, Plan
 from pipeline.rules.pushdown import group_steps
 from pipeline.rules.steps import Assign, Convert, Fillnull, Filter, Rename, Rex, Step

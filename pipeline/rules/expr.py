@@ -9,7 +9,7 @@ from typing import Any as Any_
 from typing import Protocol
 
 from pipeline.event import Event
-from pipeline.rules.errors import RuleError
+from pipeline.rules.patterns import Pattern
 from pipeline.wildcard import Wildcard
 
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
@@ -38,16 +38,6 @@ class Expr(Protocol):
     def fields(self) -> Reads:
         """Return the fields the expression reads (None: the raw text, or any field)."""
         ...
-
-
-def pcre(source: str, command: str) -> re.Pattern[str]:
-    """Compile a PCRE-style expression (``(?<name>…)`` groups) with Python's ``re``."""
-    try:
-        return re.compile(
-            source.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
-        )
-    except re.error as error:
-        raise RuleError(f"{command}: bad regular expression: {error}") from None
 
 
 def longest_word(pattern: Wildcard) -> Literals:
@@ -200,7 +190,7 @@ class Regex:
     field is absent or it does not occur); ``_raw`` is the event's text."""
 
     field: str
-    pattern: re.Pattern[str]
+    pattern: Pattern
     negate: bool = False
 
     def evaluate(self, event: Event) -> bool:

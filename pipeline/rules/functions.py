@@ -16,7 +16,8 @@ from pipeline.rules.evaluation import (
     number_text,
     values_of,
 )
-from pipeline.rules.expr import number_or_none, pcre
+from pipeline.rules.expr import number_or_none
+from pipeline.rules.patterns import Found, pcre
 
 T = TypeVar("T")
 _BACKREFERENCE = re.compile(r"\\(\d)")
@@ -87,7 +88,7 @@ def _coalesce(args: Sequence[Argument]) -> Operand:
     return first_value
 
 
-def _substitution(template: str) -> Callable[[re.Match[str]], str]:
+def _substitution(template: str) -> Callable[[Found], str]:
     r"""Return a replacement function for ``replace()``: ``\N`` is group N, the rest literal."""
     parts = _BACKREFERENCE.split(template)  # text, group, text, group, …, text
     return lambda found: "".join(

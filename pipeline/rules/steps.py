@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,6 +9,7 @@ from typing import Protocol
 from pipeline.event import Event
 from pipeline.rules.evaluation import Operand
 from pipeline.rules.expr import Expr, Reads, number_or_none
+from pipeline.rules.patterns import Pattern
 
 Row = dict[str, str]
 MAX_RENAME_PLANS = 256
@@ -91,7 +91,7 @@ class Rex:
     """``rex field=F "(?<name>...)"``: add the named groups of the first match."""
 
     field: str
-    pattern: re.Pattern[str]
+    pattern: Pattern
 
     def apply(self, row: Row) -> bool:
         """Extract named groups; a row without a match keeps going without them."""

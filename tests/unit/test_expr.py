@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.event import Event
-from pipeline.rules.errors import RuleError
 from pipeline.rules.expr import (
     All,
     Any,
@@ -23,7 +22,6 @@ from pipeline.rules.expr import (
     Regex,
     any_of,
     longest_word,
-    pcre,
 )
 from pipeline.wildcard import Wildcard
 
@@ -152,15 +150,6 @@ def test_a_regex_on_raw_searches_the_event_text() -> None:
     assert Regex("_raw", re.compile("/node:")).evaluate(event)
     assert not Regex("CommandLine", re.compile("/node:")).evaluate(event)
     assert Regex("Missing", re.compile("x"), negate=True).evaluate(event)
-
-
-def test_pcre_names_groups_and_keeps_lookbehinds() -> None:
-    pattern = pcre(r"(?<user>\w+)(?<=n)(?<!x)@", "rex")
-    assert pattern.groupindex == {"user": 1}
-    assert pattern.search("ann@").group("user") == "ann"  # type: ignore[union-attr]
-    assert pattern.search("bob@") is None  # the lookbehind (?<=n) holds
-    with pytest.raises(RuleError, match="rex: bad regular expression"):
-        pcre("(", "rex")
 
 
 def test_the_longest_word_is_the_screen_s_literal() -> None:

@@ -1,0 +1,93 @@
+"""Rules' regular expressions run on RE2: linear time on endpoint values, PCRE's syntax."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.rules.errors import RuleError
+from pipeline.rules.patterns import pcre
+
+# From splunk/security_content (Apache-2.0): detections/endpoint/
+# suspicious_process_executed_from_container_file.yml, its `regex` and `rex` (as the rule file
+# holds them, after SPL's unquoting).
+CONTAINER_REGEX = (
+    r"(?i).*(ZIP|ISO|IMG|CAB|TAR|GZ|RAR|7Z)\\.+\.(BAT|BIN|CAB|CMD|COM|CPL|EX_|EXE|GADGET|INF1|"
+    r"INS|INX||HTM|HTML|ISU|JAR|JOB|JS|JSE|LNK|MSC|MSI|MSP|MST|PAF|PIF|PS1|REG|RGS|SCR|SCT|SHB|"
+    r'SHS|U3P|VB|VBE|VBS|VBSCRIPT|WS|WSF|WSH)"?$'
+)
+CONTAINER_REX = (
+    r"(?i).+\\(?<file_name>[^\\]+\.(ZIP|ISO|IMG|CAB|TAR|GZ|RAR|7Z))\\((.+\\)+)?"
+    r"(?<process_name>.+\.(BAT|BIN|CAB|CMD|COM|CPL|EX_|EXE|JS|LNK|MSI|PS1|VBS))\"?$"
+)
+# windows_unsigned_dll_side_loading_in_same_process_path.yml: run on every unsigned image load
+# (Sysmon 7) outside the system folders, on its Image and ImageLoaded.
+FOLDER_REX = r"(?<ImageFolderPath>.+\\)"
+# Shapes the imported rules use: alternations, classes, counted and nested repeats, groups.
+CORPUS_SHAPES = (
+    CONTAINER_REGEX,
+    CONTAINER_REX,
+    r"(?<name>[^\\]+)\.exe$",
+    r"-(e|en|enc|enco|encod|encode|encoded|encodedc|encodedcommand)\s+[A-Za-z0-9+/=]{20,}",
+    r"(?i)\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b",
+    r"[a-z]{3,}\.(dll|exe)(\s|$)",
+)
+
+
+def test_named_groups_are_pcre_s() -> None:
+    pattern = pcre(r"(?<user>\w+)@(?<host>[a-z.]+)", "rex")
+    assert dict(pattern.groupindex) == {"user": 1, "host": 2}
+    found = pattern.search("mail ann@corp.example")
+    assert found is not None and found.groupdict() == {"user": "ann", "host": "corp.example"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [r"(?<!/)\bx", r"(?<=n)@", r"x(?!\.)", r"x(?=y)", r"(a)\1"],
+    ids=["lookbehind-not", "lookbehind", "lookahead-not", "lookahead", "backreference"],
+)
+def test_what_only_backtracking_can_run_is_refused_naming_the_command(source: str) -> None:
+    with pytest.raises(
+        RuleError, match=r"^regex: bad regular expression: .*RE2, which has no lookaround"
+    ):
+        pcre(source, "regex")
+
+
+def test_a_malformed_expression_is_refused() -> None:
+    with pytest.raises(RuleError, match=r"^rex: bad regular expression: missing \)") as caught:
+        pcre("(", "rex")
+    assert "RE2" not in str(caught.value)  # said only of what RE2 cannot run
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "source", [CONTAINER_REGEX, CONTAINER_REX, FOLDER_REX], ids=["regex", "rex", "folder"]
+)
+def test_a_crafted_value_cannot_stall_an_upstream_expression(source: str) -> None:
+    """Python's ``re`` took 98 s on 3,000 characters of ``a.zip\\`` with the first, growing
+    with their cube (``(.+\\)+`` in the second backtracks exponentially, the third is
+    quadratic): on a megabyte none would end. RE2 answers at once."""
+    pattern = pcre(source, "regex")
+    for chunk in ("m", "D", "C\\", "a.zip\\", "x.ISO\\b\\"):
+        value = chunk * (1_000_000 // len(chunk))
+        found = pattern.search(value)
+        if source == FOLDER_REX and "\\" in chunk:  # greedy: up to the last backslash
+            assert found is not None and found.group(0) == value[: value.rindex("\\") + 1]
+        else:
+            assert found is None  # no file extension at the end, no backslash
+
+
+@given(
+    st.sampled_from(CORPUS_SHAPES),
+    st.text(alphabet='abcdefzipisoexedllISOZIP\\/.-_ \t=+0123456789"', max_size=80),
+)
+def test_re2_finds_what_python_s_re_finds_on_ascii_values(source: str, value: str) -> None:
+    ours = pcre(source, "regex").search(value)
+    theirs = re.compile(source.replace("(?<", "(?P<")).search(value)
+    assert (ours is None) == (theirs is None)
+    if ours is not None and theirs is not None:
+        assert ours.group(0) == theirs.group(0)
+        assert ours.groupdict() == theirs.groupdict()
