@@ -3,8 +3,8 @@
 Event fields are the endpoint's to choose, and a backtracking engine can take minutes on one
 crafted value: ``Windows Unsigned DLL Side-Loading In Same Process Path``'s ``rex`` took 524 s
 in Python's ``re`` on a 1 MB ``Image``, and a stalled intake reads the same record again after
-its restart. RE2 never backtracks. An expression only a backtracking
-engine runs (lookaround, backreferences) is refused at start-up, naming the command.
+its restart. RE2 never backtracks. An expression only a backtracking engine runs (lookaround,
+backreferences) is refused at start-up, naming the command.
 
 RE2's syntax is PCRE's for everything else (``(?<name>…)`` groups included), and like Splunk's
 PCRE without Unicode properties its ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII only.
