@@ -89,6 +89,7 @@ from pipeline.topics import Topics, load_topics
 
 TOPICS = Path(__file__).resolve().parents[1] / "topics"
 HYPERSCAN = version("hyperscan")  # its wheels' speed differs 100x between releases
+SHIPPER = {"compression.type": "none"}  # the raw events as a shipper sends them: uncompressed
 LXML_LOOP = "f) lxml parse-every-line loop (events/s)"
 
 
@@ -99,8 +100,8 @@ def produce(
     rate: float = 0.0,
     **config: str | int,
 ) -> None:
-    """Produce ``batch`` to the raw topics (at ``rate`` events/s when given)."""
-    client = producer(settings, **{"linger.ms": 20, **config})
+    """Produce ``batch`` to the raw topics (at ``rate`` events/s when given), uncompressed."""
+    client = producer(settings, **{"linger.ms": 20, **SHIPPER, **config})
     send(client, topics, batch, rate)
     client.flush(120)
 
@@ -110,7 +111,9 @@ def produce_hidden(
 ) -> Producer:
     """Produce ``batch`` to the raw topics in one open transaction and return its producer:
     consumers (read_committed) see none of it until ``commit_transaction`` shows it all."""
-    client = producer(settings, **{"linger.ms": 20, "transactional.id": uuid.uuid4().hex})
+    client = producer(
+        settings, **{"linger.ms": 20, **SHIPPER, "transactional.id": uuid.uuid4().hex}
+    )
     client.init_transactions(30)
     client.begin_transaction()
     send(client, topics, batch)

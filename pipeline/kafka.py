@@ -100,11 +100,13 @@ def flush(client: Producer) -> None:
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
-    """Return a Producer with idempotence on and small-batch latency."""
+    """Return a Producer with idempotence on, small-batch latency and the settings'
+    compression."""
     config = {
         **settings.librdkafka_config(),
         "enable.idempotence": True,
         "linger.ms": 5,
+        "compression.type": settings.compression_type,
         **overrides,
     }
     return Producer(config)

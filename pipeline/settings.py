@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     max_event_age_seconds: float | None = Field(default=TIME.max_age_seconds, gt=0)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(default=0.1, gt=0)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     log_format: LogFormat = "text"
     intake_stall_seconds: float = Field(default=90.0, gt=0)
     intake_processes: int = Field(default=1, gt=0)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from pipeline import __version__
-from pipeline.kafka import producer
+from pipeline.kafka import create_topics, producer
 from pipeline.offline import detect_files
 from pipeline.replay import replay_files
 from pipeline.rules.loader import load_rules
@@ -144,6 +144,34 @@ def test_seed_detections_fire_on_the_stream(
     )
     assert metrics[("wmiwatch_rule_info", wmiexec_info)] == 1
     assert total(metrics, "wmiwatch_rule_info") == total(metrics, "wmiwatch_rules_loaded") == 14
+
+
+def test_the_worker_reads_topics_the_broker_compresses_in_any_codec(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A cluster may set ``compression.type`` on a topic; Apache Kafka then rewrites each batch
+    in that codec, whatever the producer sent. The Faust agents read the zstd and snappy
+    batches (aiokafka decodes them with cramjam). The embedded broker keeps the producers'
+    codec, lz4 by default, which aiokafka decodes with cramjam too."""
+    loaded = settings.topics()
+    codecs = {"wmiwatch.matches": "zstd", "wmiwatch.risk-batches": "snappy"}
+    compressed = [
+        NewTopic(
+            loaded.name(spec.name),
+            num_partitions=spec.partitions,
+            replication_factor=1,
+            config={**spec.config, "compression.type": codecs[spec.name]},
+        )
+        for spec in loaded.deployed(raw=False)
+        if spec.name in codecs
+    ]
+    admin = AdminClient(settings.librdkafka_config())
+    for future in admin.create_topics(compressed).values():
+        future.result(timeout=30)
+    create_topics(settings, loaded, raw=True)  # the others; an existing topic is left as it is
+    assert seed_findings(settings, settings, loaded, tmp_path / "worker.log") >= SEED_FINDINGS
+    risk = read_topic(settings, loaded.risk, expected=10)
+    assert {r["risk_object"] for r in risk} >= {dest for _, dest in SEED_FINDINGS}
 
 
 def test_stream_and_offline_detect_give_the_same_finding_ids(

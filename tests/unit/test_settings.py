@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from aiokafka import codec
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -158,3 +161,20 @@ def test_the_aggregation_s_static_member_id_changes_with_its_subscription() -> N
     assert before != after
     assert after == worker.member_id(["wmiwatch.matches", "wmiwatch.risk-batches"])  # any order
     assert Settings().member_id(["wmiwatch.matches"]) is None  # dynamic membership
+
+
+def test_every_compression_type_is_one_both_kafka_clients_read() -> None:
+    """The worker's Faust consumer (aiokafka) must decode what its producers (librdkafka) send."""
+    readable = {
+        "none": True,
+        "gzip": codec.has_gzip(),
+        "snappy": codec.has_snappy(),
+        "lz4": codec.has_lz4(),
+        "zstd": codec.has_zstd(),
+    }
+    offered = get_args(Settings.model_fields["compression_type"].annotation)
+    assert set(offered) == set(readable)
+    assert all(readable[name] for name in offered)
+    assert Settings().compression_type == "lz4"
+    with pytest.raises(ValidationError):
+        Settings(compression_type="brotli")  # type: ignore[arg-type]
