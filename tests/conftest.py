@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import string
 import subprocess
 import sys
 import time
@@ -181,6 +183,12 @@ def worker(settings: Settings, topics: Topics, tmp_path: Path) -> Iterator[Worke
     running = start_worker(settings, tmp_path / "worker.log")
     yield running
     running.stop()
+
+
+def incompressible(size: int) -> bytes:
+    """Return ``size`` random ASCII letters: no codec shrinks them much, so a record of them
+    stays over a broker's size limit when its producer compresses it (lz4 by default)."""
+    return "".join(random.Random(size).choices(string.ascii_letters, k=size)).encode()
 
 
 def read_topic(

@@ -13,6 +13,7 @@ from pipeline import delivery as delivery_module
 from pipeline.delivery import DELIVERIES, ExactlyOnce, rewind
 from pipeline.kafka import consumer, producer
 from pipeline.settings import Settings
+from tests.conftest import incompressible
 
 pytestmark = pytest.mark.integration
 RECORDS = [b"one", b"two", b"three"]
@@ -119,7 +120,7 @@ def test_a_batch_that_cannot_commit_is_aborted_and_read_again(settings: Settings
     delivery.begin()
     for message in batch:
         writer.produce(out, message.value())
-    writer.produce(small, b"x" * 4096)  # the broker refuses it: the transaction must abort
+    writer.produce(small, incompressible(4096))  # refused by the broker: the transaction aborts
     assert not delivery.end(delivery.offsets())
     assert read(settings, out, 1) == []  # nothing of the batch is visible read_committed
     (committed,) = reader.committed([TopicPartition(source, 0)], timeout=15)
@@ -143,7 +144,7 @@ def test_a_transaction_failed_while_its_records_are_added_is_aborted_and_read_ag
     delivery = exactly_once(settings, reader)
     writer = delivery.producer
     delivery.begin()
-    writer.produce(small, b"x" * 4096)  # the broker refuses it: the transaction fails
+    writer.produce(small, incompressible(4096))  # the broker refuses it: the transaction fails
     writer.flush(15)
     with pytest.raises(KafkaException) as refused:  # librdkafka takes no more records
         for message in batch:

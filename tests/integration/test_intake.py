@@ -31,7 +31,7 @@ from pipeline.partitions import key_partition
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import read_topic
+from tests.conftest import incompressible, read_topic
 from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_a
     refuse_larger_than(settings, topics.dead_letter, 2048)  # a 4 KiB record's dead letter
     raw, before = topics.name("windows.powershell"), aborted()
     client = producer(settings)
-    client.produce(raw, b"x" * 4096)  # not an event: dead-lettered, refused, its batch aborted
+    client.produce(raw, incompressible(4096))  # not an event; its dead letter refused: aborted
     client.flush(10)
     detector = Detector(load_rules(settings.rules_dir))
     intake, stop = Intake(settings, topics, detector, IntakeStatus()), threading.Event()
