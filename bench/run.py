@@ -165,14 +165,14 @@ async def bare_consume(settings: Settings, topics: Topics, count: int) -> float:
     return count / (time.perf_counter() - (started or time.perf_counter()))
 
 
-SCRAPE_EVERY = 0.2  # seconds between progress readings, at the least
+POLL_EVERY = 0.2  # seconds between progress readings or probes, at the least
 POLL_SHARE = 0.02  # progress is polled every 2% of the time waited so far, at most every second
 
 
 def pause(since: float) -> None:
     """Wait before the next progress reading of a measurement begun at ``since``
     (perf_counter)."""
-    time.sleep(min(1.0, max(SCRAPE_EVERY, POLL_SHARE * (time.perf_counter() - since))))
+    time.sleep(min(1.0, max(POLL_EVERY, POLL_SHARE * (time.perf_counter() - since))))
 
 
 def counted(folders: Iterable[Path], metric: str) -> float:
@@ -211,7 +211,7 @@ def wait_ready(port: int, timeout: float = 300) -> None:
             return
         except OSError:  # HTTPError (503: not ready yet) is an OSError
             assert time.monotonic() < deadline, f"worker on port {port} not ready"
-            time.sleep(SCRAPE_EVERY)
+            time.sleep(POLL_EVERY)
 
 
 def latency_buckets(port: int) -> list[tuple[float, float]]:
@@ -345,7 +345,7 @@ def run_worker(
         pause(started)
     done, last = time.perf_counter(), aggregated()
     while consumed() < count and time.monotonic() < deadline:  # counted once its commit returned,
-        time.sleep(SCRAPE_EVERY)  # which may be after its matches were aggregated
+        time.sleep(POLL_EVERY)  # which may be after its matches were aggregated
     intake_seconds = min(intake_done, done) - started
     assert consumed() == count, f"the workers consumed {consumed()} of {count} events"
     rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
@@ -627,7 +627,7 @@ def run_flood(settings: Settings, count: int, rules: tuple[Rule, ...], logs: Pat
     produce(own, own.topics(), [canary])
     folders = [logs / "worker0"]
     while counted(folders, "wmiwatch_matches_aggregated_total") == 0:
-        time.sleep(SCRAPE_EVERY)
+        time.sleep(POLL_EVERY)
     started, deadline = time.perf_counter(), time.monotonic() + 1800
     while counted(folders, "wmiwatch_matches_aggregated_total") < len(matches):
         assert time.monotonic() < deadline, "the flood was not aggregated within 30 minutes"
