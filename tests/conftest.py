@@ -25,6 +25,13 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -183,6 +190,15 @@ def worker(settings: Settings, topics: Topics, tmp_path: Path) -> Iterator[Worke
     running = start_worker(settings, tmp_path / "worker.log")
     yield running
     running.stop()
+
+
+def set_topic_config(settings: Settings, topic: str, name: str, value: str) -> None:
+    """Set ``topic``'s config ``name`` to ``value`` on the broker."""
+    entry = ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin = AdminClient(settings.librdkafka_config())
+    for done in admin.incremental_alter_configs([resource]).values():
+        done.result()
 
 
 def incompressible(size: int) -> bytes:

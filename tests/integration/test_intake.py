@@ -12,13 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
 from prometheus_client import REGISTRY
 
 from pipeline.agents import send_signal
@@ -31,7 +24,7 @@ from pipeline.partitions import key_partition
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
 from pipeline.topics import Topics
-from tests.conftest import incompressible, read_topic
+from tests.conftest import incompressible, read_topic, set_topic_config
 from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
 
 pytestmark = pytest.mark.integration
@@ -70,11 +63,7 @@ KAFKA_MAX_MESSAGE_BYTES = 1_048_588  # the broker's default ``max.message.bytes`
 
 def refuse_larger_than(settings: Settings, topic: str, size: int) -> None:
     """Have the broker refuse records of ``topic`` larger than ``size`` bytes."""
-    entry = ConfigEntry("max.message.bytes", str(size), incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-    admin = AdminClient(settings.librdkafka_config())
-    for done in admin.incremental_alter_configs([resource]).values():
-        done.result()
+    set_topic_config(settings, topic, "max.message.bytes", str(size))
 
 
 def aborted() -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -32,6 +32,7 @@ from tests.conftest import (
     intake_pids,
     read_topic,
     schema_validator,
+    set_topic_config,
     settings_env,
     start_worker,
     the_intake,
@@ -154,21 +155,9 @@ def test_the_worker_reads_topics_the_broker_compresses_in_any_codec(
     batches (aiokafka decodes them with cramjam). The embedded broker keeps the producers'
     codec, lz4 by default, which aiokafka decodes with cramjam too."""
     loaded = settings.topics()
-    codecs = {"wmiwatch.matches": "zstd", "wmiwatch.risk-batches": "snappy"}
-    compressed = [
-        NewTopic(
-            loaded.name(spec.name),
-            num_partitions=spec.partitions,
-            replication_factor=1,
-            config={**spec.config, "compression.type": codecs[spec.name]},
-        )
-        for spec in loaded.deployed(raw=False)
-        if spec.name in codecs
-    ]
-    admin = AdminClient(settings.librdkafka_config())
-    for future in admin.create_topics(compressed).values():
-        future.result(timeout=30)
-    create_topics(settings, loaded, raw=True)  # the others; an existing topic is left as it is
+    create_topics(settings, loaded, raw=True)
+    set_topic_config(settings, loaded.matches, "compression.type", "zstd")
+    set_topic_config(settings, loaded.risk_batches, "compression.type", "snappy")
     assert seed_findings(settings, settings, loaded, tmp_path / "worker.log") >= SEED_FINDINGS
     risk = read_topic(settings, loaded.risk, expected=10)
     assert {r["risk_object"] for r in risk} >= {dest for _, dest in SEED_FINDINGS}
