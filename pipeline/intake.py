@@ -3,10 +3,11 @@
 The bulk of raw events never reach Faust: this loop reads them in batches, runs the pure
 core, produces the few matches in one record per matches partition (that of their dest), and
 commits its offsets only with (exactly-once) or after (at-least-once) the records it produced.
-A batch commits in a thread of its own while the next one is read and processed; that one's
-records are sent once the commit has returned, and when it was aborted, both batches are read
-again. The worker runs the intake in a process of its own, so parsing never waits for the
-Faust process's interpreter lock.
+A transaction commits in a thread of its own while the next batches are read and processed;
+their records go out together, in the next transaction, once the commit has returned (a broker
+slow to commit gets fewer, larger transactions; a fast one one per batch), and when it was
+aborted, all of them are read again. The worker runs the intake in a process of its own, so
+parsing never waits for the Faust process's interpreter lock.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.synchronize import Event as ProcessEvent
+from typing import NamedTuple
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -48,6 +50,16 @@ from pipeline.topics import Topics
 log = logging.getLogger(__name__)
 CLOSE_SECONDS = 10.0
 STACKS_SIGNAL = signal.SIGUSR1  # an intake told this writes every thread's stack to stderr
+MAX_TRANSACTION_BATCHES = 10  # batches read while a commit is in flight, sent together at most
+
+
+class Held(NamedTuple):
+    """A batch processed, waiting for the transaction that sends what it yields."""
+
+    result: BatchResult
+    started: float  # when its processing began
+    read: bool  # it holds records read (not only a tick)
+    tick: bool  # ticks are due with it
 
 
 class SuppressionFollower:
@@ -78,8 +90,14 @@ class SuppressionFollower:
         return messages
 
 
+def send_now(held: int, read: bool, committed: bool) -> bool:
+    """Return whether to send the ``held`` batches processed so far: once the commit before
+    has returned, when the last read found nothing more, or when there are enough of them."""
+    return held > 0 and (committed or not read or held >= MAX_TRANSACTION_BATCHES)
+
+
 class Intake:
-    """Consume raw topics in batches; process each while the one before commits."""
+    """Consume raw topics in batches; process them while the transaction before commits."""
 
     def __init__(
         self, settings: Settings, topics: Topics, detector: Detector, status: IntakeStatus
@@ -105,7 +123,8 @@ class Intake:
         self.source_count = 0  # partitions of the raw topics, all intakes together
         self.committed_at_assign: dict[tuple[str, int], int] = {}
         self.committing = ThreadPoolExecutor(1, thread_name_prefix="intake-commit")
-        self.in_flight: Future[bool] | None = None  # the commit of the batch before
+        self.in_flight: Future[bool] | None = None  # the commit of the transaction before
+        self.held: list[Held] = []  # batches processed since: sent in the next transaction
         self.read_again = False  # a batch was aborted: what was read since it is read again
 
     def run(self, stop: ProcessEvent) -> None:
@@ -120,13 +139,17 @@ class Intake:
             while not stop.is_set():
                 self.status.beat()
                 self.follower.poll(timeout=0)
-                batch = self.consumer.consume(self.settings.intake_batch_size, timeout=0.2)
+                wait = 0 if self.held else 0.2  # batches held: send them as soon as none is read
+                batch = self.consumer.consume(self.settings.intake_batch_size, timeout=wait)
                 tick = time.monotonic() >= next_tick
                 if batch or tick:
-                    self.deliver(batch, tick)
+                    self.hold(batch, tick)
                 if tick:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
+                if send_now(len(self.held), bool(batch), self._commit_returned()):
+                    self.deliver()
         finally:
+            self.held.clear()  # not committed: read again by the partitions' next owner
             self.settle()
             self.committing.shutdown()
             self.producer.flush(30)
@@ -147,8 +170,10 @@ class Intake:
             self.committed_at_assign[(position.topic, position.partition)] = position.offset
 
     def _on_revoke(self, _consumer: object, partitions: list[TopicPartition]) -> None:
-        """Forget revoked partitions; commit the batch in flight and deliver their ticks before
-        the new owner sends its own."""
+        """Forget revoked partitions; commit the transaction in flight and deliver their ticks
+        before the new owner sends its own. The batches held are dropped: every partition is
+        revoked (eager assignment), so they are read again from the committed offsets."""
+        self.held.clear()
         self.settle()
         self.producer.flush(30)
         revoked = [(p.topic, p.partition) for p in partitions]
@@ -183,42 +208,50 @@ class Intake:
         for partition in self.tick_partitions:  # resolved once at start, not every tick
             self.producer.produce(self.topics.matches, value, partition=partition)
 
-    def deliver(self, batch: list[Message], tick: bool) -> None:
-        """Process ``batch`` while the batch before commits; then send what it yields (and the
-        ticks when due) and start its commit, or read it again if the one before was aborted."""
-        started = time.perf_counter()
+    def hold(self, batch: list[Message], tick: bool) -> None:
+        """Process ``batch`` while the transaction before commits; hold what it yields."""
         self.status.broker_error = None
-        result = self.batches.process(batch)
+        started = time.perf_counter()
+        self.held.append(Held(self.batches.process(batch), started, bool(batch), tick))
+
+    def deliver(self) -> None:
+        """Wait for the transaction in flight; then send what the batches held yield (and the
+        ticks when due) and start their commit, or read them again if it was aborted."""
+        held, self.held = self.held, []
         self.settle()
         if self.read_again:  # the consumer is past records not committed
             self._rewind()
             return
         try:
             self.delivery.begin()
-            for topic, key, value in result.produce:
+            for topic, key, value in (record for h in held for record in h.result.produce):
                 self.producer.produce(topic, value, key=key)
-            partitions = len(self.tick_partitions)
-            for partition, value in match_batches(result.matches, partitions):
+            matches = [match for h in held for match in h.result.matches]
+            for partition, value in match_batches(matches, len(self.tick_partitions)):
                 self.producer.produce(self.topics.matches, value, partition=partition)
-            if tick:
+            if any(h.tick for h in held):
                 self._produce_ticks()
-            offsets = self.delivery.offsets() if batch else None
+            offsets = self.delivery.offsets() if any(h.read for h in held) else None
         except KafkaException as exception:
             self.delivery.recover(exception)
             self._rewind()
             return
-        self.in_flight = self.committing.submit(self._end, offsets, result, started, bool(batch))
+        self.in_flight = self.committing.submit(self._end, offsets, held)
 
-    def _end(
-        self, offsets: Offsets | None, result: BatchResult, started: float, read: bool
-    ) -> bool:
-        """Commit a batch and count it once committed (in the committing thread)."""
+    def _end(self, offsets: Offsets | None, held: list[Held]) -> bool:
+        """Commit the batches ``held`` and count them once committed (in the committing
+        thread)."""
         committed = self.delivery.end(offsets)
         if committed:  # an aborted batch is counted when it is processed again
-            result.count()
-            if read:
-                metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+            metrics.intake_transaction_batches.observe(len(held))
+            for batch in held:
+                batch.result.count()
+                if batch.read:
+                    metrics.intake_batch_seconds.observe(time.perf_counter() - batch.started)
         return committed
+
+    def _commit_returned(self) -> bool:
+        return self.in_flight is None or self.in_flight.done()
 
     def settle(self) -> None:
         """Wait for the batch in flight to commit; if it could not, have what was read since

@@ -129,6 +129,11 @@ intake_batch_seconds = Histogram(
     "Time to process one intake batch (parse to produce).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+intake_transaction_batches = Histogram(
+    "wmiwatch_intake_transaction_batches",
+    "Intake batches one commit carries: more than one when reading outpaced the commit before.",
+    buckets=(1, 2, 3, 5, 10),
+)
 transactions_aborted_total = Counter(
     "wmiwatch_transactions_aborted_total",
     "Commits that failed (stage: intake, aggregation, scoring); the records were handled again.",

@@ -1,6 +1,6 @@
 """The intake process: stuck in a Kafka call, it writes where when told (the worker tells it
-before killing a stalled intake); a batch read while the one before commits is read again
-with it when that one aborts."""
+before killing a stalled intake); batches read while a transaction commits go out together in
+the next one, and are read again when that one aborts."""
 
 from __future__ import annotations
 
@@ -102,6 +102,54 @@ def test_a_batch_read_while_the_one_before_commits_is_read_again_when_that_one_a
     rules = [m["rule_id"] for r in matches if r["type"] == "matches" for m in r["matches"]]
     assert rules == [WMIEXEC_RULE]
     assert aborted() >= before + 2
+
+
+def transaction_batches() -> tuple[float, float]:
+    """Return the intake's commits so far and the batches they carried."""
+    name = "wmiwatch_intake_transaction_batches"
+    return (
+        REGISTRY.get_sample_value(f"{name}_count") or 0,
+        REGISTRY.get_sample_value(f"{name}_sum") or 0,
+    )
+
+
+def test_batches_read_while_a_transaction_commits_go_out_together_in_the_next(
+    settings: Settings, topics: Topics
+) -> None:
+    """Batches of 20 are processed in a fraction of a commit's time: the intake reads on and
+    sends them in one transaction, each match once."""
+    raw, count = topics.name("windows.powershell"), 400
+    client = producer(settings)
+    for number in range(count):
+        client.produce(raw, script_block(f"ws{number:03d}", time.time(), WMIEXEC, number))
+    assert client.flush(30) == 0
+    small = settings.model_copy(update={"intake_batch_size": 20})
+    detector = Detector(load_rules(settings.rules_dir))
+    commits, batches = transaction_batches()
+    labels = {"topic": raw, "event_code": "4104"}
+
+    def consumed() -> float:  # counted once committed
+        return REGISTRY.get_sample_value("wmiwatch_events_consumed_total", labels) or 0
+
+    before = consumed()
+    intake, stop = Intake(small, topics, detector, IntakeStatus()), threading.Event()
+    running = threading.Thread(target=intake.run, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while consumed() < before + count:
+            assert time.monotonic() < deadline and running.is_alive()
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        running.join(60)
+    records = read_topic(settings, topics.matches, 1, counting=lambda r: r["type"] == "matches")
+    matches = [m for r in records if r["type"] == "matches" for m in r["matches"]]
+    read = {(match["origin"]["partition"], match["origin"]["offset"]) for match in matches}
+    assert len(matches) == len(read) == count
+    commits_after, batches_after = transaction_batches()
+    assert batches_after - batches >= count / 20
+    assert commits_after - commits < batches_after - batches  # some commit carried several
 
 
 def test_a_record_at_the_broker_s_size_limit_is_dead_lettered_by_its_start(
