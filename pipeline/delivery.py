@@ -6,7 +6,9 @@ and ticks and its input offsets (``send_offsets_to_transaction``): a consumer re
 crash or an aborted transaction leaves no second copy. The transactional id is the worker's
 instance id when it has one, so a restarted worker fences its predecessor and aborts what it
 left open at once; the consumer group's generation fences a zombie after a rebalance (KIP-447).
-``at_least_once`` flushes the batch's records and then commits the offsets.
+``at_least_once`` flushes the batch's records and then commits the offsets. A batch here is
+what one commit carries: the intake sends the batches it read while the commit before was in
+flight together (``pipeline.intake``).
 
 A batch's offsets are read (``offsets``) before the next batch is, and ``end`` may then run in
 another thread while the consumer reads on: librdkafka's clients are thread-safe, and a
