@@ -41,6 +41,13 @@ class BatchResult:
         """Add the tallies to the metrics."""
         metrics.add(self.tally)
 
+    def size(self) -> int:
+        """Return the bytes of the records the batch yields (its encoded matches and dead
+        letters)."""
+        return sum(len(value) for _, _, value in self.produce) + sum(
+            len(match) for _, match in self.matches
+        )
+
 
 class BatchProcessor:
     """Runs the detection core over a batch of raw messages."""

@@ -50,13 +50,17 @@ from pipeline.topics import Topics
 log = logging.getLogger(__name__)
 CLOSE_SECONDS = 10.0
 STACKS_SIGNAL = signal.SIGUSR1  # an intake told this writes every thread's stack to stderr
-MAX_TRANSACTION_BATCHES = 10  # batches read while a commit is in flight, sent together at most
+# Batches read while a commit is in flight are sent together, at most this many, yielding at
+# most this many bytes (past it, at once: crafted events can make a batch's dead letters large).
+MAX_TRANSACTION_BATCHES = 10
+MAX_HELD_BYTES = 8 << 20
 
 
 class Held(NamedTuple):
     """A batch processed, waiting for the transaction that sends what it yields."""
 
     result: BatchResult
+    size: int  # the bytes of the records it yields
     started: float  # when its processing began
     read: bool  # it holds records read (not only a tick)
     tick: bool  # ticks are due with it
@@ -90,10 +94,12 @@ class SuppressionFollower:
         return messages
 
 
-def send_now(held: int, read: bool, committed: bool) -> bool:
-    """Return whether to send the ``held`` batches processed so far: once the commit before
-    has returned, when the last read found nothing more, or when there are enough of them."""
-    return held > 0 and (committed or not read or held >= MAX_TRANSACTION_BATCHES)
+def send_now(held: int, size: int, read: bool, committed: bool) -> bool:
+    """Return whether to send the ``held`` batches processed so far, yielding ``size`` bytes:
+    once the commit before has returned, when the last read found nothing more, or when they
+    are enough batches or bytes for one transaction."""
+    enough = held >= MAX_TRANSACTION_BATCHES or size >= MAX_HELD_BYTES
+    return held > 0 and (committed or not read or enough)
 
 
 class Intake:
@@ -146,7 +152,8 @@ class Intake:
                     self.hold(batch, tick)
                 if tick:
                     next_tick = time.monotonic() + self.settings.tick_interval_seconds
-                if send_now(len(self.held), bool(batch), self._commit_returned()):
+                size = sum(held.size for held in self.held)
+                if send_now(len(self.held), size, bool(batch), self._commit_returned()):
                     self.deliver()
         finally:
             self.held.clear()  # not committed: read again by the partitions' next owner
@@ -212,7 +219,8 @@ class Intake:
         """Process ``batch`` while the transaction before commits; hold what it yields."""
         self.status.broker_error = None
         started = time.perf_counter()
-        self.held.append(Held(self.batches.process(batch), started, bool(batch), tick))
+        result = self.batches.process(batch)
+        self.held.append(Held(result, result.size(), started, bool(batch), tick))
 
     def deliver(self) -> None:
         """Wait for the transaction in flight; then send what the batches held yield (and the

@@ -100,6 +100,14 @@ def test_a_record_that_cannot_be_parsed_is_dead_lettered_with_its_reason(
     assert result.tally[(metrics.events_rejected_total, ("not_xml",))] == 1
 
 
+def test_a_batch_s_size_is_the_bytes_of_the_records_it_yields(batches: BatchProcessor) -> None:
+    payloads = [b"<Event>" + b"A" * 5000, script_block("ws01", EVENT_TIME, WMIEXEC, 7)]
+    result = batches.process([message(payload, n) for n, payload in enumerate(payloads)])
+    ((_, _, letter),), ((_, match),) = result.produce, result.matches
+    assert result.size() == len(letter) + len(match)
+    assert len(letter) > 5000  # a dead letter carries its event's bytes
+
+
 def test_screened_events_are_tallied_together_and_produce_nothing(
     batches: BatchProcessor,
 ) -> None:
