@@ -262,8 +262,8 @@ class Intake:
         return self.in_flight is None or self.in_flight.done()
 
     def settle(self) -> None:
-        """Wait for the batch in flight to commit; if it could not, have what was read since
-        it began read again."""
+        """Wait for the transaction in flight to commit; if it could not, have what was read
+        since it began read again."""
         in_flight, self.in_flight = self.in_flight, None
         if in_flight is None:
             return

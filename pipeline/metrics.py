@@ -126,7 +126,7 @@ finding_latency_seconds = Histogram(
 )
 intake_batch_seconds = Histogram(
     "wmiwatch_intake_batch_seconds",
-    "Time to process one intake batch (parse to produce).",
+    "Time from processing one intake batch to its commit (parse to commit).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 intake_transaction_batches = Histogram(
