@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from msgspec.structs import replace
 
@@ -25,6 +25,7 @@ from pipeline.policy import DEST_STATE_BYTES, MAX_KEPT_CHARS, MAX_KEPT_VALUES, W
 from pipeline.records import DEST_STATE, DestState, Finding, GroupState, Match, Origin, Status
 from pipeline.rejects import RejectReason
 from pipeline.rules.model import Rule
+from pipeline.rules.patterns import Undecided
 from pipeline.rules.steps import run_steps
 from pipeline.wakeups import Wake
 
@@ -40,6 +41,14 @@ class Full(ValueError):
     def __init__(self, reason: RejectReason, detail: str) -> None:
         self.reason = reason
         super().__init__(detail)
+
+
+class UndecidedGroup(NamedTuple):
+    """A group whose post-stats commands could not decide (a bounded expression ran out of
+    time on its row): no finding this time, and the group is dead-lettered (regex_timeout)."""
+
+    stats: GroupState
+    detail: str
 
 
 def window_start(seconds: float, window: int) -> int:
@@ -85,6 +94,12 @@ class Aggregator:
     ) -> None:
         """``max_dests``: how many dests ``state`` may hold (None: no bound)."""
         self.rules, self.state, self.policy, self.max_dests = rules, state, policy, max_dests
+        self.undecided: list[UndecidedGroup] = []  # since ``take_undecided`` last ran
+
+    def take_undecided(self) -> list[UndecidedGroup]:
+        """Return the groups that could not decide since the last call, and forget them."""
+        undecided, self.undecided = self.undecided, []
+        return undecided
 
     def window_of(self, rule: Rule) -> int:
         """Return the rule's window length in seconds."""
@@ -215,7 +230,11 @@ class Aggregator:
     def _emit(
         self, rule: Rule, stats: GroupState, status: Status, now: float
     ) -> tuple[GroupState, list[Finding]]:
-        row = result_row(rule, stats)
+        try:
+            row = result_row(rule, stats)
+        except Undecided as error:  # tried again when the group next has something due
+            self.undecided.append(UndecidedGroup(stats, f"rule {rule.id}: {error}"))
+            return stats, []
         if row is None:
             return stats, []
         stats = replace(stats, emitted=True, emitted_at=now, dirty=False)

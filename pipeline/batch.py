@@ -126,8 +126,7 @@ class BatchProcessor:
             result.produce.append(
                 (self.topics.dead_letter, topic.encode(), DEAD_LETTER.encode(letter))
             )
-            return
-        if outcome.event is None:
+        if outcome.event is None:  # rejected whole; else only some rules could not decide
             return
         self.reporter.observe((topic, partition), outcome.event.time)
         for match in outcome.matches:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pipeline.event import Event
@@ -17,6 +17,7 @@ from pipeline.records import Match, Origin
 from pipeline.rejects import Rejected, RejectReason
 from pipeline.route import Router
 from pipeline.rules.model import Rule
+from pipeline.rules.patterns import Undecided
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Outcome:
 
     event: Event | None = None
     matches: list[Match] = field(default_factory=list)
-    rejected: Rejected | None = None
+    rejected: Rejected | None = None  # with ``event`` set: some rules could not decide
     routed: bool = False
     source: str = ""
     event_code: str = ""
@@ -117,13 +118,29 @@ class Detector:
                 origin.topic, origin.partition, origin.offset, event.fields.get("EventRecordID", "")
             )
         arrived = self.clock() if received is None else received
-        matches = [
-            m for rule in rules if (m := match_event(rule, event, origin, arrived)) is not None
-        ]
+        matches, undecided = _matched(rules, event, origin, arrived)
         return Outcome(
             event=event,
             matches=matches,
+            rejected=Rejected(RejectReason.REGEX_TIMEOUT, undecided) if undecided else None,
             routed=bool(routed),
             source=event.source,
             event_code=event.fields.get("EventCode", ""),
         )
+
+
+def _matched(
+    rules: Iterable[Rule], event: Event, origin: Origin | None, arrived: float
+) -> tuple[list[Match], str]:
+    """Return the matches of ``rules`` in ``event``, and which rules could not decide (their
+    bounded expressions ran out of time on it; the others decide as always)."""
+    matches, undecided = [], []
+    for rule in rules:
+        try:
+            match = match_event(rule, event, origin, arrived)
+        except Undecided as error:
+            undecided.append(f"rule {rule.id}: {error}")
+            continue
+        if match is not None:
+            matches.append(match)
+    return matches, "; ".join(undecided)

@@ -22,6 +22,7 @@ from pipeline.engine import Detector
 from pipeline.files import FileRecord, read_records
 from pipeline.policy import MAX_EVENT_BYTES, TimePolicy, WindowPolicy
 from pipeline.records import DestState, Finding, Match, Origin
+from pipeline.rejects import RejectReason
 from pipeline.rules.loader import load_rules
 from pipeline.rules.model import Rule
 
@@ -86,7 +87,10 @@ def detect_files(
                     report.rejected[full.reason] += 1
                 else:
                     report.matches += counted
+            aggregator.take_undecided()  # the report holds each group's last record: counted below
     report.findings = aggregator.advance(math.inf, 0.0, list(state))
+    if undecided := aggregator.take_undecided():
+        report.rejected[RejectReason.REGEX_TIMEOUT] += len(undecided)
     report.findings.sort(key=lambda f: (f.first_time, f.rule_name, f.finding_id))
     return report
 

@@ -23,6 +23,7 @@ class RejectReason(StrEnum):
     TOO_COMPLEX = "too_complex"
     DEST_FULL = "dest_full"
     TABLE_FULL = "table_full"
+    REGEX_TIMEOUT = "regex_timeout"  # a rule's bounded expression ran out of time on it
     UNPROCESSABLE = "unprocessable"
 
 

@@ -232,6 +232,10 @@ class Aggregation:
         else:
             step = self.on_match(record, partition, now)
         step.outgoing += self._risk_batches(step.outgoing)
+        step.rejected += [
+            Rejected(msgspec.json.encode(group.stats), group.detail, RejectReason.REGEX_TIMEOUT)
+            for group in self.windows.take_undecided()
+        ]
         return step
 
     def on_batch(self, batch: MatchBatch, partition: int, now: float) -> Step:
@@ -284,6 +288,7 @@ class Aggregation:
         """Drop what the record being handled staged and counted (it could not be handled)."""
         self.staged.discard()
         self.tally.clear()
+        self.windows.take_undecided()
 
     def forget_index(self) -> None:
         """Rebuild the schedule of dests from the table at the next record (a rebalance)."""

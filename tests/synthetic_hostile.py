@@ -7,11 +7,15 @@ Shared by the unit tests, the hypothesis generators, the long fuzz run and the l
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
+import yaml
 from hypothesis import strategies as st
 
+from tests import PROJECT_ROOT
 from tests.synthetic import WMIEXEC, script_block
 
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -36,6 +40,43 @@ WMIC_NODE = (
 def sysmon(host: str, time: str, code: int = 1, data: str = WMIC_NODE, record: int = 1) -> bytes:
     """Return a Sysmon event (XmlWinEventLog layout) with ``time`` as its SystemTime text."""
     return SYSMON_EVENT.format(code=code, time=time, record=record, host=host, data=data).encode()
+
+
+# A ParentImage no engine decides in time against SLOW_PATTERN (lookaround, so bounded; fib(40)
+# paths to try), and two test rules that run it: one before stats (in the intake), one after (in
+# the aggregation). Both route Sysmon 1, as the shipped Remote WMI Command Attempt does.
+SLOW_VALUE = "a" * 40 + "b"
+SLOW_PATTERN = r"^(a|aa)+(?!a)$"
+SLOW_RULES = {
+    "5e1c0a3e-0000-4000-8000-00000000000b": (
+        "Lookaround before stats",
+        f'`sysmon` EventCode=1 | regex ParentImage="{SLOW_PATTERN}" | stats count by dest',
+    ),
+    "5e1c0a3e-0000-4000-8000-00000000000a": (
+        "Lookaround after stats",
+        "`sysmon` EventCode=1 | stats count values(ParentImage) as parents by dest"
+        f' | eval parent=replace(parents, "{SLOW_PATTERN}", "x")',
+    ),
+}
+BEFORE_STATS, AFTER_STATS = SLOW_RULES
+
+
+def with_slow_rules(folder: Path) -> Path:
+    """Return ``folder`` holding the shipped rules and the two ``SLOW_RULES``."""
+    shutil.copytree(PROJECT_ROOT / "rules", folder)
+    shipped = yaml.safe_load((folder / "remote_wmi_command_attempt.yml").read_text())
+    for rule_id, (name, search) in SLOW_RULES.items():
+        spec = {**shipped, "id": rule_id, "name": name, "search": search, "tests": []}
+        spec["finding"] = {**shipped["finding"], "title": name, "risk_objects": []}
+        (folder / f"{rule_id}.yml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def slow_sysmon(host: str, time: str, record: int = 1) -> bytes:
+    """Return the WMIC /node Sysmon 1 event of ``sysmon`` with ``SLOW_VALUE`` as ParentImage."""
+    data = WMIC_NODE.replace("C:\\Windows\\System32\\cmd.exe", SLOW_VALUE)
+    assert data != WMIC_NODE
+    return sysmon(host, time, 1, data, record)
 
 
 # The size cap the tests give the detector: small enough to send records over it through a

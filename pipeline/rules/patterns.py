@@ -1,28 +1,37 @@
-"""Rule authors' regular expressions, run in time linear in the value searched (RE2).
+"""Rule authors' regular expressions: in time linear in the value searched (RE2) where they can
+be, else on a backtracking engine bounded in time per call.
 
 Event fields are the endpoint's to choose, and a backtracking engine can take minutes on one
 crafted value: ``Windows Unsigned DLL Side-Loading In Same Process Path``'s ``rex`` took 524 s
 in Python's ``re`` on a 1 MB ``Image``, and a stalled intake reads the same record again after
 its restart. RE2 never backtracks. An expression only a backtracking engine runs (lookaround,
-backreferences) is refused at start-up, naming the command.
+backreferences) runs on ``regex`` instead, each search or replace stopped after
+``PATTERN_SECONDS``: it then raises ``Undecided``, which decides nothing for that rule and that
+record, and its caller dead-letters the record (reason ``regex_timeout``) and goes on.
 
-RE2's syntax is PCRE's for everything else (``(?<name>…)`` groups included), and like Splunk's
-PCRE without Unicode properties its ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII only.
+Both engines take PCRE's syntax (``(?<name>…)`` groups included), and like Splunk's PCRE
+without Unicode properties their ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 import re2
+import regex
 
+from pipeline.policy import PATTERN_SECONDS
 from pipeline.rules.errors import RuleError
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a refused expression is reported once, as a RuleError
-REFUSED = "expressions run on RE2, which has no lookaround or backreferences"
 BACKTRACKING_ONLY = ("invalid perl operator", "invalid escape sequence")  # RE2's words for those
+
+
+class Undecided(Exception):
+    """Raised when a bounded expression runs past its time bound on a value."""
 
 
 class Found(Protocol):
@@ -59,12 +68,56 @@ class Pattern(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Bounded:
+    """An expression only a backtracking engine runs, each call stopped after ``seconds``."""
+
+    compiled: regex.Pattern[str]
+    command: str
+    seconds: float = PATTERN_SECONDS
+
+    @property
+    def groups(self) -> int:
+        """Return how many groups the expression has."""
+        return self.compiled.groups
+
+    @property
+    def groupindex(self) -> Mapping[str, int]:
+        """Return the named groups' numbers."""
+        return self.compiled.groupindex
+
+    def search(self, text: str) -> Found | None:
+        """Return the leftmost match in ``text``, or None; raise Undecided past the bound."""
+        try:
+            return self.compiled.search(text, timeout=self.seconds)
+        except TimeoutError:
+            raise self._undecided(text) from None
+
+    def sub(self, replacement: Callable[[Found], str], text: str) -> str:
+        """Return ``text`` with each match replaced; raise Undecided past the bound."""
+        try:
+            return self.compiled.sub(replacement, text, timeout=self.seconds)
+        except TimeoutError:
+            raise self._undecided(text) from None
+
+    def _undecided(self, text: str) -> Undecided:
+        return Undecided(
+            f"{self.command}: {self.compiled.pattern!r} ran past {self.seconds} s "
+            f"on a value of {len(text)} characters"
+        )
+
+
 def pcre(source: str, command: str) -> Pattern:
-    """Compile a rule's PCRE-style expression with RE2; raise RuleError if RE2 cannot run it."""
+    """Compile a rule's PCRE-style expression: with RE2, else (lookaround, backreferences)
+    bounded in time; raise RuleError if neither engine can run it."""
     try:
         return cast(Pattern, re2.compile(source, _OPTIONS))
     except re2.error as error:
         reason = error.args[0] if error.args else error
         detail = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
-        note = f" ({REFUSED})" if detail.startswith(BACKTRACKING_ONLY) else ""
-        raise RuleError(f"{command}: bad regular expression: {detail}{note}") from None
+    if not detail.startswith(BACKTRACKING_ONLY):
+        raise RuleError(f"{command}: bad regular expression: {detail}")
+    try:
+        return Bounded(regex.compile(source, regex.ASCII), command)
+    except regex.error as error:
+        raise RuleError(f"{command}: bad regular expression: {error}") from None

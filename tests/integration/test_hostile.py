@@ -15,7 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,15 @@ from pipeline.topics import Topics
 from tests.conftest import WorkerProcess, read_topic, schema_validator, start_worker, the_intake
 from tests.integration.test_stream import scrape
 from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
-from tests.synthetic_hostile import TEST_MAX_EVENT_BYTES, suite
+from tests.synthetic_hostile import (
+    AFTER_STATS,
+    BEFORE_STATS,
+    SLOW_RULES,
+    TEST_MAX_EVENT_BYTES,
+    slow_sysmon,
+    suite,
+    with_slow_rules,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -254,6 +262,46 @@ def test_a_flood_of_forged_dests_stops_at_the_table_s_bound(
         schema_validator("wmiwatch.dead-letter").validate(letter)
     assert len(held) == 3 and sorted(r["dest"] for r in news) == sorted([*held, held[0]])
     assert {r["status"] for r in news} == {"new"}  # a held dest opens new groups
+
+
+def test_a_value_a_lookaround_runs_out_of_time_on_costs_only_its_rules(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """A rule's bounded expression runs out of time on one event's value, once in the intake
+    and once after stats: both are dead-lettered regex_timeout, the event's other rules find,
+    and the worker goes on detecting."""
+    rules = with_slow_rules(tmp_path / "rules")
+    slowed = start_worker(settings.model_copy(update={"rules_dir": rules}), tmp_path / "w.log")
+    try:
+        client, findings = producer(settings), Findings(settings, topics.findings)
+        raw, when = topics.name("windows.sysmon"), datetime.now(UTC).isoformat()
+        at = send(client, raw, slow_sysmon("slow-1", when.replace("+00:00", "Z")), "slow-1")
+        letters = read_topic(settings, topics.dead_letter, expected=2)
+        findings.wait_for_new("slow-1")
+        payload = script_block("after-slow", time.time(), WMIEXEC, 1)
+        send(client, topics.name("windows.powershell"), payload, "after-slow")
+        assert findings.wait_for_new("after-slow")["rule_id"] == WMIEXEC_RULE
+        found = {r["rule_id"] for r in findings.records if r["dest"] == "slow-1"}
+        metrics = scrape(settings.metrics_port)
+    finally:
+        slowed.stop()
+    assert "272df6de-61f1-4784-877c-1fbc3e2d0838" in found  # Remote WMI Command Attempt
+    assert found.isdisjoint(SLOW_RULES)
+    for letter in letters:
+        schema_validator("wmiwatch.dead-letter").validate(letter)
+    where = {(d["topic"], d["reason"]): d for d in letters}
+    assert len(letters) == 2 and set(where) == {
+        (raw, "regex_timeout"),
+        (topics.matches, "regex_timeout"),
+    }
+    assert (where[raw, "regex_timeout"]["partition"], where[raw, "regex_timeout"]["offset"]) == at
+    assert where[raw, "regex_timeout"]["error"].startswith(f"rule {BEFORE_STATS}: regex: ")
+    assert where[topics.matches, "regex_timeout"]["error"].startswith(f"rule {AFTER_STATS}: ")
+    rejected = family(metrics, "wmiwatch_events_rejected_total")
+    assert rejected[(("reason", "regex_timeout"),)] == 1
+    assert family(metrics, "wmiwatch_aggregation_rejected_total") == {
+        (("topic", topics.matches),): 1.0
+    }
 
 
 def family(metrics: dict[tuple[str, Any], float], name: str) -> dict[Any, float]:

@@ -130,7 +130,7 @@ def test_rules_import_reports_and_its_rules_list_and_self_test(tmp_path: Path) -
     imported = runner.invoke(app, ["rules", "import", str(escu), "--out", str(tmp_path)])
     assert imported.exit_code == 0, imported.output
     lines = imported.stdout.splitlines()
-    assert lines[-1] == f"imported 7 of 8 into {tmp_path}"
+    assert lines[-1] == f"imported 8 of 9 into {tmp_path}"
     assert sum(line.startswith("not imported: ") for line in lines) == 1
     listed = runner.invoke(app, ["rules", "list", "--rules", str(tmp_path)], env={"COLUMNS": "300"})
     assert listed.exit_code == 0 and "Credential Dumping via Copy Command from Shadow Copy" in (
@@ -139,7 +139,7 @@ def test_rules_import_reports_and_its_rules_list_and_self_test(tmp_path: Path) -
     screens = [line.split("\u2502")[6].strip() for line in listed.stdout.splitlines()[3:-1]]
     assert screens.count("nothing: every event parsed") == 1  # Attacker Tools On Endpoint
     tested = runner.invoke(app, ["test-rules", "--rules", str(tmp_path)])
-    assert tested.exit_code == 0 and "0 passed, 0 failed, 7 untested" in tested.output
+    assert tested.exit_code == 0 and "0 passed, 0 failed, 8 untested" in tested.output
 
 
 @pytest.mark.parametrize("how", ["environment", "option"])

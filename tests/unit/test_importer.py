@@ -14,10 +14,13 @@ from pipeline.rules.importer import finding, import_detections, upstream_macros
 from pipeline.rules.loader import load_rules
 from pipeline.rules.steps import run_steps
 from tests import PROJECT_ROOT
+from tests.synthetic_hostile import WMIC_NODE, sysmon
 
 ESCU = PROJECT_ROOT / "tests" / "fixtures" / "escu" / "detections" / "endpoint"
 PROJECT_MACROS = PROJECT_ROOT / "rules" / "macros.yml"
 GOLDEN = PROJECT_ROOT / "tests" / "golden" / "import"
+WMIC_COMMAND = "wmic /node:10.0.0.5 process call create calc.exe"
+PARENT = "<Data Name='ParentProcessId'>4100</Data>"  # the detection groups by it
 DEMO = (
     PROJECT_ROOT
     / "tests"
@@ -29,7 +32,7 @@ DEMO = (
 
 def test_the_report_names_each_refused_detection_and_its_stage(tmp_path: Path) -> None:
     report = import_detections([ESCU], tmp_path, PROJECT_MACROS)
-    assert report.summary == "imported 7 of 8"
+    assert report.summary == "imported 8 of 9"
     refused = {Path(path).stem: reason for path, reason in report.refused}
     assert refused == {
         "3cx_supply_chain_attack_network_indicators": (
@@ -49,12 +52,32 @@ def test_imported_rules_load_and_fire_on_the_technique_they_detect(tmp_path: Pat
         "Credential Dumping via Copy Command from Shadow Copy",
         "Detect Path Interception By Creation Of program exe",
         "Remote WMI Command Attempt",
+        "Windows Alternate DataStream - Process Execution",
     ]
     shadow = next(r for r in rules if r.spec.name.startswith("Credential Dumping via Copy"))
     assert (shadow.spec.id, shadow.spec.version) == ("d8c406fe-23d2-45f3-a983-1abe7b83ff3b", 4)
     assert shadow.spec.mitre_attack_id == ("T1003.003", "T1003") and not shadow.spec.tests
     found = detect_files([DEMO], rules, WindowPolicy()).findings
     assert {f.rule_name for f in found if f.rule_id == shadow.id} == {shadow.spec.name}
+
+
+def test_an_imported_detection_with_lookahead_runs_bounded_and_fires(tmp_path: Path) -> None:
+    """Its ``regex process="…(?!\\.)…"`` runs on the bounded backtracking engine: a command
+    line naming a file's alternate data stream fires, one whose stream name ends in a dot not."""
+    detection = ESCU / "windows_alternate_datastream___process_execution.yml"
+    assert import_detections([detection], tmp_path / "rules", PROJECT_MACROS).refused == []
+    events = tmp_path / "synthetic_sysmon_1_ads_execution.log"
+    lines = [
+        sysmon(host, "2024-03-05T11:02:44Z", 1, WMIC_NODE.replace(WMIC_COMMAND, command) + PARENT)
+        for host, command in (
+            ("ads", 'wmic process call create "C:\\Users\\ann\\a.txt:evil.exe"'),
+            ("dot", 'wmic process call create "C:\\Users\\ann\\a.txt:evil.exe."'),
+        )
+    ]
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    report = detect_files([events], load_rules(tmp_path / "rules"), WindowPolicy())
+    assert [finding.dest for finding in report.findings] == ["ads"]
+    assert report.rejected == {}
 
 
 def test_lookups_are_defined_copied_and_read_and_a_missing_file_is_named(

@@ -15,6 +15,7 @@ from pipeline.policy import WindowPolicy
 from pipeline.records import FINDING
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
+from tests.synthetic_hostile import SLOW_RULES, slow_sysmon, with_slow_rules
 from tests.unit.test_golden import GOLDEN, INPUTS
 
 
@@ -61,3 +62,16 @@ def test_jobs_run_rules_whose_plans_do_not_pickle(tmp_path: Path) -> None:
     assert one.findings and [FINDING.encode(f) for f in two.findings] == [
         FINDING.encode(f) for f in one.findings
     ]
+
+
+def test_a_file_reports_what_ran_out_of_time_and_finds_the_rest(tmp_path: Path) -> None:
+    """One event a lookaround runs out of time on: rejected once for the rule before stats,
+    once for the group of the rule after stats; the other rules' findings are all there."""
+    rules = load_rules(with_slow_rules(tmp_path / "rules"))
+    events = tmp_path / "events.log"
+    events.write_bytes(slow_sysmon("h1", "2024-03-05T11:02:44Z") + b"\n")
+    report = offline.detect_files([events], rules, WindowPolicy())
+    assert report.rejected == {"regex_timeout": 2}
+    found = {finding.rule_id for finding in report.findings}
+    assert "272df6de-61f1-4784-877c-1fbc3e2d0838" in found  # Remote WMI Command Attempt
+    assert found.isdisjoint(SLOW_RULES)

@@ -1,15 +1,18 @@
-"""Rules' regular expressions run on RE2: linear time on endpoint values, PCRE's syntax."""
+"""Rules' regular expressions run on RE2 (linear time on endpoint values, PCRE's syntax), and
+those only a backtracking engine runs on ``regex``, each call bounded in time."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.policy import PATTERN_SECONDS
 from pipeline.rules.errors import RuleError
-from pipeline.rules.patterns import pcre
+from pipeline.rules.patterns import Bounded, Undecided, pcre
 
 # From splunk/security_content (Apache-2.0): detections/endpoint/
 # suspicious_process_executed_from_container_file.yml, its `regex` and `rex` (as the rule file
@@ -44,16 +47,83 @@ def test_named_groups_are_pcre_s() -> None:
     assert found is not None and found.groupdict() == {"user": "ann", "host": "corp.example"}
 
 
+# The lookaround of the four upstream detections RE2 cannot run (as their rule files hold them):
+# windows_alternate_datastream___base64_content.yml and ___executable_content.yml (`regex`),
+# ___process_execution.yml (`regex`), windows_known_abused_dll_loaded_suspiciously.yml
+# (`replace()`).
+UPSTREAM_LOOKAROUND = (
+    r"(?<!\/)\b\w+(\.\w+)?:\w+(\.\w+)?$",
+    r"(\b)\w+(\.\w+)?:\w+(\.\w{2,4})(?!\.)(\b|\s|&)",
+    r"(.*\\)(?=.*(\.\w*)$|(\w+)$)",
+)
+BACKTRACKING_ONLY = [r"(?<!/)\bx", r"(?<=n)@", r"x(?!\.)", r"x(?=y)", r"(a)\1"]
+EXPONENTIAL = r"^(a|aa)+(?!a)$"  # on "a" * 40 + "b": fib(40) paths, seconds in any engine
+
+
 @pytest.mark.parametrize(
     "source",
-    [r"(?<!/)\bx", r"(?<=n)@", r"x(?!\.)", r"x(?=y)", r"(a)\1"],
+    BACKTRACKING_ONLY,
     ids=["lookbehind-not", "lookbehind", "lookahead-not", "lookahead", "backreference"],
 )
-def test_what_only_backtracking_can_run_is_refused_naming_the_command(source: str) -> None:
-    with pytest.raises(
-        RuleError, match=r"^regex: bad regular expression: .*RE2, which has no lookaround"
+def test_what_only_backtracking_can_run_runs_bounded(source: str) -> None:
+    pattern = pcre(source, "regex")
+    assert isinstance(pattern, Bounded) and pattern.seconds == PATTERN_SECONDS
+    for value in ("a x", "/x", "n@", "@", "x.", "xy", "x", "aa", "ab"):
+        theirs = re.search(source, value)
+        found = pattern.search(value)
+        assert (None if found is None else found.group(0)) == (theirs and theirs.group(0))
+
+
+@pytest.mark.timeout(20)
+def test_a_bounded_expression_past_its_time_raises_undecided_naming_the_command() -> None:
+    value = "a" * 40 + "b"
+    for command, call in (
+        ("regex", lambda p: p.search(value)),
+        ("replace()", lambda p: p.sub(lambda found: "", value)),
     ):
-        pcre(source, "regex")
+        with pytest.raises(Undecided, match=rf"^{re.escape(command)}: .* ran past 0.05 s on a va"):
+            call(pcre(EXPONENTIAL, command))
+
+
+def test_a_bounded_expression_is_ascii_only_as_splunk_s_pcre() -> None:
+    pattern = pcre(r"(?<=x)\w+", "regex")
+    assert pattern.search("xé") is None
+    found = pattern.search("xab")
+    assert found is not None and found.group(0) == "ab"
+
+
+def test_an_expression_neither_engine_runs_is_refused_with_the_reason() -> None:
+    with pytest.raises(RuleError, match=r"^regex: bad regular expression: invalid group ref"):
+        pcre(r"(a)\2", "regex")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("source", UPSTREAM_LOOKAROUND, ids=["ads", "ads-process", "dll-name"])
+def test_a_crafted_value_holds_an_upstream_lookaround_no_longer_than_its_bound(
+    source: str,
+) -> None:
+    pattern = pcre(source, "regex")
+    for chunk in ("a", "a:", "a.", "C\\", "a.b\\", "\\x.dll"):
+        value = chunk * (1_000_000 // len(chunk))
+        started = time.monotonic()
+        try:
+            pattern.search(value)
+            pattern.sub(lambda found: "", value)
+        except Undecided:
+            pass
+        assert time.monotonic() - started < 10 * PATTERN_SECONDS
+
+
+@given(
+    st.sampled_from(UPSTREAM_LOOKAROUND),
+    st.text(alphabet="abcxyzdll.:\\/ &_0123456789", max_size=60),
+)
+def test_a_bounded_expression_finds_what_python_s_re_finds(source: str, value: str) -> None:
+    ours = pcre(source, "regex").search(value)
+    theirs = re.compile(source, re.ASCII).search(value)
+    assert (ours is None) == (theirs is None)
+    if ours is not None and theirs is not None:
+        assert ours.group(0) == theirs.group(0)
 
 
 def test_a_malformed_expression_is_refused() -> None:

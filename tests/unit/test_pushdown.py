@@ -114,7 +114,7 @@ def test_findings_are_those_of_the_rules_run_after_stats_only(tmp_path: Path) ->
     import_detections([ESCU], tmp_path, PROJECT_MACROS)
     write_made_rules(tmp_path)
     chosen = load_rules(tmp_path)
-    assert sum(bool(rule.plan.group_steps) for rule in chosen) == 4
+    assert sum(bool(rule.plan.group_steps) for rule in chosen) == 5
     paths = [BACKGROUND, *(INPUTS[name] for name in sorted(INPUTS))]
     pushed = detect_files(paths, chosen, WindowPolicy())
     after = detect_files(paths, tuple(map(unpushed, chosen)), WindowPolicy())

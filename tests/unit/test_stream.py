@@ -7,14 +7,17 @@ import math
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from msgspec.structs import replace
 from prometheus_client import REGISTRY
 
 from pipeline import aggregate as aggregate_module
 from pipeline import stream as stream_module
+from pipeline.engine import Detector
 from pipeline.ocsf import RENDERERS
 from pipeline.partitions import key_partition
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -39,6 +42,7 @@ from pipeline.records import (
     SourceReport,
     Tick,
 )
+from pipeline.rules.loader import load_rules
 from pipeline.state import PartitionedTable
 from pipeline.stream import (
     Aggregation,
@@ -50,6 +54,7 @@ from pipeline.stream import (
     count_published,
 )
 from pipeline.watermark import MergedWatermark
+from tests.synthetic_hostile import AFTER_STATS, SLOW_VALUE, slow_sysmon, with_slow_rules
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
@@ -254,6 +259,38 @@ def test_a_batch_s_match_its_dest_has_no_room_for_is_rejected_as_dest_full(
     assert step.rejected[0].error == "dest 'h1' has its groups at their bound, 1 bytes"
     aggregation.commit(step, NOW)
     assert table == {}
+
+
+def test_a_group_its_post_stats_cannot_decide_in_time_is_dead_lettered(tmp_path: Path) -> None:
+    """The match is counted (the group is kept, to be tried again); the group goes to the
+    dead-letter topic as regex_timeout, with its state to read; a discard forgets it."""
+    rules = {rule.id: rule for rule in load_rules(with_slow_rules(tmp_path / "rules"))}
+    aggregation = Aggregation(
+        rules, {}, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
+    )
+    (slow,) = (
+        m
+        for m in Detector(tuple(rules.values()))
+        .detect(slow_sysmon("h1", "2024-03-05T11:02:44Z"))
+        .matches
+        if m.rule_id == AFTER_STATS
+    )
+    step = aggregation.handle(batch(MATCH.encode(slow)), 0, NOW)
+    ((payload, error, reason),) = step.rejected
+    assert reason == "regex_timeout" and error.startswith(f"rule {AFTER_STATS}: replace(): ")
+    group = msgspec.json.decode(payload, type=GroupState)
+    assert (group.rule_id, group.dest, group.values["parents"]) == (
+        AFTER_STATS,
+        "h1",
+        (SLOW_VALUE,),
+    )
+    assert step.outgoing == []
+    aggregation.commit(step, NOW)
+    assert list(aggregation.staged) == ["h1"]
+    # Handled in part (as when a later step raises): what it left undecided is discarded too.
+    aggregation.windows.add(replace(slow, origin=Origin("t", 0, 9)), -math.inf, NOW)
+    aggregation.discard()
+    assert aggregation.handle(tick(NOW, 0.0), 0, NOW).rejected == []
 
 
 def test_findings_render_in_the_configured_format(rules: dict[str, Any]) -> None:
