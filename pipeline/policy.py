@@ -11,8 +11,12 @@ from enum import StrEnum
 MAX_EVENT_BYTES = 1_048_576  # a raw record larger than this is dead-lettered (too_large)
 DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter holds at most this much of its record
 # One search or replace of an expression only a backtracking engine runs (lookaround): past
-# this, the value decides nothing and the record is dead-lettered (regex_timeout).
+# this, the value decides nothing and the record is dead-lettered (regex_timeout). All such
+# calls of a process together may take this share of its time, in bursts of up to a second:
+# a flood of crafted values costs the other rules a tenth of their speed at most.
 PATTERN_SECONDS = 0.05
+PATTERN_SHARE = 0.1
+PATTERN_BURST_SECONDS = 1.0
 
 # What an endpoint's events can make the aggregation keep and publish. Every value, and so every
 # record and table row, stays well within what a broker accepts (1 MiB by default): a record

@@ -7,7 +7,9 @@ in Python's ``re`` on a 1 MB ``Image``, and a stalled intake reads the same reco
 its restart. RE2 never backtracks. An expression only a backtracking engine runs (lookaround,
 backreferences) runs on ``regex`` instead, each search or replace stopped after
 ``PATTERN_SECONDS``: it then raises ``Undecided``, which decides nothing for that rule and that
-record, and its caller dead-letters the record (reason ``regex_timeout``) and goes on.
+record, and its caller dead-letters the record (reason ``regex_timeout``) and goes on. Such
+calls share a ``TimeBudget`` per process; while a flood of crafted values has it spent, they
+raise ``Undecided`` without running.
 
 Both engines take PCRE's syntax (``(?<name>…)`` groups included), and like Splunk's PCRE
 without Unicode properties their ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII only.
@@ -15,16 +17,18 @@ without Unicode properties their ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, cast
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, cast
 
 import re2
 import regex
 
-from pipeline.policy import PATTERN_SECONDS
+from pipeline.policy import PATTERN_BURST_SECONDS, PATTERN_SECONDS, PATTERN_SHARE
 from pipeline.rules.errors import RuleError
 
+T = TypeVar("T")
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a refused expression is reported once, as a RuleError
 BACKTRACKING_ONLY = ("invalid perl operator", "invalid escape sequence")  # RE2's words for those
@@ -68,13 +72,40 @@ class Pattern(Protocol):
         ...
 
 
+@dataclass(slots=True, eq=False)  # one per process, shared: compared by identity
+class TimeBudget:
+    """The time bounded expressions may take: ``share`` of the time passing, saved up to
+    ``burst`` seconds."""
+
+    share: float = PATTERN_SHARE
+    burst: float = PATTERN_BURST_SECONDS
+    left: float = PATTERN_BURST_SECONDS
+    at: float = field(default_factory=time.monotonic)
+
+    def allows(self) -> bool:
+        """Add the time passed since the last call's share; say whether any is left."""
+        now = time.monotonic()
+        self.left = min(self.burst, self.left + (now - self.at) * self.share)
+        self.at = now
+        return self.left > 0
+
+    def spend(self, seconds: float) -> None:
+        """Take ``seconds`` off what is left."""
+        self.left -= seconds
+
+
+PROCESS_BUDGET = TimeBudget()  # shared by the bounded expressions of all rules of a process
+
+
 @dataclass(frozen=True, slots=True)
 class Bounded:
-    """An expression only a backtracking engine runs, each call stopped after ``seconds``."""
+    """An expression only a backtracking engine runs, each call stopped after ``seconds``
+    and all calls within ``budget``."""
 
     compiled: regex.Pattern[str]
     command: str
     seconds: float = PATTERN_SECONDS
+    budget: TimeBudget = PROCESS_BUDGET
 
     @property
     def groups(self) -> int:
@@ -87,24 +118,30 @@ class Bounded:
         return self.compiled.groupindex
 
     def search(self, text: str) -> Found | None:
-        """Return the leftmost match in ``text``, or None; raise Undecided past the bound."""
-        try:
-            return self.compiled.search(text, timeout=self.seconds)
-        except TimeoutError:
-            raise self._undecided(text) from None
+        """Return the leftmost match in ``text``, or None; raise Undecided past the bounds."""
+        return self._bounded(lambda: self.compiled.search(text, timeout=self.seconds), text)
 
     def sub(self, replacement: Callable[[Found], str], text: str) -> str:
-        """Return ``text`` with each match replaced; raise Undecided past the bound."""
-        try:
-            return self.compiled.sub(replacement, text, timeout=self.seconds)
-        except TimeoutError:
-            raise self._undecided(text) from None
-
-    def _undecided(self, text: str) -> Undecided:
-        return Undecided(
-            f"{self.command}: {self.compiled.pattern!r} ran past {self.seconds} s "
-            f"on a value of {len(text)} characters"
+        """Return ``text`` with each match replaced; raise Undecided past the bounds."""
+        return self._bounded(
+            lambda: self.compiled.sub(replacement, text, timeout=self.seconds), text
         )
+
+    def _bounded(self, call: Callable[[], T], text: str) -> T:
+        """Return what ``call`` returns, run within the budget and its own bound."""
+        if not self.budget.allows():
+            raise Undecided(f"{self._name()} not run: the process's time for these is spent")
+        started = time.monotonic()
+        try:
+            return call()
+        except TimeoutError:
+            detail = f"ran past {self.seconds} s on a value of {len(text)} characters"
+            raise Undecided(f"{self._name()} {detail}") from None
+        finally:
+            self.budget.spend(time.monotonic() - started)
+
+    def _name(self) -> str:
+        return f"{self.command}: {self.compiled.pattern!r}"
 
 
 def pcre(source: str, command: str) -> Pattern:

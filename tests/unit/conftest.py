@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 
 from pipeline.normalize import default_normalizer
 from pipeline.rules.loader import load_rules
+from pipeline.rules.patterns import PROCESS_BUDGET
 from tests import PROJECT_ROOT
 
 MUTATION_RUN = "MUTANT_UNDER_TEST" in os.environ
@@ -35,6 +36,13 @@ def shared(fixture_name: str, config: pytest.Config) -> str:
 def fresh_normalizer() -> None:
     """Build the shipped normalizer afresh in each session (in a mutation run, each test)."""
     default_normalizer.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def full_pattern_budget() -> None:
+    """Give each test the process's whole time budget for bounded expressions, so that no
+    test's crafted values refuse another test's expressions."""
+    PROCESS_BUDGET.left = PROCESS_BUDGET.burst
 
 
 @pytest.fixture(scope=shared)

@@ -3,6 +3,7 @@ those only a backtracking engine runs on ``regex``, each call bounded in time.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.policy import PATTERN_SECONDS
 from pipeline.rules.errors import RuleError
-from pipeline.rules.patterns import Bounded, Undecided, pcre
+from pipeline.rules.patterns import Bounded, TimeBudget, Undecided, pcre
 
 # From splunk/security_content (Apache-2.0): detections/endpoint/
 # suspicious_process_executed_from_container_file.yml, its `regex` and `rex` (as the rule file
@@ -83,6 +84,32 @@ def test_a_bounded_expression_past_its_time_raises_undecided_naming_the_command(
     ):
         with pytest.raises(Undecided, match=rf"^{re.escape(command)}: .* ran past 0.05 s on a va"):
             call(pcre(EXPONENTIAL, command))
+
+
+def test_a_spent_budget_runs_no_bounded_expression_until_time_refills_it() -> None:
+    budget = TimeBudget(share=0.5, burst=0.01, left=0.01)
+    pattern = dataclasses.replace(pcre(EXPONENTIAL, "regex"), budget=budget)
+    with pytest.raises(Undecided, match="ran past"):
+        pattern.search("a" * 40 + "b")  # 50 ms spent of 10
+    with pytest.raises(Undecided, match=r"^regex: '.*' not run: the process's time for these"):
+        pattern.search("aa")
+    time.sleep(0.2)  # half of it comes back: 100 ms
+    assert pattern.search("aa") is not None
+
+
+@pytest.mark.timeout(20)
+def test_a_flood_of_crafted_values_takes_at_most_the_budget_s_share_of_the_time() -> None:
+    budget = TimeBudget(share=0.1, burst=0.1, left=0.1)
+    pattern = dataclasses.replace(pcre(EXPONENTIAL, "regex"), budget=budget)
+    running, ran, started = 0.0, 0, time.monotonic()
+    while time.monotonic() - started < 1.0:
+        call = time.monotonic()
+        with pytest.raises(Undecided) as undecided:
+            pattern.search("a" * 40 + "b")
+        if "ran past" in str(undecided.value):
+            running, ran = running + time.monotonic() - call, ran + 1
+    # the burst, a tenth of the second, and the one call that overdraws it
+    assert ran >= 2 and running < 0.1 + 0.1 + PATTERN_SECONDS + 0.02
 
 
 def test_a_bounded_expression_is_ascii_only_as_splunk_s_pcre() -> None:
