@@ -79,8 +79,11 @@ class TimeBudget:
 
     share: float = PATTERN_SHARE
     burst: float = PATTERN_BURST_SECONDS
-    left: float = PATTERN_BURST_SECONDS
-    at: float = field(default_factory=time.monotonic)
+    left: float = field(init=False)  # starts full
+    at: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.left = self.burst
 
     def allows(self) -> bool:
         """Add the time passed since the last call's share; say whether any is left."""

@@ -87,7 +87,7 @@ def test_a_bounded_expression_past_its_time_raises_undecided_naming_the_command(
 
 
 def test_a_spent_budget_runs_no_bounded_expression_until_time_refills_it() -> None:
-    budget = TimeBudget(share=0.5, burst=0.01, left=0.01)
+    budget = TimeBudget(share=0.5, burst=0.01)
     pattern = dataclasses.replace(pcre(EXPONENTIAL, "regex"), budget=budget)
     with pytest.raises(Undecided, match="ran past"):
         pattern.search("a" * 40 + "b")  # 50 ms spent of 10
@@ -99,7 +99,7 @@ def test_a_spent_budget_runs_no_bounded_expression_until_time_refills_it() -> No
 
 @pytest.mark.timeout(20)
 def test_a_flood_of_crafted_values_takes_at_most_the_budget_s_share_of_the_time() -> None:
-    budget = TimeBudget(share=0.1, burst=0.1, left=0.1)
+    budget = TimeBudget(share=0.1, burst=0.1)
     pattern = dataclasses.replace(pcre(EXPONENTIAL, "regex"), budget=budget)
     running, ran, started = 0.0, 0, time.monotonic()
     while time.monotonic() - started < 1.0:
