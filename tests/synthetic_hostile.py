@@ -8,6 +8,7 @@ Shared by the unit tests, the hypothesis generators, the long fuzz run and the l
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import orjson
 import yaml
 from hypothesis import strategies as st
 
+from pipeline.engine import Detector
+from pipeline.records import Match
+from pipeline.rules.model import Rule
 from tests import PROJECT_ROOT
 from tests.synthetic import WMIEXEC, script_block
 
@@ -77,6 +81,15 @@ def slow_sysmon(host: str, time: str, record: int = 1) -> bytes:
     data = WMIC_NODE.replace("C:\\Windows\\System32\\cmd.exe", SLOW_VALUE)
     assert data != WMIC_NODE
     return sysmon(host, time, 1, data, record)
+
+
+def after_stats_match(rules: Mapping[str, Rule], host: str, parent: str = SLOW_VALUE) -> Match:
+    """Return the match of the rule ``AFTER_STATS`` (among ``rules``) in ``slow_sysmon(host)``
+    with ``parent`` as its ParentImage."""
+    event = slow_sysmon(host, "2024-03-05T11:02:44Z").replace(SLOW_VALUE.encode(), parent.encode())
+    matches = Detector(tuple(rules.values())).detect(event).matches
+    (match,) = (match for match in matches if match.rule_id == AFTER_STATS)
+    return match
 
 
 # The size cap the tests give the detector: small enough to send records over it through a

@@ -17,7 +17,6 @@ from msgspec.structs import replace
 from pipeline import aggregate as aggregate_module
 from pipeline.aggregate import KEPT_WINDOWS, Aggregator, Full, StagedWrites, window_start
 from pipeline.emit import build_risk_events, finding_id
-from pipeline.engine import Detector
 from pipeline.event import Event
 from pipeline.files import read_records
 from pipeline.match import match_event
@@ -28,7 +27,7 @@ from pipeline.rules.compiler import compile_search
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
-from tests.synthetic_hostile import AFTER_STATS, SLOW_VALUE, slow_sysmon, with_slow_rules
+from tests.synthetic_hostile import AFTER_STATS, after_stats_match, with_slow_rules
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
@@ -395,14 +394,8 @@ def test_a_group_its_post_stats_cannot_decide_in_time_emits_nothing_and_is_told(
     """Its result row is tried again when the group next has something due; each time it
     runs out of time the aggregator hands the group over to be dead-lettered."""
     rules = {rule.id: rule for rule in load_rules(with_slow_rules(tmp_path / "rules"))}
-    detector, aggregator = Detector(tuple(rules.values())), Aggregator(rules, {}, POLICY)
-    slow, fine = (
-        next(m for m in detector.detect(event).matches if m.rule_id == AFTER_STATS)
-        for event in (
-            slow_sysmon("h1", "2024-03-05T11:02:44Z"),
-            slow_sysmon("h2", "2024-03-05T11:02:44Z").replace(SLOW_VALUE.encode(), b"aaa"),
-        )
-    )
+    aggregator = Aggregator(rules, {}, POLICY)
+    slow, fine = after_stats_match(rules, "h1"), after_stats_match(rules, "h2", "aaa")
     assert aggregator.add(slow, -math.inf, 0.0) == []
     (undecided,) = aggregator.take_undecided()
     assert (undecided.stats.dest, undecided.stats.emitted) == ("h1", False)

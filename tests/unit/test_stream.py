@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from pipeline import aggregate as aggregate_module
 from pipeline import stream as stream_module
-from pipeline.engine import Detector
 from pipeline.ocsf import RENDERERS
 from pipeline.partitions import key_partition
 from pipeline.policy import RiskPolicy, WindowPolicy
@@ -54,7 +53,7 @@ from pipeline.stream import (
     count_published,
 )
 from pipeline.watermark import MergedWatermark
-from tests.synthetic_hostile import AFTER_STATS, SLOW_VALUE, slow_sysmon, with_slow_rules
+from tests.synthetic_hostile import AFTER_STATS, SLOW_VALUE, after_stats_match, with_slow_rules
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
@@ -268,13 +267,7 @@ def test_a_group_its_post_stats_cannot_decide_in_time_is_dead_lettered(tmp_path:
     aggregation = Aggregation(
         rules, {}, POLICY, RENDERERS["native"], lambda: MergedWatermark(30, 300), 6
     )
-    (slow,) = (
-        m
-        for m in Detector(tuple(rules.values()))
-        .detect(slow_sysmon("h1", "2024-03-05T11:02:44Z"))
-        .matches
-        if m.rule_id == AFTER_STATS
-    )
+    slow = after_stats_match(rules, "h1")
     step = aggregation.handle(batch(MATCH.encode(slow)), 0, NOW)
     ((payload, error, reason),) = step.rejected
     assert reason == "regex_timeout" and error.startswith(f"rule {AFTER_STATS}: replace(): ")
