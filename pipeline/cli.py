@@ -400,12 +400,13 @@ def rules_import(
 def rules_list(rules: RulesDir = None) -> None:
     """Print the rules with their data sources, MITRE ids and the words that screen them."""
     from pipeline.normalize import default_normalizer
-    from pipeline.prefilter import required_words
+    from pipeline.prefilter import screening_clauses
 
     settings = load_settings(None, rules_dir=rules)
-    normalizer = default_normalizer()
+    loaded = load_rules_or_exit(settings.rules_dir)
+    clauses = screening_clauses(loaded, default_normalizer())
     table = Table("name", "type", "data sources", "MITRE", "score", "screened by")
-    for rule in load_rules_or_exit(settings.rules_dir):
+    for rule in loaded:
         spec = rule.spec
         table.add_row(
             spec.name,
@@ -413,19 +414,23 @@ def rules_list(rules: RulesDir = None) -> None:
             ", ".join(spec.data_source),
             ", ".join(spec.mitre_attack_id),
             str(spec.finding.entity.score),
-            escape(screened_by(required_words(rule, normalizer))),
+            escape(screened_by(clauses.get(rule.id, ()))),
         )
     Console().print(table)
 
 
-def screened_by(words: frozenset[bytes] | None) -> str:
-    """Return the words one of which an event needs before the rule is tried on it, or that
-    every event of the rule's data sources is parsed for it."""
-    if words is None:
+def screened_by(clauses: tuple[frozenset[bytes], ...]) -> str:
+    """Return the words an event needs (one of each clause, joined by "and") before the rule
+    is tried on it, or that every event of the rule's data sources is parsed for it."""
+    if not clauses:
         return "nothing: every event parsed"
-    shown = sorted(word.decode() for word in words)
+    return " and ".join(_one_of(clause) for clause in clauses)
+
+
+def _one_of(clause: frozenset[bytes]) -> str:
+    shown = sorted(word.decode() for word in clause)
     more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
-    return ", ".join(shown[:3]) + more
+    return "/".join(shown[:3]) + more
 
 
 @suppress_app.command("add")

@@ -1,10 +1,12 @@
 """Decide, before the event is parsed, that it can match no rule.
 
 Two screens, both sound (they never skip an event a rule would match): the event's
-(source, EventCode) is routed to no rule; or none of the words that every match of the
-routed rules must contain (see ``Expr.necessary``) occurs in the bytes. The word screen is not
-used on text whose decoded, casefolded form could spell a word the bytes do not: character
-references, ``\\u`` escapes, and the few characters that casefold to ASCII.
+(source, EventCode) is routed to no rule; or for each rule of its route, some clause of words
+that every match holds (see ``Expr.necessary``: one word of each clause) has no word in the
+bytes. Up to four clauses per rule are checked, the rarest first (``screening_clauses``); each
+route's words are found by that route's own hyperscan database. The word screen is not used on
+text whose decoded, casefolded form could spell a word the bytes do not: character references,
+``\\u`` escapes, and the few characters that casefold to ASCII.
 
 (source, EventCode) must be the parser's. In XML they are read from the bytes only when the
 parser cannot read other ones: the names of the identifying fields occur just in the one
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -31,8 +34,11 @@ from pipeline.normalize import Normalizer
 from pipeline.parse import json_fields
 from pipeline.rejects import Rejected, RejectReason
 from pipeline.route import Router
+from pipeline.rules.expr import WORD, Rank, by_length
 from pipeline.rules.model import Rule
-from pipeline.scan import Marker, Scanner
+from pipeline.scan import Marker, Scanner, WordScanner
+
+REFINING_CLAUSES = 3  # per rule, besides the indexed one: checked before the rule is tried
 
 # In XML, '<' inside text is escaped, so a <Channel>/<EventID> in the bytes is an element.
 _XML_CHANNEL = re.compile(rb"<Channel>([^<]{1,128})</Channel>")
@@ -80,27 +86,52 @@ class Verdict(NamedTuple):  # a tuple: the intake counts verdicts, and hashes th
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    """The rules of one route, indexed by the words they need (bit n: the route's n-th rule)."""
+    """The rules of one route, indexed by their first word clause (bit n: the route's n-th
+    rule); their other clauses are checked before a rule is chosen. The route's own scanner
+    looks for its rules' words only: a smaller database scans faster and calls back less."""
 
     rules: tuple[Rule, ...]
     always: int  # the rules that need no word
-    by_word: dict[int, int]  # scanner word id -> the rules needing it
+    by_word: dict[int, int]  # word id -> the rules whose first clause holds it
+    refining: tuple[tuple[frozenset[int], ...], ...]  # per rule: its other clauses
+    scanner: WordScanner | None  # None: no rule of the route needs a word
 
     @classmethod
-    def of(cls, rules: tuple[Rule, ...], words: dict[str, frozenset[int]]) -> Candidates:
-        """Index ``rules`` by their words (``words``: rule id -> scanner word ids)."""
+    def of(
+        cls, rules: tuple[Rule, ...], clauses: dict[str, tuple[frozenset[bytes], ...]]
+    ) -> Candidates:
+        """Index ``rules`` by their clauses (``clauses``: rule id -> ranked word clauses)."""
+        mine = {rule.id: clauses[rule.id] for rule in rules if rule.id in clauses}
+        words = sorted({word for ranked in mine.values() for c in ranked for word in c})
+        scanner = WordScanner(words) if words else None
+        ids = {word: number for number, word in enumerate(words)}
+        ranked_ids = {
+            rule_id: tuple(frozenset(ids[word] for word in c) for c in ranked)
+            for rule_id, ranked in mine.items()
+        }
         by_word: dict[int, int] = {}
         for number, rule in enumerate(rules):
-            for word in words.get(rule.id, ()):
+            for word in ranked_ids.get(rule.id, ((),))[0]:
                 by_word[word] = by_word.get(word, 0) | 1 << number
-        always = sum(1 << n for n, rule in enumerate(rules) if rule.id not in words)
-        return cls(rules, always, by_word)
+        always = sum(1 << n for n, rule in enumerate(rules) if rule.id not in mine)
+        refining = tuple(ranked_ids.get(rule.id, ((),))[1:] for rule in rules)
+        return cls(rules, always, by_word, refining, scanner)
+
+    def choose(self, payload: bytes) -> int:
+        """Return the rules the words of ``payload`` choose (see ``chosen``)."""
+        return self.always if self.scanner is None else self.chosen(self.scanner.scan(payload))
 
     def chosen(self, found: set[int]) -> int:
-        """Return the rules that need no word or one of the words ``found``."""
-        chosen = self.always
+        """Return the rules that need no word, or whose every clause has a word ``found``."""
+        indexed = 0
         for word in found:
-            chosen |= self.by_word.get(word, 0)
+            indexed |= self.by_word.get(word, 0)
+        chosen, rest = self.always | indexed, indexed
+        while rest:
+            lowest = rest & -rest
+            rest ^= lowest
+            if any(clause.isdisjoint(found) for clause in self.refining[lowest.bit_length() - 1]):
+                chosen ^= lowest
         return chosen
 
     def picked(self, chosen: int) -> tuple[Rule, ...]:
@@ -113,15 +144,47 @@ class Candidates:
         return tuple(picked)
 
 
-# How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict, words),
-# skip it unless one of the words (scanner ids) occurs.
-Screen = tuple[Verdict, frozenset[int] | None] | None
+# How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict,
+# candidates), skip it unless the words found choose one of the candidates.
+Screen = tuple[Verdict, Candidates | None] | None
 
 
-def required_words(rule: Rule, normalizer: Normalizer) -> frozenset[bytes] | None:
-    """Return the lower-case words of which one occurs in every match of ``rule``, or None."""
-    words = rule.plan.predicate.necessary(normalizer.raw_safe)
-    return None if words is None else frozenset(word.encode() for word in words)
+def by_rarity(rules: Iterable[Rule]) -> Rank:
+    """Return a rank of clauses by how many of ``rules`` name their words, then by length.
+
+    A word many searches name is common in events too (a registry path's ``currentversion``,
+    ``.exe``): a clause of words few rules name screens out more events. Words are counted in
+    the search texts as written (a word only a macro holds counts as rare).
+    """
+    naming = Counter(w for rule in rules for w in set(WORD.findall(rule.spec.search.lower())))
+
+    def rank(clause: frozenset[str]) -> tuple[object, ...]:
+        return sum(naming[word] for word in clause), *by_length(clause)
+
+    return rank
+
+
+def screening_clauses(
+    rules: Iterable[Rule], normalizer: Normalizer
+) -> dict[str, tuple[frozenset[bytes], ...]]:
+    """Return, per rule needing words, the clauses the screen checks, the most selective first.
+
+    Fields the route decides (``EventCode``, a source's constants) hold in every event of the
+    route: their words screen nothing out, and are left out.
+    """
+    rules = tuple(rules)
+    rank = by_rarity(rules)
+    known = {name for _, _, fields in normalizer.route_keys() for name in fields}
+
+    def screens(name: str) -> bool:
+        return name not in known and normalizer.raw_safe(name)
+
+    chosen = {}
+    for rule in rules:
+        if clauses := rule.plan.predicate.necessary(screens, rank):
+            ranked = sorted(clauses, key=rank)[: 1 + REFINING_CLAUSES]
+            chosen[rule.id] = tuple(frozenset(word.encode() for word in c) for c in ranked)
+    return chosen
 
 
 def _form(payload: bytes) -> str | None:
@@ -135,7 +198,7 @@ def _form(payload: bytes) -> str | None:
 class Prefilter:
     """Skips events no rule can match, judged from the bytes; anything unclear is parsed.
 
-    One per thread: its scanner owns hyperscan scratch space.
+    One per thread: its scanners own hyperscan scratch space.
     """
 
     def __init__(self, normalizer: Normalizer, router: Router) -> None:
@@ -152,22 +215,10 @@ class Prefilter:
         names |= {m.event_code for m in normalizer.mappings}
         identifying = [n.encode() for n in sorted(names - {"Channel", "EventID"})]
         rules = {rule.id: rule for route in self.routes for rule in router.rules_at(route)}
-        words_of = {
-            rule_id: words
-            for rule_id, rule in rules.items()
-            if (words := required_words(rule, normalizer)) is not None
-        }
-        every = {word for words in words_of.values() for word in words}
-        self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying, sorted(every))
-        rule_words = {rule_id: self._ids(words) for rule_id, words in words_of.items()}
-        # A route is screened by words when each of its rules needs one: any of theirs.
-        self.route_words = {
-            route: frozenset().union(*(rule_words[rule.id] for rule in at))
-            for route in self.routes
-            if (at := router.rules_at(route)) and all(rule.id in rule_words for rule in at)
-        }
+        clauses_of = screening_clauses(rules.values(), normalizer)
+        self.scanner = Scanner(sorted(CASEFOLDS_TO_ASCII), identifying)
         self.candidates = {
-            route: Candidates.of(router.rules_at(route), rule_words) for route in self.routes
+            route: Candidates.of(router.rules_at(route), clauses_of) for route in self.routes
         }
         # Few (channel, code) pairs occur; each is judged once. Bounded: the bytes are untrusted.
         self._source = functools.lru_cache(maxsize=1024)(self._channel_source)
@@ -175,30 +226,35 @@ class Prefilter:
         # Events of a route mostly hold the same few words: each choice of rules is built once.
         self._picked = functools.lru_cache(maxsize=4096)(self._rules_chosen)
         self._scanned: tuple[bytes | None, set[int]] = (None, set())
+        self._chose: tuple[bytes | None, Candidates | None, int] = (None, None, 0)
 
     def _scan(self, payload: bytes) -> set[int]:
-        """Return the scanner's ids found in ``payload``: a record screened and then matched
-        is scanned once (the last record's ids are kept, until the next record is scanned)."""
+        """Return the markers found in ``payload``: a record screened and then matched is
+        scanned once (the last record's markers are kept, until the next record is scanned)."""
         if self._scanned[0] is not payload:
             self._scanned = (payload, self.scanner.scan(payload))
         return self._scanned[1]
 
-    def _ids(self, words: Iterable[bytes]) -> frozenset[int]:
-        return frozenset(self.scanner.words[word] for word in words)
+    def _choose(self, candidates: Candidates, payload: bytes) -> int:
+        """Return the candidates the words of ``payload`` choose: a record screened and then
+        matched chooses once (the last record's choice is kept)."""
+        if self._chose[0] is not payload or self._chose[1] is not candidates:
+            self._chose = (payload, candidates, candidates.choose(payload))
+        return self._chose[2]
 
     def plausible(self, route: tuple[str, str], payload: bytes) -> tuple[Rule, ...]:
-        """Return the rules of ``route`` that may match ``payload``: each needs none of its
-        words, or one of them occurs in the bytes (all rules when the text could hide a word)."""
+        """Return the rules of ``route`` that may match ``payload``: each needs no word, or a
+        word of each of its clauses occurs in the bytes (all rules when the text could hide a
+        word)."""
         candidates = self.candidates.get(route)
         if candidates is None:
             return ()
         if not candidates.by_word:
             return candidates.rules
         form = _form(payload) or "xml"  # classic text: as strict as XML
-        found = self._scan(payload)
-        if not _HIDES_WORDS[form].isdisjoint(found):
+        if not _HIDES_WORDS[form].isdisjoint(self._scan(payload)):
             return candidates.rules
-        return self._picked(route, candidates.chosen(found))
+        return self._picked(route, self._choose(candidates, payload))
 
     def _rules_chosen(self, route: tuple[str, str], chosen: int) -> tuple[Rule, ...]:
         return self.candidates[route].picked(chosen)
@@ -216,10 +272,10 @@ class Prefilter:
         screen = self._xml_screen(payload, found) if xml else self._json_screen(payload)
         if screen is None or isinstance(screen, Rejected):
             return screen
-        verdict, words = screen
-        if words is None:
+        verdict, candidates = screen
+        if candidates is None:
             return verdict
-        if not _HIDES_WORDS[form].isdisjoint(found) or not words.isdisjoint(found):
+        if not _HIDES_WORDS[form].isdisjoint(found) or self._choose(candidates, payload):
             return None
         return verdict
 
@@ -265,5 +321,7 @@ class Prefilter:
         code = event_code.decode("utf-8", "replace")
         if (source, code) not in self.routes:
             return Verdict(source, code), None
-        words = self.route_words.get((source, code))
-        return None if words is None else (Verdict(source, code, routed=True), words)
+        candidates = self.candidates[(source, code)]
+        if candidates.always or not candidates.by_word:
+            return None
+        return Verdict(source, code, routed=True), candidates

@@ -1,9 +1,11 @@
-"""One pass over a record's bytes: which screen markers and which rule words occur (hyperscan).
+"""One pass over a record's bytes: which screen markers, or which rule words, occur (hyperscan).
 
 The screen needs a dozen facts about the bytes (is there a character reference, a second
-``<Channel>``, a word some rule needs, ...). Searching for each in turn costs a dozen passes over
-a 2 KB event; a hyperscan database of all of them answers in one, and calls back only for what
-occurs (usually nothing).
+``<Channel>``, ...) and, once the route is known, which of its rules' words occur. Searching for
+each in turn costs a dozen passes over a 2 KB event; a hyperscan database of all of them answers
+in one, and calls back only for what occurs (usually nothing). Words have a database per route:
+one of every word of 900 rules costs several times as much per scan, and calls back for words
+no rule of the route needs.
 """
 
 from __future__ import annotations
@@ -31,9 +33,6 @@ class Marker(IntEnum):
     IDENTIFYING_NAME = 8  # a field name that decides a source, other than Channel and EventID
 
 
-WORDS_FROM = 16  # pattern id of the first word
-
-
 def _literal(text: bytes) -> bytes:
     return re.escape(text)
 
@@ -46,12 +45,36 @@ def _any_of(texts: Sequence[bytes]) -> bytes:
     return b"|".join(_literal(t) for t in texts)
 
 
-class Scanner:
-    """Finds the markers and the words in one pass; one per thread (it owns its scratch)."""
+class _OnePass:
+    """A hyperscan database and the set its matches fill; one per thread (it owns its scratch)."""
 
-    def __init__(
-        self, casefolds: Sequence[str], identifying: Sequence[bytes], words: Sequence[bytes]
-    ) -> None:
+    def __init__(self, patterns: dict[int, tuple[bytes, int]]) -> None:
+        self.database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self.database.compile(
+            expressions=[pattern for pattern, _ in patterns.values()],
+            ids=list(patterns),
+            elements=len(patterns),
+            flags=[flag for _, flag in patterns.values()],
+        )
+        self._found: set[int] = set()
+
+    def scan(self, payload: bytes) -> set[int]:
+        """Return the ids of the patterns that occur in ``payload``.
+
+        The set is reused by the next scan: read it before scanning again.
+        """
+        self._found.clear()
+        self.database.scan(payload, match_event_handler=self._on_match)
+        return self._found
+
+    def _on_match(self, pattern: int, start: int, end: int, flags: int, context: object) -> None:
+        self._found.add(pattern)
+
+
+class Scanner(_OnePass):
+    """Finds the screen's markers (``Marker``) in one pass."""
+
+    def __init__(self, casefolds: Sequence[str], identifying: Sequence[bytes]) -> None:
         patterns = {
             Marker.CHANNELS: (_at_least(b"Channel", 3), _ONCE | hyperscan.HS_FLAG_DOTALL),
             Marker.EVENT_IDS: (_at_least(b"EventID", 3), _ONCE | hyperscan.HS_FLAG_DOTALL),
@@ -63,29 +86,13 @@ class Scanner:
             Marker.CASEFOLDS_TO_ASCII: (_any_of([c.encode() for c in casefolds]), _ONCE),
             Marker.IDENTIFYING_NAME: (_any_of(identifying), _ONCE),
         }
-        patterns = {marker: (p, f) for marker, (p, f) in patterns.items() if p}  # none to find
-        expressions = [pattern for pattern, _ in patterns.values()]
-        flags = [flag for _, flag in patterns.values()]
-        ids = [int(marker) for marker in patterns]
-        for number, word in enumerate(words):
-            expressions.append(_literal(word))
-            flags.append(_ONCE | hyperscan.HS_FLAG_CASELESS)
-            ids.append(WORDS_FROM + number)
-        self.words = {word: WORDS_FROM + number for number, word in enumerate(words)}
-        self.database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self.database.compile(
-            expressions=expressions, ids=ids, elements=len(expressions), flags=flags
-        )
-        self._found: set[int] = set()
+        super().__init__({int(m): (p, f) for m, (p, f) in patterns.items() if p})  # none to find
 
-    def scan(self, payload: bytes) -> set[int]:
-        """Return the ids of the markers and words that occur in ``payload``.
 
-        The set is reused by the next scan: read it before scanning again.
-        """
-        self._found.clear()
-        self.database.scan(payload, match_event_handler=self._on_match)
-        return self._found
+class WordScanner(_OnePass):
+    """Finds which of ``words`` occur, caseless, in one pass (a word's id: its position)."""
 
-    def _on_match(self, pattern: int, start: int, end: int, flags: int, context: object) -> None:
-        self._found.add(pattern)
+    def __init__(self, words: Sequence[bytes]) -> None:
+        flags = _ONCE | hyperscan.HS_FLAG_CASELESS
+        super().__init__({number: (_literal(word), flags) for number, word in enumerate(words)})
+        self.words = {word: number for number, word in enumerate(words)}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pipeline.event import Event
-from pipeline.rules.expr import Literals, RawSafe, Reads, Truth, number_or_none
+from pipeline.rules.expr import NO_CLAUSES, Clauses, Rank, RawSafe, Reads, Truth, number_or_none
 
 Fields = Mapping[str, str]
 Operand = Callable[[Fields], str | None]  # a value, or None for null
@@ -55,9 +55,9 @@ class Where:
         """Eval conditions are not decided before the event is read."""
         return None
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
         """Eval conditions promise no word of the raw text."""
-        return None
+        return NO_CLAUSES
 
     def fields(self) -> Reads:
         """Return the fields the condition reads."""

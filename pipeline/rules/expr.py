@@ -13,8 +13,11 @@ from pipeline.rules.patterns import Pattern
 from pipeline.wildcard import Wildcard
 
 Truth = bool | None  # None: cannot be decided from the fields known at routing time
-Literals = frozenset[str] | None  # one of these occurs in the raw text of any match; None: unknown
+# Word clauses: one word of each clause occurs in the raw text of every match (none: unknown).
+Clauses = frozenset[frozenset[str]]
+NO_CLAUSES: Clauses = frozenset()
 RawSafe = Callable[[str], bool]  # whether a field's value is always a substring of the raw text
+Rank = Callable[[frozenset[str]], tuple[Any_, ...]]  # a clause's place: the most selective first
 Reads = frozenset[str] | None  # the fields an expression or a step reads; None: any field, or text
 # Characters XML and JSON write as they are (not & < > quotes, backslash, slash, non-ASCII).
 WORD = re.compile(r"[a-z0-9_.\-\[\]{}()$%@!#:;,=+~^|?]{3,}")
@@ -31,8 +34,8 @@ class Expr(Protocol):
         """Decide from a few known fields (source, EventCode, datamodel), or return None."""
         ...
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return words of which one is in the raw text of every matching event, or None."""
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return the word clauses every matching event's raw text satisfies."""
         ...
 
     def fields(self) -> Reads:
@@ -40,16 +43,20 @@ class Expr(Protocol):
         ...
 
 
-def longest_word(pattern: Wildcard) -> Literals:
-    """Return the longest word (``WORD``: ASCII written as it is in XML and JSON) of the
-    pattern's pieces."""
-    words = [word for piece in pattern.pieces for word in WORD.findall(piece)]
-    return frozenset({max(words, key=len)}) if words else None
+def pattern_words(pattern: Wildcard) -> Clauses:
+    """Return a clause for each word (``WORD``: ASCII written as it is in XML and JSON) of the
+    pattern's pieces: a value the pattern matches holds them all."""
+    return frozenset(frozenset((w,)) for piece in pattern.pieces for w in WORD.findall(piece))
 
 
-def _no_literals(self: object, raw_safe: RawSafe) -> Literals:
-    """Return None: a negation or comparison promises no word in the raw text."""
-    return None
+def by_length(clause: frozenset[str]) -> tuple[int, list[str]]:
+    """Rank a clause by its shortest word, longest first (a longer word is rarer, as a guess)."""
+    return -min(map(len, clause)), sorted(clause)
+
+
+def _no_clauses(self: object, raw_safe: RawSafe, rank: Rank) -> Clauses:
+    """Return no clause: a negation or comparison promises no word in the raw text."""
+    return NO_CLAUSES
 
 
 class _OneField(Protocol):
@@ -104,9 +111,9 @@ class Match:
         value = known.get(self.field)
         return None if value is None else self.pattern.matches(value)
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the pattern's longest word when the field's value is copied from the raw text."""
-        return longest_word(self.pattern) if raw_safe(self.field) else None
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return the pattern's words when the field's value is copied from the raw text."""
+        return pattern_words(self.pattern) if raw_safe(self.field) else NO_CLAUSES
 
     fields = _own_field
 
@@ -128,7 +135,7 @@ class Differs:
         value = known.get(self.field)
         return None if value is None else not self.pattern.matches(value)
 
-    necessary = _no_literals
+    necessary = _no_clauses
     fields = _own_field
 
 
@@ -157,7 +164,7 @@ class Ordering:
         """Decide when the field is known."""
         return None if self.field not in known else self.holds(known[self.field])
 
-    necessary = _no_literals
+    necessary = _no_clauses
     fields = _own_field
 
 
@@ -175,9 +182,9 @@ class Keyword:
         """Keywords cannot be decided before the event is read."""
         return None
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the term's longest word."""
-        return longest_word(self.pattern)
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return the term's words."""
+        return pattern_words(self.pattern)
 
     def fields(self) -> Reads:
         """Return None: a term reads the raw text."""
@@ -203,7 +210,7 @@ class Regex:
         """A regex is not decided before the event is read."""
         return None
 
-    necessary = _no_literals
+    necessary = _no_clauses
 
     def fields(self) -> Reads:
         """Return the field searched (None: the raw text)."""
@@ -225,7 +232,7 @@ class Not:
         truth = self.operand.decide(known)
         return None if truth is None else not truth
 
-    necessary = _no_literals
+    necessary = _no_clauses
 
     def fields(self) -> Reads:
         """Return the operand's fields."""
@@ -252,10 +259,9 @@ class All:
             return False
         return True if all(truths) else None
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the operand's words whose shortest word is longest (the most selective)."""
-        found = [words for o in self.operands if (words := o.necessary(raw_safe)) is not None]
-        return max(found, key=lambda words: min(map(len, words))) if found else None
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return the operands' clauses: a match satisfies them all."""
+        return frozenset().union(*(operand.necessary(raw_safe, rank) for operand in self.operands))
 
     def fields(self) -> Reads:
         """Return the operands' fields."""
@@ -282,12 +288,12 @@ class Any:
             return True
         return False if all(truth is False for truth in truths) else None
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the union of the operands' words, or None when one operand has none."""
-        found = [o.necessary(raw_safe) for o in self.operands]
-        if not found or None in found:
-            return None
-        return frozenset().union(*(words for words in found if words is not None))
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return one clause: each operand's first-ranked clause joined (none when one has none)."""
+        found = [operand.necessary(raw_safe, rank) for operand in self.operands]
+        if not found or NO_CLAUSES in found:
+            return NO_CLAUSES
+        return frozenset((frozenset().union(*(min(c, key=rank) for c in found)),))
 
     def fields(self) -> Reads:
         """Return the operands' fields."""
@@ -339,13 +345,13 @@ class OneOf:
         value = known.get(self.field)
         return None if value is None else self.holds(value.casefold())
 
-    def necessary(self, raw_safe: RawSafe) -> Literals:
-        """Return the words of the disjunction of ``Match`` terms it stands for."""
+    def necessary(self, raw_safe: RawSafe, rank: Rank) -> Clauses:
+        """Return the clauses of the disjunction of ``Match`` terms it stands for."""
         every = [Wildcard((value,)) for value in self.values]
         every += [Wildcard(("", suffix)) for suffix in self.suffixes]
         every += [Wildcard((prefix, "")) for prefix in self.prefixes]
         terms = (Match(self.field, pattern) for pattern in (*every, *self.patterns))
-        return Any(tuple(terms)).necessary(raw_safe)
+        return Any(tuple(terms)).necessary(raw_safe, rank)
 
     fields = _own_field
 

@@ -34,16 +34,16 @@ def test_rules_list_shows_the_words_that_screen_each_rule() -> None:
     assert result.exit_code == 0
     cells = [line.split("\u2502") for line in result.stdout.splitlines()]
     screened = {row[1].strip(): row[6].strip() for row in cells if len(row) == 8}
-    assert screened["Remote WMI Command Attempt"] == "wmic.exe"
+    assert screened["Remote WMI Command Attempt"] == "wmic.exe and node"
     assert screened["PowerShell Invoke WmiExec Usage"] == "invoke-wmiexec"
     assert screened["Detect WMI Event Subscription Persistence"] == "nothing: every event parsed"
 
 
-def test_screened_by_shows_three_words_and_counts_the_rest() -> None:
+def test_screened_by_shows_three_words_of_a_clause_and_counts_the_rest() -> None:
     words = frozenset({b"d.exe", b"a.exe", b"c.exe", b"b.exe", b"e.exe"})
-    assert screened_by(words) == "a.exe, b.exe, c.exe (+2 more)"
-    assert screened_by(frozenset({b"wmic.exe"})) == "wmic.exe"
-    assert screened_by(None) == "nothing: every event parsed"
+    assert screened_by((words,)) == "a.exe/b.exe/c.exe (+2 more)"
+    assert screened_by((frozenset({b"wmic.exe"}), frozenset({b"node:"}))) == "wmic.exe and node:"
+    assert screened_by(()) == "nothing: every event parsed"
 
 
 def test_detect_jsonl_prints_only_findings_on_stdout() -> None:

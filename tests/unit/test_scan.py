@@ -1,4 +1,4 @@
-"""The one-pass scanner finds exactly the markers and words that occur."""
+"""The one-pass scanners find exactly the markers, or the words, that occur."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.scan import WORDS_FROM, Marker, Scanner
+from pipeline.scan import Marker, Scanner, WordScanner
 
 WORDS = [b"wmic.exe", b"scrcons"]
-SCANNER = Scanner(["\u212a", "\u017f"], [b"event_simpleName"], WORDS)
+SCANNER = Scanner(["\u212a", "\u017f"], [b"event_simpleName"])
+WORD_SCANNER = WordScanner(WORDS)
 
 
 @pytest.mark.parametrize(
@@ -29,31 +30,42 @@ SCANNER = Scanner(["\u212a", "\u017f"], [b"event_simpleName"], WORDS)
         ("<Data>caf\u00e9</Data>".encode(), set()),  # beyond ASCII, folds to nothing ASCII
         (b"<Data Name='event_simpleName'/>", {Marker.IDENTIFYING_NAME}),
         (b"<Data Name='Event_SimpleName'/>", set()),  # names are case-sensitive
-        (b"C:\\Windows\\System32\\wbem\\WMIC.EXE /node:x", {WORDS_FROM}),  # words are caseless
-        (b"ScrCons.exe wmic.exe", {WORDS_FROM, WORDS_FROM + 1}),
-        (b"wmic", set()),
+        (b"C:\\Windows\\System32\\wbem\\WMIC.EXE /node:x", set()),  # words are not markers
     ],
 )
-def test_the_scan_reports_what_occurs(payload: bytes, expected: set[int]) -> None:
+def test_the_scan_reports_the_markers_that_occur(payload: bytes, expected: set[int]) -> None:
     assert SCANNER.scan(payload) == expected
 
 
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"C:\\Windows\\System32\\wbem\\WMIC.EXE /node:x", {0}),  # words are caseless
+        (b"ScrCons.exe wmic.exe", {0, 1}),
+        (b"wmic", set()),
+        (b"<Data>&#87;</Data>", set()),  # markers are not words
+    ],
+)
+def test_the_word_scan_reports_the_words_that_occur(payload: bytes, expected: set[int]) -> None:
+    assert WORD_SCANNER.scan(payload) == expected
+
+
 def test_words_are_numbered_in_order() -> None:
-    assert SCANNER.words == {b"wmic.exe": WORDS_FROM, b"scrcons": WORDS_FROM + 1}
+    assert WORD_SCANNER.words == {b"wmic.exe": 0, b"scrcons": 1}
 
 
 def test_a_scanner_without_casefolds_or_names_still_scans() -> None:
-    bare = Scanner([], [], [])
+    bare = Scanner([], [])
     assert bare.scan(b"<Data>&#87;</Data>") == {Marker.CHARACTER_REFERENCE}
 
 
 @given(st.binary(max_size=300), st.sampled_from(WORDS), st.binary(max_size=300))
 def test_a_word_is_found_wherever_it_sits(before: bytes, word: bytes, after: bytes) -> None:
-    assert WORDS_FROM + WORDS.index(word) in SCANNER.scan(before + word.upper() + after)
+    assert WORDS.index(word) in WORD_SCANNER.scan(before + word.upper() + after)
 
 
 @given(st.binary(max_size=600))
 def test_the_word_scan_agrees_with_a_lowercase_search(payload: bytes) -> None:
-    found = SCANNER.scan(payload)
+    found = WORD_SCANNER.scan(payload)
     for number, word in enumerate(WORDS):
-        assert (WORDS_FROM + number in found) == (word in payload.lower())
+        assert (number in found) == (word in payload.lower())
