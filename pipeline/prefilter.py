@@ -101,20 +101,17 @@ class Candidates:
         cls, rules: tuple[Rule, ...], clauses: dict[str, tuple[frozenset[bytes], ...]]
     ) -> Candidates:
         """Index ``rules`` by their clauses (``clauses``: rule id -> ranked word clauses)."""
-        mine = {rule.id: clauses[rule.id] for rule in rules if rule.id in clauses}
-        words = sorted({word for ranked in mine.values() for c in ranked for word in c})
+        own = [clauses.get(rule.id, ()) for rule in rules]  # in route order; () needs no word
+        words = sorted({word for ranked in own for clause in ranked for word in clause})
         scanner = WordScanner(words) if words else None
-        ids = {word: number for number, word in enumerate(words)}
-        ranked_ids = {
-            rule_id: tuple(frozenset(ids[word] for word in c) for c in ranked)
-            for rule_id, ranked in mine.items()
-        }
+        ids = scanner.words if scanner else {}
+        numbered = [tuple(frozenset(ids[w] for w in clause) for clause in r) for r in own]
         by_word: dict[int, int] = {}
-        for number, rule in enumerate(rules):
-            for word in ranked_ids.get(rule.id, ((),))[0]:
+        for number, ranked in enumerate(numbered):
+            for word in ranked[0] if ranked else ():
                 by_word[word] = by_word.get(word, 0) | 1 << number
-        always = sum(1 << n for n, rule in enumerate(rules) if rule.id not in mine)
-        refining = tuple(ranked_ids.get(rule.id, ((),))[1:] for rule in rules)
+        always = sum(1 << number for number, ranked in enumerate(numbered) if not ranked)
+        refining = tuple(ranked[1:] for ranked in numbered)
         return cls(rules, always, by_word, refining, scanner)
 
     def choose(self, payload: bytes) -> int:
