@@ -24,7 +24,7 @@ from pipeline.prefilter import (
     screening_clauses,
 )
 from pipeline.rejects import Rejected
-from pipeline.rules.expr import WORD, All, Any, Keyword, Match, Not, by_length
+from pipeline.rules.expr import WORD, All, Any, Clauses, Expr, Keyword, Match, Not, by_length
 from pipeline.rules.loader import load_rules
 from pipeline.wildcard import Wildcard
 from tests import PROJECT_ROOT
@@ -168,10 +168,10 @@ def test_a_json_unicode_escape_is_parsed() -> None:
     assert detector().prefilter.skip(payload) is None
 
 
-def clauses(expression: object) -> frozenset[frozenset[str]]:
-    """Return the word clauses of ``expression`` with every field copied from the raw text."""
-    necessary = expression.necessary  # type: ignore[attr-defined]
-    return necessary(lambda field: field != "derived", by_length)  # type: ignore[no-any-return]
+def clauses(expression: Expr) -> Clauses:
+    """Return the word clauses of ``expression`` with every field but ``derived`` copied from
+    the raw text."""
+    return expression.necessary(lambda field: field != "derived", by_length)
 
 
 def test_necessary_words_follow_the_logic() -> None:
