@@ -30,7 +30,8 @@ an existing one with --bootstrap), then measures in the same run:
      security_content endpoint detection ``wmiwatch rules import`` can run (--escu); and the
      worker (exactly-once) over the fleet events with those imported rules, as in b).
 
-It also prints the CPU cores each process (Faust, intake, broker) used during b). With
+It also prints the CPU cores each process (Faust, intake, broker, this one) used during b),
+while consuming the backlog and while events are produced at half rate. With
 --json PATH it also writes the figures as one JSON object.
 """
 
@@ -305,6 +306,7 @@ class WorkerRun:
     rss: float
     cores: dict[str, float]  # CPU cores used while consuming the backlog, per process role
     intake_seconds: float  # until the intakes had consumed the backlog (the rest: aggregation)
+    half_rate_cores: dict[str, float]  # the same while events are produced at half rate
 
 
 def run_worker(
@@ -335,6 +337,7 @@ def run_worker(
     roles = {process.pid: "faust" for process, _ in running}  # the intakes run by now
     roles.update({child: "intake" for p, _ in running for child in process_tree(p.pid)[1:]})
     roles.update({broker_pid: "broker"} if broker_pid else {})
+    roles[os.getpid()] = "bench"  # at half rate: the generator, librdkafka's threads included
     started, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
     backlog.commit_transaction(120)
     intake_done = math.inf
@@ -348,16 +351,15 @@ def run_worker(
         time.sleep(POLL_EVERY)  # which may be after its matches were aggregated
     intake_seconds = min(intake_done, done) - started
     assert consumed() == count, f"the workers consumed {consumed()} of {count} events"
-    rate, cpu_after = count / (done - started), cpu_seconds(list(roles))
-    cores: dict[str, float] = {}
-    for pid, role in roles.items():
-        cores[role] = cores.get(role, 0.0) + (cpu_after[pid] - cpu_before[pid]) / (done - started)
+    rate, cores = count / (done - started), cores_used(roles, cpu_before, done - started)
     print(f"(worker aggregated {last:.0f} matches; offline counted {matches_expected:.0f})")
     rss = max(rss_mib(process.pid) for process, _ in running)
     # latency: a fresh stream at half the measured rate for ~10 s
     half = rate / 2
-    before = latency_buckets(ports[0])
-    produce(settings, topics, list(events(int(half * 10), seed=2)), rate=half)
+    before, fresh = latency_buckets(ports[0]), list(events(int(half * 10), seed=2))
+    producing, cpu_before = time.perf_counter(), cpu_seconds(list(roles))
+    produce(settings, topics, fresh, rate=half)
+    half_rate_cores = cores_used(roles, cpu_before, time.perf_counter() - producing)
     time.sleep(3)
     after = latency_buckets(ports[0])
     p50, p99 = quantile(before, after, 0.5), quantile(before, after, 0.99)
@@ -370,7 +372,15 @@ def run_worker(
             print(f"(worker {number} did not stop within 120 s of SIGTERM; killed)")
             process.kill()
             process.wait()
-    return WorkerRun(rate, p50, p99, rss, cores, intake_seconds)
+    return WorkerRun(rate, p50, p99, rss, cores, intake_seconds, half_rate_cores)
+
+
+def cores_used(roles: dict[int, str], before: dict[int, float], seconds: float) -> dict[str, float]:
+    """Return the CPU cores each role's processes used in the ``seconds`` since ``before``."""
+    after, cores = cpu_seconds(list(roles)), {}
+    for pid, role in roles.items():
+        cores[role] = cores.get(role, 0.0) + (after[pid] - before[pid]) / seconds
+    return cores
 
 
 def main() -> None:
@@ -707,6 +717,8 @@ def measure(
         print(f"{'   worker RSS (MiB)':44} {run.rss:14,.0f}")
         for role, cores in sorted(run.cores.items()):
             print(f"{f'   CPU cores used by {role}':44} {cores:14.2f}")
+        for role, cores in sorted(run.half_rate_cores.items()):
+            print(f"{f'   ... at half rate, by {role}':44} {cores:14.2f}")
     for label, value in (
         ("c) wmiwatch detect on XML lines (events/s)", detect_rate),
         ("d) intake alone, 1 process (events/s)", alone[1]),
@@ -738,6 +750,8 @@ def measure(
                 "p99_latency_s": run.p99,
                 "rss_mib": round(run.rss, 1),
                 "intake_s": round(run.intake_seconds, 1),
+                "cores": {role: round(c, 2) for role, c in run.cores.items()},
+                "half_rate_cores": {role: round(c, 2) for role, c in run.half_rate_cores.items()},
             }
             for guarantee, run in runs.items()
         },
