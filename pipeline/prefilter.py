@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -123,22 +123,23 @@ class Candidates:
         indexed = 0
         for word in found:
             indexed |= self.by_word.get(word, 0)
-        chosen, rest = self.always | indexed, indexed
-        while rest:
-            lowest = rest & -rest
-            rest ^= lowest
-            if any(clause.isdisjoint(found) for clause in self.refining[lowest.bit_length() - 1]):
-                chosen ^= lowest
+        chosen = self.always | indexed
+        for number in _numbers(indexed):
+            if any(clause.isdisjoint(found) for clause in self.refining[number]):
+                chosen ^= 1 << number
         return chosen
 
     def picked(self, chosen: int) -> tuple[Rule, ...]:
         """Return the rules ``chosen`` holds, in route order."""
-        picked = []
-        while chosen:
-            lowest = chosen & -chosen
-            picked.append(self.rules[lowest.bit_length() - 1])
-            chosen ^= lowest
-        return tuple(picked)
+        return tuple(self.rules[number] for number in _numbers(chosen))
+
+
+def _numbers(rules: int) -> Iterator[int]:
+    """Yield the numbers of the rules a bit set holds (its set bits), lowest first."""
+    while rules:
+        lowest = rules & -rules
+        yield lowest.bit_length() - 1
+        rules ^= lowest
 
 
 # How to screen one (source, code): None, parse it; (verdict, None), skip it; (verdict,
