@@ -38,6 +38,10 @@ from pipeline.transactional import Outbound, Stage
 from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
+# Records a stage may hold read and not yet handled. A matches or risk batch is up to 256 KiB:
+# Faust's default (4,096) reads a backlog into the process whole, up to a GiB; 16 are a few
+# tenths of a second of work, and fetching resumes when 6 are left.
+READ_AHEAD_RECORDS = 16
 STACKS_SECONDS = 1.0  # given to the intakes to write their stacks before they are killed
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         broker_credentials=broker_credentials(settings),
         datadir=str(settings.data_dir),
         web_enabled=False,
+        stream_buffer_maxsize=READ_AHEAD_RECORDS,
         topic_partitions=topics.spec("wmiwatch.matches").partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
@@ -223,9 +228,27 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         metrics.table_keys.labels("risk_object_to_contributions").set(len(objects))
         health.agents.assigned(bool(aggregating.assigned))
 
+    stages = (aggregating, scoring_stage)
+    app.sensors.add(ReadAheadFull({stage.source.topic: stage.name for stage in stages}))
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
     app.service(_intake_service(settings, health.intakes))
     return app
+
+
+class ReadAheadFull(faust.Sensor):
+    """Counts each time a stage's read-ahead filled and fetching its partition paused."""
+
+    def __init__(self, stages: dict[str, str]) -> None:
+        """``stages``: the stage reading each topic."""
+        super().__init__()
+        self.stages = stages
+        for stage in stages.values():
+            metrics.read_ahead_full_total.labels(stage)  # exported from zero
+
+    def on_topic_buffer_full(self, tp: TP) -> None:
+        """Count it for the stage reading ``tp`` (none for Faust's own topics)."""
+        if (stage := self.stages.get(tp.topic)) is not None:
+            metrics.read_ahead_full_total.labels(stage).inc()
 
 
 def export_info(rules: Iterable[Rule]) -> None:

@@ -367,6 +367,7 @@ class StagedWrites(MutableMapping[str, V], Generic[V]):
     def __init__(self, table: MutableMapping[str, V]) -> None:
         self.table = table
         self.pending: dict[str, V | None] = {}  # None: delete
+        self.added = 0  # the keys the held changes add to the table's (negative: remove)
 
     def __getitem__(self, key: str) -> V:
         if key not in self.pending:
@@ -377,9 +378,11 @@ class StagedWrites(MutableMapping[str, V], Generic[V]):
         return value
 
     def __setitem__(self, key: str, value: V) -> None:
+        self.added += key not in self
         self.pending[key] = value
 
     def __delitem__(self, key: str) -> None:
+        self.added -= key in self
         self.pending[key] = None
 
     def __contains__(self, key: object) -> bool:
@@ -391,15 +394,13 @@ class StagedWrites(MutableMapping[str, V], Generic[V]):
         return iter(self.table)
 
     def __len__(self) -> int:
-        """Return the keys there are with the held changes (a record's few) applied."""
-        change = sum(
-            (value is not None) - (key in self.table) for key, value in self.pending.items()
-        )
-        return len(self.table) + change
+        """Return the keys there are with the held changes applied."""
+        return len(self.table) + self.added
 
     def discard(self) -> None:
         """Forget the held changes (the record that made them could not be handled)."""
         self.pending.clear()
+        self.added = 0
 
     def apply(self) -> None:
         """Write the held changes to the table."""
@@ -409,3 +410,4 @@ class StagedWrites(MutableMapping[str, V], Generic[V]):
             elif key in self.table:
                 del self.table[key]
         self.pending.clear()
+        self.added = 0

@@ -109,6 +109,11 @@ partitions_taken_over_total = Counter(
     "Input partitions a stage took over: producer fenced in, table and offset read back.",
     ["stage"],
 )
+read_ahead_full_total = Counter(
+    "wmiwatch_read_ahead_full_total",
+    "Times a stage held as many records read and not yet handled as it may, and paused fetching.",
+    ["stage"],
+)
 findings_emitted_total = Counter(
     "wmiwatch_findings_emitted_total",
     "Finding records produced (status: new, update, final).",

@@ -19,8 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from pipeline import __version__
+from pipeline.agents import READ_AHEAD_RECORDS
+from pipeline.batch import match_batches
 from pipeline.kafka import create_topics, producer
 from pipeline.offline import detect_files
+from pipeline.records import MATCH, Match
 from pipeline.replay import replay_files
 from pipeline.rules.loader import load_rules
 from pipeline.settings import Settings
@@ -362,3 +365,33 @@ def test_two_intake_processes_share_the_raw_partitions(
     findings = [f for f in records if f["status"] == "new"]
     assert len(findings) == 6 and {(f["rule_name"], f["dest"]) for f in findings} >= SEED_FINDINGS
     assert consumed == 21  # 17 Sysmon and 4 PowerShell events, each read once
+
+
+WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+
+
+def test_a_backlog_of_matches_is_read_a_few_records_ahead(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """A worker starting behind a backlog of matches batches holds only ``READ_AHEAD_RECORDS``
+    of them read and not yet handled (Faust's own default, 4,096 records of up to 256 KiB,
+    would read this backlog into the process whole), pauses fetching and counts it."""
+    now, command = time.time(), "wmic /node:10.0.0.12 process call create " + "x" * 2_000
+    pairs = [
+        (dest, MATCH.encode(Match(WMIC_NODE, dest, now, group, {}, None, False, now)))
+        for dest in (f"backlog{number:05d}.corp.example" for number in range(8_000))
+        for group in [{"Processes.dest": dest, "Processes.process": command}]
+    ]
+    records = list(match_batches(pairs, topics.spec("wmiwatch.matches").partitions))
+    assert len(records) > 3 * READ_AHEAD_RECORDS
+    client = producer(settings)
+    for partition, record in records:
+        client.produce(topics.matches, record, partition=partition)
+    assert client.flush(30) == 0
+    running = start_worker(settings, tmp_path / "worker.log")
+    try:
+        wait_for_metric(settings.metrics_port, "wmiwatch_matches_aggregated_total", len(pairs), 120)
+        metrics = scrape(settings.metrics_port)
+    finally:
+        running.stop()
+    assert metrics["wmiwatch_read_ahead_full_total", (("stage", "aggregation"),)] > 0

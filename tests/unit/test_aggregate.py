@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from pipeline import aggregate as aggregate_module
@@ -386,6 +388,31 @@ def test_the_table_s_bound_counts_the_dests_a_record_opens_before_they_are_appli
     del staged["h0"], staged["h1"]
     staged["h1"] = {}
     assert len(staged) == 2 and sorted(staged.pending) == ["h0", "h1", "h2"]
+
+
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+STAGINGS = st.lists(st.tuples(st.sampled_from(["set", "del", "apply", "discard"]), KEYS))
+
+
+@given(st.sets(KEYS), STAGINGS)
+def test_staged_writes_count_their_keys_as_a_dict_would(keys: set[str], steps: list[Any]) -> None:
+    """Writes, deletes (of keys there or not), applies and discards, in any order."""
+    table = dict.fromkeys(keys, 0)
+    staged: StagedWrites[int] = StagedWrites(table)
+    model, applied = dict(table), dict(table)
+    for action, key in steps:
+        if action == "set":
+            staged[key] = model[key] = 1
+        elif action == "del":
+            del staged[key]
+            model.pop(key, None)
+        elif action == "apply":
+            staged.apply()
+            applied = dict(model)
+        else:
+            staged.discard()
+            model = dict(applied)
+        assert len(staged) == len(model) and table == applied
 
 
 def test_a_group_its_post_stats_cannot_decide_in_time_emits_nothing_and_is_told(
