@@ -42,6 +42,10 @@ STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches 
 # Faust's default (4,096) reads a backlog into the process whole, up to a GiB; 16 are a few
 # tenths of a second of work, and fetching resumes when 6 are left.
 READ_AHEAD_RECORDS = 16
+# The Faust process's event loop shares the GIL with Faust's consumer thread and the stages'
+# commit threads, and each librdkafka call lets it go: with Python's 5 ms switch interval the
+# loop waited longer to get it back (docs/performance.md, twentieth round).
+SWITCH_INTERVAL_SECONDS = 0.001
 STACKS_SECONDS = 1.0  # given to the intakes to write their stacks before they are killed
 log = logging.getLogger(__name__)
 

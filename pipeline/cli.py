@@ -266,7 +266,7 @@ def worker(
     import faust
     from confluent_kafka import KafkaException
 
-    from pipeline.agents import create_app
+    from pipeline.agents import SWITCH_INTERVAL_SECONDS, create_app
     from pipeline.health import Health, IntakeStatus, serve
     from pipeline.kafka import create_leader_topic
     from pipeline.logs import logging_config
@@ -282,6 +282,7 @@ def worker(
         f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics (probes: /healthz, /readyz)"
     )
     json_logs = logging_config(loglevel.upper(), "json") if settings.log_format == "json" else None
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     faust.Worker(
         create_app(settings, health), loglevel=loglevel, logging_config=json_logs
     ).execute_from_commandline()
