@@ -49,6 +49,7 @@ pytestmark = pytest.mark.integration
 SEED_SAMPLES = sorted((FIXTURES / "demo").glob("*.xml")) + sorted((FIXTURES / "demo").glob("*.log"))
 ALL_SAMPLES = SEED_SAMPLES + sorted(p for p in (FIXTURES / "rules").iterdir() if p.suffix != ".md")
 
+WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 SEED_FINDINGS = {
     ("Remote WMI Command Attempt", "ar-win-1"),
     ("Remote Process Instantiation via WMI and PowerShell Script Block", "ws01.corp.example"),
@@ -365,9 +366,6 @@ def test_two_intake_processes_share_the_raw_partitions(
     findings = [f for f in records if f["status"] == "new"]
     assert len(findings) == 6 and {(f["rule_name"], f["dest"]) for f in findings} >= SEED_FINDINGS
     assert consumed == 21  # 17 Sysmon and 4 PowerShell events, each read once
-
-
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 
 
 def test_a_backlog_of_matches_is_read_a_few_records_ahead(
