@@ -14,13 +14,13 @@ import multiprocessing.process
 import os
 import ssl
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, get_args
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP, TransportT
+from faust.types import TP, Message, TransportT
 from mode import Service
 
 from pipeline import __version__, metrics
@@ -46,6 +46,9 @@ READ_AHEAD_RECORDS = 16
 # commit threads, and each librdkafka call lets it go: with Python's 5 ms switch interval the
 # loop waited longer to get it back (docs/performance.md, twentieth round).
 SWITCH_INTERVAL_SECONDS = 0.001
+# Faust's fetch loop waits up to 1 s for records of the partitions it reads; a partition whose
+# read-ahead drained is read again only when that wait ends, its agent idle meanwhile.
+FETCH_WAIT_SECONDS = 0.05
 STACKS_SECONDS = 1.0  # given to the intakes to write their stacks before they are killed
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,10 @@ class _CommittedConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 class _CommittedConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> _CommittedConsumerThread:
         return _CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Fetch records, waiting at most ``FETCH_WAIT_SECONDS`` for them."""
+        return super().getmany(min(timeout, FETCH_WAIT_SECONDS))
 
 
 class _CommittedTransport(aiokafka_driver.Transport):
