@@ -39,9 +39,10 @@ from pipeline.watermark import MergedWatermark
 
 STALE_TICKS = 30  # an intake silent this many tick intervals no longer vouches for its partitions
 # Records a stage may hold read and not yet handled. A matches or risk batch is up to 256 KiB:
-# Faust's default (4,096) reads a backlog into the process whole, up to a GiB; 16 are a few
-# tenths of a second of work, and fetching resumes when 6 are left.
-READ_AHEAD_RECORDS = 16
+# Faust's default (4,096) reads a backlog into the process whole, up to a GiB; 64 hold at most
+# 16 MiB, and fetching resumes when 25 are left. 16 paused the intake's small records too and
+# left the exactly-once worker's last matches a second behind its intake.
+READ_AHEAD_RECORDS = 64
 # The Faust process's event loop shares the GIL with Faust's consumer thread and the stages'
 # commit threads, and each librdkafka call lets it go: with Python's 5 ms switch interval the
 # loop waited longer to get it back (docs/performance.md, twentieth round).

@@ -377,11 +377,11 @@ def test_a_backlog_of_matches_is_read_a_few_records_ahead(
     now, command = time.time(), "wmic /node:10.0.0.12 process call create " + "x" * 2_000
     pairs = [
         (dest, MATCH.encode(Match(WMIC_NODE, dest, now, group, {}, None, False, now)))
-        for dest in (f"backlog{number:05d}.corp.example" for number in range(8_000))
+        for dest in (f"backlog{number:05d}.corp.example" for number in range(16_000))
         for group in [{"Processes.dest": dest, "Processes.process": command}]
     ]
     records = list(match_batches(pairs, topics.spec("wmiwatch.matches").partitions))
-    assert len(records) > 3 * READ_AHEAD_RECORDS
+    assert len(records) > 2 * READ_AHEAD_RECORDS
     client = producer(settings)
     for partition, record in records:
         client.produce(topics.matches, record, partition=partition)
