@@ -157,6 +157,7 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         lambda partition: scoring.forget_index(),  # its objects join (or leave) the schedule
     )
     decisions: dict[str, Decisions] = {"aggregation": aggregation, "scoring": scoring}
+    stages = (aggregating, scoring_stage)
 
     def handle(stage: Stage, source: TP, offset: int, payload: bytes) -> None:
         """Hand one record to its stage's decisions and send what they return; one that
@@ -214,19 +215,19 @@ def create_app(settings: Settings, health: Health) -> faust.App:
     @app.timer(interval=settings.commit_interval_seconds)  # type: ignore[untyped-decorator]
     async def commit_idle() -> None:
         """Commit what a stage handled when no record came to commit it."""
-        for stage in (aggregating, scoring_stage):
+        for stage in stages:
             if stage.commit_due():
                 stage.start_commit()
 
     async def on_revoked(_app: Any, revoked: set[TP], **_: Any) -> None:
         """Commit the stages and let go of the partitions revoked."""
-        for stage in (aggregating, scoring_stage):
+        for stage in stages:
             async with stage.lock:
                 await stage.revoke(tp.partition for tp in revoked if tp.topic == stage.source.topic)
 
     def on_assigned(_app: Any, assigned: set[TP], **_: Any) -> None:
         """Note the partitions each stage now owns; each is taken over at its first record."""
-        for stage in (aggregating, scoring_stage):
+        for stage in stages:
             stage.assigned = {tp.partition for tp in assigned if tp.topic == stage.source.topic}
             decisions[stage.name].forget_index()
 
@@ -240,7 +241,6 @@ def create_app(settings: Settings, health: Health) -> faust.App:
         metrics.table_keys.labels("risk_object_to_contributions").set(len(objects))
         health.agents.assigned(bool(aggregating.assigned))
 
-    stages = (aggregating, scoring_stage)
     app.sensors.add(ReadAheadFull({stage.source.topic: stage.name for stage in stages}))
     health.recovered = app.tables.recovery.completed.is_set  # type: ignore[attr-defined]
     app.service(_intake_service(settings, health.intakes))
