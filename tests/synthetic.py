@@ -8,6 +8,7 @@ from xml.sax.saxutils import escape
 
 WMIEXEC = "Invoke-WMIExec -Target 10.0.0.12 -Username admin -Hash F6F38B793DB6A94BA04A52F1D3EE92F0"
 WMIEXEC_RULE = "0734bd21-2769-4972-a5f1-78bb1e011224"  # PowerShell Invoke-WmiExec Usage: matches it
+WMIC_NODE_RULE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 WMIMETHOD = (
     "Invoke-WmiMethod -ComputerName srv02 -Class Win32_Process -Name create -ArgumentList calc"
 )

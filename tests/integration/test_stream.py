@@ -41,7 +41,7 @@ from tests.conftest import (
     the_intake,
     wait_until_gone,
 )
-from tests.synthetic import WMIEXEC, WMIEXEC_RULE, script_block
+from tests.synthetic import WMIC_NODE_RULE, WMIEXEC, WMIEXEC_RULE, script_block
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,6 @@ pytestmark = pytest.mark.integration
 SEED_SAMPLES = sorted((FIXTURES / "demo").glob("*.xml")) + sorted((FIXTURES / "demo").glob("*.log"))
 ALL_SAMPLES = SEED_SAMPLES + sorted(p for p in (FIXTURES / "rules").iterdir() if p.suffix != ".md")
 
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 SEED_FINDINGS = {
     ("Remote WMI Command Attempt", "ar-win-1"),
     ("Remote Process Instantiation via WMI and PowerShell Script Block", "ws01.corp.example"),
@@ -376,7 +375,7 @@ def test_a_backlog_of_matches_is_read_a_few_records_ahead(
     would read this backlog into the process whole), pauses fetching and counts it."""
     now, command = time.time(), "wmic /node:10.0.0.12 process call create " + "x" * 2_000
     pairs = [
-        (dest, MATCH.encode(Match(WMIC_NODE, dest, now, group, {}, None, False, now)))
+        (dest, MATCH.encode(Match(WMIC_NODE_RULE, dest, now, group, {}, None, False, now)))
         for dest in (f"backlog{number:05d}.corp.example" for number in range(16_000))
         for group in [{"Processes.dest": dest, "Processes.process": command}]
     ]

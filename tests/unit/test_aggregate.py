@@ -29,11 +29,11 @@ from pipeline.rules.compiler import compile_search
 from pipeline.rules.loader import load_rules
 from tests import PROJECT_ROOT
 from tests.conftest import schema_validator
+from tests.synthetic import WMIC_NODE_RULE
 from tests.synthetic_hostile import AFTER_STATS, after_stats_match, with_slow_rules
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 OFFSETS = itertools.count()  # raw offsets rise in arrival order, whatever the event times
 
 
@@ -49,7 +49,7 @@ def aggregator(rules: dict[str, Any], state: dict[str, DestState]) -> Aggregator
 
 def match(time: float, process: str = "wmic /node:x os get", dest: str = "h1") -> Match:
     group = {"Processes.dest": dest, "Processes.user": "CORP\\bob", "Processes.process": process}
-    return Match(WMIC_NODE, dest, time, group, {}, Origin("t", 0, next(OFFSETS)), False, 0.0)
+    return Match(WMIC_NODE_RULE, dest, time, group, {}, Origin("t", 0, next(OFFSETS)), False, 0.0)
 
 
 def test_finding_ids_are_uuid5_of_the_rule_window_start_and_sorted_group() -> None:
@@ -60,10 +60,10 @@ def test_finding_ids_are_uuid5_of_the_rule_window_start_and_sorted_group() -> No
     "Processes.user":"CORP\\\\bob"}]') without the line breaks."""
     group = {"Processes.user": "CORP\\bob", "Processes.process": "wmic /node:x os get"}
     group["Processes.dest"] = "h1"  # insertion order does not matter
-    assert finding_id(WMIC_NODE, 7200, group) == "51dbdfee-3a02-515d-9809-8e36c623d5dd"
+    assert finding_id(WMIC_NODE_RULE, 7200, group) == "51dbdfee-3a02-515d-9809-8e36c623d5dd"
     admin = {"dest": "ar-win-1", "user": "AR-WIN-1\\Administrator"}
-    assert finding_id(WMIC_NODE, 1709640000, admin) == "62f417e5-569c-59d5-a6fa-f231af20c9e6"
-    assert finding_id(WMIC_NODE, 1709643600, admin) == "b927760d-1a46-5876-85b5-291e157b179e"
+    assert finding_id(WMIC_NODE_RULE, 1709640000, admin) == "62f417e5-569c-59d5-a6fa-f231af20c9e6"
+    assert finding_id(WMIC_NODE_RULE, 1709643600, admin) == "b927760d-1a46-5876-85b5-291e157b179e"
 
 
 def statuses(records: list[Finding]) -> list[tuple[str, int, bool]]:
@@ -128,7 +128,7 @@ def test_a_new_window_or_group_is_a_new_finding(aggregator: Aggregator) -> None:
 
 def test_risk_events_cover_entity_and_user(rules: dict[str, Any], aggregator: Aggregator) -> None:
     (finding,) = aggregator.add(match(10.0), -math.inf, 0.0)
-    risk = build_risk_events(rules[WMIC_NODE], finding)
+    risk = build_risk_events(rules[WMIC_NODE_RULE], finding)
     assert [(r.risk_object_type, r.risk_object, r.risk_score) for r in risk] == [
         ("system", "h1", 36),
         ("user", "CORP\\bob", 36),
@@ -198,7 +198,7 @@ def test_groups_of_a_rule_no_longer_loaded_are_forgotten(
     rules: dict[str, Any], state: dict[str, DestState]
 ) -> None:
     Aggregator(rules, state, POLICY).add(match(7300.0), 7300.0, now=0.0)
-    without = {rule_id: rule for rule_id, rule in rules.items() if rule_id != WMIC_NODE}
+    without = {rule_id: rule for rule_id, rule in rules.items() if rule_id != WMIC_NODE_RULE}
     assert Aggregator(without, state, POLICY).advance(7400.0, now=1.0, dests=["h1"]) == []
     assert state == {}
 
@@ -217,13 +217,13 @@ def test_the_xsl_rules_attacker_observables_are_threat_objects(rules: dict[str, 
 
 
 def test_latest_and_earliest_keep_the_value_at_the_group_s_ends(rules: dict[str, Any]) -> None:
-    rule = rules[WMIC_NODE]
+    rule = rules[WMIC_NODE_RULE]
     plan = compile_search("a=1 | stats count latest(p) as newest earliest(p) as oldest by dest", {})
     custom = dataclasses.replace(rule, plan=plan)
-    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    aggregator = Aggregator({WMIC_NODE_RULE: custom}, {}, WindowPolicy())
     for time, value in ((20.0, "b"), (10.0, "a"), (30.0, "c"), (25.0, "x")):
         found = Match(
-            WMIC_NODE,
+            WMIC_NODE_RULE,
             "h1",
             time,
             {"dest": "h1"},
@@ -245,8 +245,8 @@ def test_count_of_a_field_or_an_eval_counts_only_the_events_that_have_it(
     plan = compile_search(
         'a=1 | stats count count(p) as with_p count(eval(p="x")) as xs by dest', {}
     )
-    custom = dataclasses.replace(rules[WMIC_NODE], plan=plan)
-    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    custom = dataclasses.replace(rules[WMIC_NODE_RULE], plan=plan)
+    aggregator = Aggregator({WMIC_NODE_RULE: custom}, {}, WindowPolicy())
     for fields in ({"p": "x"}, {"p": "y"}, {}, {"p": "x"}):
         origin = Origin("t", 0, next(OFFSETS))
         found = match_event(custom, Event({"a": "1", "dest": "h1", **fields}, 10.0, ""), origin)
@@ -303,7 +303,7 @@ def test_window_starts_floor_the_time_to_the_window() -> None:
 
 def distinct_values_rule(rules: dict[str, Any]) -> Any:
     plan = compile_search("a=1 | stats count dc(p) as kinds values(p) as ps by dest", {})
-    return dataclasses.replace(rules[WMIC_NODE], plan=plan)
+    return dataclasses.replace(rules[WMIC_NODE_RULE], plan=plan)
 
 
 def test_a_group_keeps_at_most_a_hundred_distinct_values_and_counts_every_match(
@@ -312,7 +312,7 @@ def test_a_group_keeps_at_most_a_hundred_distinct_values_and_counts_every_match(
     """A host can send values without end: a group keeps the first ``MAX_KEPT_VALUES`` (and
     ``dc`` saturates there), and counts every match."""
     custom = distinct_values_rule(rules)
-    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    aggregator = Aggregator({WMIC_NODE_RULE: custom}, {}, WindowPolicy())
     for n in range(MAX_KEPT_VALUES + 20):
         event = Event({"a": "1", "dest": "h1", "p": f"v{n:03d}"}, 10.0, "")
         found = match_event(custom, event, Origin("t", 0, next(OFFSETS)))
@@ -325,7 +325,7 @@ def test_a_group_keeps_at_most_a_hundred_distinct_values_and_counts_every_match(
 
 def test_a_group_keeps_values_up_to_a_bound_on_their_characters(rules: dict[str, Any]) -> None:
     custom = distinct_values_rule(rules)
-    aggregator = Aggregator({WMIC_NODE: custom}, {}, WindowPolicy())
+    aggregator = Aggregator({WMIC_NODE_RULE: custom}, {}, WindowPolicy())
     long = [f"{n}" * MAX_VALUE_CHARS for n in range(6)]  # 4 fit in MAX_KEPT_CHARS
     for value in long:
         found = match_event(custom, Event({"a": "1", "dest": "h1", "p": value}, 10.0, ""))

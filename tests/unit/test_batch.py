@@ -19,14 +19,13 @@ from pipeline.suppress import Suppressions
 from pipeline.ticks import TickReporter
 from pipeline.topics import Topics, load_topics
 from tests import PROJECT_ROOT
-from tests.synthetic import BENIGN, WMIEXEC, WMIEXEC_RULE, script_block
+from tests.synthetic import BENIGN, WMIC_NODE_RULE, WMIEXEC, WMIEXEC_RULE, script_block
 from tests.synthetic_hostile import AFTER_STATS, BEFORE_STATS, slow_sysmon, with_slow_rules
 from tests.unit.conftest import shared
 
 POWERSHELL = "windows.powershell"
 EVENT_TIME = 1_790_000_000.0
 CLOCK = EVENT_TIME + 60
-REMOTE_WMIC = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 
 
 @pytest.fixture(scope=shared)
@@ -115,9 +114,9 @@ def test_a_record_a_rule_runs_out_of_time_on_is_dead_lettered_and_its_matches_se
     assert (topic, letter.reason, letter.offset) == (topics.dead_letter, "regex_timeout", 9)
     assert letter.error.startswith(f"rule {BEFORE_STATS}: regex: ")
     sent = {MATCH.decode(encoded).rule_id for _, encoded in result.matches}
-    assert {AFTER_STATS, REMOTE_WMIC} <= sent and BEFORE_STATS not in sent
+    assert {AFTER_STATS, WMIC_NODE_RULE} <= sent and BEFORE_STATS not in sent
     assert result.tally[(metrics.events_rejected_total, ("regex_timeout",))] == 1
-    assert result.tally[(metrics.rule_matches_total, (REMOTE_WMIC,))] == 1
+    assert result.tally[(metrics.rule_matches_total, (WMIC_NODE_RULE,))] == 1
 
 
 def test_a_batch_s_size_is_the_bytes_of_the_records_it_yields(batches: BatchProcessor) -> None:

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline.emit import FINDING_NAMESPACE, build_finding, iso_time, render_title, uuid5
 from pipeline.records import GroupState
-
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+from tests.synthetic import WMIC_NODE_RULE
 
 
 def test_a_title_keeps_a_placeholder_the_row_cannot_fill() -> None:
@@ -21,8 +20,8 @@ def test_a_title_keeps_a_placeholder_the_row_cannot_fill() -> None:
 
 
 def test_the_dest_is_the_row_s_else_the_group_s(rules: dict[str, Any]) -> None:
-    stats = GroupState("f", WMIC_NODE, "from-the-match", 0, {}, 0, count=1)
-    rule = rules[WMIC_NODE]
+    stats = GroupState("f", WMIC_NODE_RULE, "from-the-match", 0, {}, 0, count=1)
+    rule = rules[WMIC_NODE_RULE]
     with_dest = build_finding(rule, stats, {"dest": "from-the-row"}, "new")
     assert (with_dest.dest, with_dest.entity.value) == ("from-the-row", "from-the-row")
     without = build_finding(rule, stats, {}, "new")

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.engine import Detector
 from pipeline.rejects import RejectReason
 from pipeline.rules.loader import load_rules
+from tests.synthetic import WMIC_NODE_RULE
 from tests.synthetic_hostile import (
     AFTER_STATS,
     BEFORE_STATS,
@@ -22,7 +23,6 @@ from tests.synthetic_hostile import (
 CAP = TEST_MAX_EVENT_BYTES
 WHEN = "2024-03-05T11:02:44Z"
 ARRIVED = 1709636600.0  # half a minute later
-REMOTE_WMIC = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 
 
 def test_an_unrouted_record_over_the_cap_is_rejected_not_screened(rules: dict[str, Any]) -> None:
@@ -37,10 +37,12 @@ def test_an_unrouted_record_over_the_cap_is_rejected_not_screened(rules: dict[st
 def test_detect_applies_the_configured_cap(rules: dict[str, Any]) -> None:
     at_cap, over = oversize("h", WHEN, 1, CAP), oversize("h", WHEN, 1, CAP + 1)
     capped = Detector(tuple(rules.values()), max_event_bytes=CAP)
-    assert REMOTE_WMIC in {m.rule_id for m in capped.detect(at_cap).matches}
+    assert WMIC_NODE_RULE in {m.rule_id for m in capped.detect(at_cap).matches}
     rejected = capped.detect(over).rejected
     assert rejected is not None and rejected.reason == RejectReason.TOO_LARGE
-    assert REMOTE_WMIC in {m.rule_id for m in Detector(tuple(rules.values())).detect(over).matches}
+    assert WMIC_NODE_RULE in {
+        m.rule_id for m in Detector(tuple(rules.values())).detect(over).matches
+    }
 
 
 def test_an_event_time_is_not_read_past_the_cap(rules: dict[str, Any]) -> None:
@@ -58,7 +60,7 @@ def test_a_rule_out_of_time_decides_nothing_and_the_others_still_match(tmp_path:
     assert outcome.rejected.reason == RejectReason.REGEX_TIMEOUT
     assert outcome.rejected.detail.startswith(f"rule {BEFORE_STATS}: regex: '^(a|aa)+(?!a)$'")
     matched = {m.rule_id for m in outcome.matches}
-    assert {REMOTE_WMIC, AFTER_STATS} <= matched and BEFORE_STATS not in matched
+    assert {WMIC_NODE_RULE, AFTER_STATS} <= matched and BEFORE_STATS not in matched
     decided = detector.detect(slow_sysmon("h1", WHEN).replace(SLOW_VALUE.encode(), b"aaa"))
     assert decided.rejected is None
     assert {m.rule_id for m in decided.matches} == matched | {BEFORE_STATS}

@@ -14,14 +14,13 @@ from pipeline.records import Match, Origin
 from pipeline.rejects import Rejected
 from pipeline.rules.compiler import Macro, compile_search
 from pipeline.rules.model import Rule
-
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
+from tests.synthetic import WMIC_NODE_RULE
 
 
 def rule_with(rules: dict[str, Any], search: str) -> Rule:
     """Return a shipped rule with ``search`` compiled in place of its own."""
     plan = compile_search(search, {"sysmon": Macro("source=sysmon")})
-    return dataclasses.replace(rules[WMIC_NODE], plan=plan)
+    return dataclasses.replace(rules[WMIC_NODE_RULE], plan=plan)
 
 
 def test_the_dest_is_the_cim_dest_else_the_computer_else_unknown(rules: dict[str, Any]) -> None:
@@ -83,7 +82,7 @@ def test_an_event_whose_match_would_be_too_large_is_rejected(rules: dict[str, An
     fields = [f"f{n}" for n in range(MAX_MATCH_CHARS // MAX_VALUE_CHARS + 1)]
     rule = rule_with(rules, f"a=1 | stats count by {' '.join(fields)}")
     event = Event({"a": "1", **{name: "v" * MAX_VALUE_CHARS for name in fields}}, 0.0, "")
-    with pytest.raises(Rejected, match=f"too_large: its match of rule {WMIC_NODE}"):
+    with pytest.raises(Rejected, match=f"too_large: its match of rule {WMIC_NODE_RULE}"):
         match_event(rule, event)
     del event.fields["f0"]  # one field fewer: within the bound
     fits = rule_with(rules, f"a=1 | stats count by {' '.join(fields[1:])}")

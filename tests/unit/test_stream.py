@@ -53,11 +53,11 @@ from pipeline.stream import (
     count_published,
 )
 from pipeline.watermark import MergedWatermark
+from tests.synthetic import WMIC_NODE_RULE
 from tests.synthetic_hostile import AFTER_STATS, SLOW_VALUE, after_stats_match, with_slow_rules
 
 HOUR = 3600
 POLICY = WindowPolicy(window_seconds=HOUR, allowed_lateness_seconds=300, update_interval_seconds=60)
-WMIC_NODE = "272df6de-61f1-4784-877c-1fbc3e2d0838"  # Remote WMI Command Attempt
 RAW = ("windows.sysmon", 0)
 OFFSETS = itertools.count()
 NOW = 100_000.0  # the wall clock: ticks may not report event times much past it
@@ -82,7 +82,7 @@ def match(time: float, dest: str = "h1", ingested_at: float = 5.0) -> bytes:
         "Processes.process": "wmic /node:x",
     }
     origin = Origin(RAW[0], RAW[1], next(OFFSETS))
-    return MATCH.encode(Match(WMIC_NODE, dest, time, group, {}, origin, False, ingested_at))
+    return MATCH.encode(Match(WMIC_NODE_RULE, dest, time, group, {}, origin, False, ingested_at))
 
 
 def tick(sent_at: float, newest: float) -> bytes:
@@ -307,7 +307,7 @@ def test_the_encoded_table_stores_compressed_bytes_and_gives_records(
     assert encoded["plain"] == encoded["h1"]
     del encoded["plain"]
     (group,) = encoded["h1"].values()
-    assert (group.rule_id, group.count, group.partition) == (WMIC_NODE, 1, 0)
+    assert (group.rule_id, group.count, group.partition) == (WMIC_NODE_RULE, 1, 0)
     del encoded["h1"]
     assert dict(raw) == {} and len(encoded) == 0
 
@@ -364,15 +364,16 @@ def test_the_encoded_table_keeps_a_value_decoded_while_it_holds_its_bytes() -> N
     raw, codec = PartitionedTable(), CountingCodec()
     encoded = EncodedTable(raw, codec)
     big = {
-        f"f{n}": GroupState(f"f{n}", WMIC_NODE, "h1", 0, {"p": "x" * 1000}, 0) for n in range(80)
+        f"f{n}": GroupState(f"f{n}", WMIC_NODE_RULE, "h1", 0, {"p": "x" * 1000}, 0)
+        for n in range(80)
     }
-    small = {"f": GroupState("f", WMIC_NODE, "h2", 0, {}, 0)}
+    small = {"f": GroupState("f", WMIC_NODE_RULE, "h2", 0, {}, 0)}
     encoded["h1"], encoded["h2"], encoded["h3"] = big, small, small
     raw.write_held()
     assert sorted(encoded.decoded) == ["h1"]  # a flood of new dests is not kept decoded
     assert [encoded["h1"] for _ in range(3)] == [big] * 3 and codec.decodes == 0  # as written
     assert [encoded["h2"] for _ in range(3)] == [small] * 3 and codec.decodes == 1  # read back
-    encoded["h2"] = {**small, "g": GroupState("g", WMIC_NODE, "h2", 0, {}, 0)}
+    encoded["h2"] = {**small, "g": GroupState("g", WMIC_NODE_RULE, "h2", 0, {}, 0)}
     raw.write_held()
     assert len(encoded["h2"]) == 2 and codec.decodes == 1  # busy: kept decoded as written
     del encoded["h2"]
@@ -390,7 +391,7 @@ def test_the_encoded_table_keeps_decoded_values_within_its_budget(
     raw = PartitionedTable()
     encoded = EncodedTable(raw, DEST_STATE)
     for n in range(5):
-        encoded[f"h{n}"] = {"f": GroupState("f", WMIC_NODE, "h", 0, {"p": "x" * 70_000}, 0)}
+        encoded[f"h{n}"] = {"f": GroupState("f", WMIC_NODE_RULE, "h", 0, {"p": "x" * 70_000}, 0)}
     raw.write_held()
     assert sorted(encoded.decoded) == ["h3", "h4"]  # the newest that fit
     assert encoded.decoded_bytes <= stream_module.DECODED_BUDGET
@@ -533,7 +534,7 @@ def test_published_records_are_counted_per_series() -> None:
 def test_matches_are_counted_when_their_record_is_committed(aggregation: Aggregation) -> None:
     def aggregated() -> float:
         return (
-            REGISTRY.get_sample_value("wmiwatch_matches_aggregated_total", {"rule": WMIC_NODE})
+            REGISTRY.get_sample_value("wmiwatch_matches_aggregated_total", {"rule": WMIC_NODE_RULE})
             or 0.0
         )
 
